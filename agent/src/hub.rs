@@ -1,0 +1,503 @@
+//! Conversations as a durable service: the transport calls [`ConversationHub::open`] and
+//! [`ConversationHub::submit`] and forwards the frames it receives.
+//!
+//! Guarantees:
+//! - a user's message is committed (with its `ack` frame) before it is acknowledged or
+//!   answered, so an acknowledged message survives a crash; unanswered messages are picked
+//!   up again by [`ConversationHub::recover`] at start;
+//! - a resend of the same client message id is acknowledged again and never processed twice;
+//! - every durable frame has a per-conversation sequence number; a client that reopens with
+//!   the last number it saw gets every durable frame after it, plus the reply being streamed;
+//! - one turn at a time per conversation, in order of arrival.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kizuna_store::{Conversation, Store, StoreError, UserMessageInsert};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::clock::Clock;
+use crate::engine::{Agent, ContextChunk, TurnEvent, TurnRequest};
+use crate::identity::{Identity, Role};
+use crate::llm::ChatMessage;
+
+/// Supplies knowledge chunks for a user's message (the knowledge crate implements it).
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    async fn retrieve(&self, query: &str, identity: &Identity) -> Vec<ContextChunk>;
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Earlier messages given to the model.
+    pub history_messages: i64,
+    /// Frames buffered per conversation for slow sockets before they must resume.
+    pub frame_buffer: usize,
+    /// Longest accepted message, in characters.
+    pub max_message_chars: usize,
+    /// A conversation worker with no socket and no work exits after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history_messages: 12,
+            frame_buffer: 32,
+            max_message_chars: 2000,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A frame for the client, already serialised. `seq` is set on durable frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutFrame {
+    pub seq: Option<i64>,
+    pub json: Arc<str>,
+}
+
+impl OutFrame {
+    fn transient(value: Value) -> Self {
+        Self { seq: None, json: value.to_string().into() }
+    }
+    fn durable(seq: i64, mut value: Value) -> Self {
+        value["seq"] = json!(seq);
+        Self { seq: Some(seq), json: value.to_string().into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("this conversation belongs to someone else")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a socket gets when it opens a conversation.
+pub struct Opened {
+    pub conversation_id: String,
+    /// The highest durable sequence number so far.
+    pub last_seq: i64,
+    /// Durable frames after the client's last seen sequence number, then the reply in progress.
+    pub replay: Vec<OutFrame>,
+    /// Live frames from now on (may repeat replayed ones: skip seq ≤ the last replayed).
+    pub live: broadcast::Receiver<OutFrame>,
+}
+
+/// The outcome of a submitted message.
+pub enum Submitted {
+    /// Stored; the `ack` frame reaches every socket of the conversation.
+    Accepted { message_id: String },
+    /// Already received earlier: this frame re-acknowledges it for the sender only.
+    Duplicate(OutFrame),
+}
+
+struct Job {
+    message_id: String,
+    client_msg_id: String,
+    text: String,
+    identity: Identity,
+}
+
+/// The reply being streamed, for sockets that reconnect mid-reply.
+struct Progress {
+    reply_to: String,
+    text: String,
+}
+
+struct Live {
+    frames: broadcast::Sender<OutFrame>,
+    jobs: mpsc::UnboundedSender<Job>,
+    progress: Mutex<Option<Progress>>,
+}
+
+pub struct ConversationHub {
+    store: Store,
+    agent: Arc<Agent>,
+    clock: Arc<dyn Clock>,
+    retriever: Option<Arc<dyn Retriever>>,
+    config: HubConfig,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    me: Weak<ConversationHub>,
+}
+
+impl ConversationHub {
+    pub fn new(
+        store: Store,
+        agent: Arc<Agent>,
+        clock: Arc<dyn Clock>,
+        retriever: Option<Arc<dyn Retriever>>,
+        config: HubConfig,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            store,
+            agent,
+            clock,
+            retriever,
+            config,
+            live: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Opens (or starts) a conversation for a socket. A new conversation is only written to
+    /// the database with its first message, so idle visitors cost no rows.
+    pub async fn open(&self, identity: &Identity, conversation_id: Option<&str>, last_seq: i64) -> Result<Opened, HubError> {
+        let id = match conversation_id {
+            Some(id) => validate_conversation_id(id)?,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let existing = self.store.conversation(&id).await?;
+        if let Some(conv) = &existing {
+            check_owner(conv, identity)?;
+        }
+        // Subscribe before reading the log so no frame falls between the two.
+        let live = self.live(&id);
+        let receiver = live.frames.subscribe();
+        let mut replay: Vec<OutFrame> = self
+            .store
+            .frames_after(&id, last_seq.max(0))
+            .await?
+            .into_iter()
+            .map(|f| OutFrame::durable(f.seq, f.payload))
+            .collect();
+        if let Some(p) = live.progress.lock().expect("progress lock").as_ref() {
+            replay.push(OutFrame::transient(json!({
+                "type": "delta", "reply_to": p.reply_to, "index": 0, "replace": true, "text": p.text,
+            })));
+        }
+        let last_seq = existing.map(|c| c.last_seq).unwrap_or(0).max(replay.iter().filter_map(|f| f.seq).max().unwrap_or(0));
+        Ok(Opened { conversation_id: id, last_seq, replay, live: receiver })
+    }
+
+    /// Stores a user's message and queues it for an answer.
+    pub async fn submit(&self, identity: &Identity, conversation_id: &str, client_msg_id: &str, text: &str) -> Result<Submitted, HubError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(HubError::BadRequest("the message is empty".into()));
+        }
+        if text.chars().count() > self.config.max_message_chars {
+            return Err(HubError::BadRequest(format!("the message is longer than {} characters", self.config.max_message_chars)));
+        }
+        if client_msg_id.is_empty() || client_msg_id.len() > 128 {
+            return Err(HubError::BadRequest("the message id must be 1–128 characters".into()));
+        }
+        let now = self.now_ms();
+        match self.store.conversation(conversation_id).await? {
+            Some(conv) => check_owner(&conv, identity)?,
+            None => {
+                let conv_id = validate_conversation_id(conversation_id)?;
+                match self
+                    .store
+                    .create_conversation(&conv_id, identity.role.as_str(), &identity.subject, identity.customer_id.as_deref(), now)
+                    .await
+                {
+                    Ok(_) => {}
+                    // Two sockets raced to create it: fine if it is ours.
+                    Err(StoreError::Database(_)) => match self.store.conversation(&conv_id).await? {
+                        Some(conv) => check_owner(&conv, identity)?,
+                        None => return Err(HubError::BadRequest("could not create the conversation".into())),
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let ack = json!({"type": "ack", "id": client_msg_id, "message_id": message_id});
+        match self.store.insert_user_message(conversation_id, &message_id, client_msg_id, text, &ack, now).await? {
+            UserMessageInsert::Duplicate { message_id, status } => {
+                metrics::counter!("kizuna_duplicate_messages_total").increment(1);
+                Ok(Submitted::Duplicate(OutFrame::transient(json!({
+                    "type": "ack", "id": client_msg_id, "message_id": message_id, "duplicate": true, "status": status,
+                }))))
+            }
+            UserMessageInsert::New { message_id, ack_seq } => {
+                metrics::counter!("kizuna_messages_total").increment(1);
+                let live = self.live(conversation_id);
+                let _ = live.frames.send(OutFrame::durable(ack_seq, ack));
+                self.enqueue(
+                    conversation_id,
+                    Job { message_id: message_id.clone(), client_msg_id: client_msg_id.to_string(), text: text.to_string(), identity: identity.clone() },
+                );
+                Ok(Submitted::Accepted { message_id })
+            }
+        }
+    }
+
+    /// Queues every stored but unanswered message (left by a crash or restart).
+    pub async fn recover(&self) -> Result<usize, HubError> {
+        let pending = self.store.pending_messages(None).await?;
+        let count = pending.len();
+        for message in pending {
+            let Some(conv) = self.store.conversation(&message.conversation_id).await? else { continue };
+            let identity = owner_identity(&conv);
+            self.enqueue(
+                &message.conversation_id,
+                Job {
+                    message_id: message.id,
+                    client_msg_id: message.client_msg_id.unwrap_or_default(),
+                    text: message.content,
+                    identity,
+                },
+            );
+        }
+        if count > 0 {
+            tracing::info!(count, "answering messages left unanswered by the last run");
+        }
+        Ok(count)
+    }
+
+    /// Number of conversations with a live worker (for metrics).
+    pub fn live_conversations(&self) -> usize {
+        self.live.lock().expect("live lock").len()
+    }
+
+    fn enqueue(&self, conversation_id: &str, job: Job) {
+        let job = match self.live(conversation_id).jobs.send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(job)) => job,
+        };
+        // The worker exited between lookup and send: replace it and try once more.
+        self.live.lock().expect("live lock").remove(conversation_id);
+        if self.live(conversation_id).jobs.send(job).is_err() {
+            tracing::error!(conversation_id, "could not queue a message; it stays pending until restart");
+        }
+    }
+
+    fn live(&self, conversation_id: &str) -> Arc<Live> {
+        let mut map = self.live.lock().expect("live lock");
+        if let Some(live) = map.get(conversation_id) {
+            if !live.jobs.is_closed() {
+                return live.clone();
+            }
+        }
+        let (frames, _) = broadcast::channel(self.config.frame_buffer);
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        let live = Arc::new(Live { frames, jobs, progress: Mutex::new(None) });
+        map.insert(conversation_id.to_string(), live.clone());
+        tokio::spawn(worker(self.me.clone(), conversation_id.to_string(), live.clone(), inbox));
+        live
+    }
+
+    async fn answer(&self, conversation_id: &str, live: &Live, job: Job) {
+        let started = Instant::now();
+        let history = match self.history(conversation_id, &job.message_id).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(conversation_id, error = %e, "cannot read history; answering without it");
+                Vec::new()
+            }
+        };
+        let context = match &self.retriever {
+            Some(r) => r.retrieve(&job.text, &job.identity).await,
+            None => Vec::new(),
+        };
+        let request = TurnRequest {
+            conversation_id: conversation_id.to_string(),
+            identity: job.identity.clone(),
+            now: self.clock.now(),
+            history,
+            user_text: job.text.clone(),
+            context,
+        };
+        *live.progress.lock().expect("progress lock") = Some(Progress { reply_to: job.client_msg_id.clone(), text: String::new() });
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let turn = self.agent.run_turn(request, events_tx);
+        tokio::pin!(turn);
+        let mut index = 0u32;
+        let result = loop {
+            tokio::select! {
+                result = &mut turn => break result,
+                Some(event) = events_rx.recv() => self.forward_event(live, &job.client_msg_id, &mut index, event),
+            }
+        };
+        while let Ok(event) = events_rx.try_recv() {
+            self.forward_event(live, &job.client_msg_id, &mut index, event);
+        }
+
+        let reply_id = uuid::Uuid::new_v4().to_string();
+        let tool_calls: Vec<Value> = result
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}))
+            .collect();
+        let payload = json!({
+            "type": "reply",
+            "reply_to": job.client_msg_id,
+            "message_id": reply_id,
+            "text": result.reply,
+            "sources": result.sources,
+            "tool_calls": tool_calls,
+            "fallback": result.fallback,
+        });
+        let metadata = json!({
+            "sources": result.sources,
+            "fallback": result.fallback,
+            "steps": result.steps,
+            "llm_ms": result.llm_time.as_millis() as u64,
+            "usage": result.usage,
+            "model": self.agent.llm().name(),
+        });
+        let records: Vec<kizuna_store::ToolCallRecord> = result
+            .tool_calls
+            .iter()
+            .map(|c| kizuna_store::ToolCallRecord {
+                id: format!("{}-{}", job.message_id, c.id),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+                result: c.result.clone(),
+                ok: c.ok,
+                duration_ms: c.duration_ms as i64,
+            })
+            .collect();
+        // The reply must not be lost to a transient database error.
+        let mut attempt = 0;
+        let seq = loop {
+            match self
+                .store
+                .record_reply(conversation_id, &job.message_id, &reply_id, "assistant", &result.reply, &metadata, &records, &payload, self.now_ms())
+                .await
+            {
+                Ok(seq) => break Some(seq),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(conversation_id, error = %e, attempt, "storing the reply failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "could not store the reply; the message stays pending");
+                    break None;
+                }
+            }
+        };
+        *live.progress.lock().expect("progress lock") = None;
+        if let Some(seq) = seq {
+            let _ = live.frames.send(OutFrame::durable(seq, payload));
+        }
+        let total = started.elapsed();
+        metrics::counter!("kizuna_turns_total").increment(1);
+        metrics::histogram!("kizuna_turn_seconds").record(total.as_secs_f64());
+        metrics::histogram!("kizuna_turn_overhead_seconds").record(total.saturating_sub(result.llm_time).as_secs_f64());
+        for call in &result.tool_calls {
+            metrics::counter!("kizuna_tool_calls_total", "tool" => call.name.clone(), "ok" => call.ok.to_string()).increment(1);
+        }
+        if let Some(fallback) = result.fallback {
+            metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}")).increment(1);
+        }
+        tracing::info!(
+            conversation_id,
+            steps = result.steps,
+            tools = result.tool_calls.len(),
+            llm_ms = result.llm_time.as_millis() as u64,
+            total_ms = total.as_millis() as u64,
+            fallback = ?result.fallback,
+            "turn answered"
+        );
+    }
+
+    fn forward_event(&self, live: &Live, reply_to: &str, index: &mut u32, event: TurnEvent) {
+        let frame = match event {
+            TurnEvent::Delta(text) => {
+                if let Some(p) = live.progress.lock().expect("progress lock").as_mut() {
+                    p.text.push_str(&text);
+                }
+                *index += 1;
+                json!({"type": "delta", "reply_to": reply_to, "index": *index, "text": text})
+            }
+            TurnEvent::ToolStarted { name, .. } => json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"}),
+            TurnEvent::ToolFinished { name, ok, .. } => {
+                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
+            }
+        };
+        let _ = live.frames.send(OutFrame::transient(frame));
+    }
+
+    /// The conversation before `current_message_id`, as prompt messages.
+    async fn history(&self, conversation_id: &str, current_message_id: &str) -> Result<Vec<ChatMessage>, StoreError> {
+        let messages = self.store.recent_messages(conversation_id, self.config.history_messages + 1).await?;
+        Ok(messages
+            .into_iter()
+            .take_while(|m| m.id != current_message_id)
+            .filter(|m| m.role == "assistant" || m.role == "human_agent" || (m.role == "user" && m.status == "answered"))
+            .map(|m| if m.role == "user" { ChatMessage::user(m.content) } else { ChatMessage::assistant(m.content) })
+            .collect())
+    }
+}
+
+async fn worker(hub: Weak<ConversationHub>, conversation_id: String, live: Arc<Live>, mut inbox: mpsc::UnboundedReceiver<Job>) {
+    loop {
+        let idle_timeout = match hub.upgrade() {
+            Some(h) => h.config.idle_timeout,
+            None => return,
+        };
+        match tokio::time::timeout(idle_timeout, inbox.recv()).await {
+            Ok(Some(job)) => {
+                let Some(hub) = hub.upgrade() else { return };
+                hub.answer(&conversation_id, &live, job).await;
+            }
+            Ok(None) => return,
+            Err(_) => {
+                let Some(hub) = hub.upgrade() else { return };
+                let mut map = hub.live.lock().expect("live lock");
+                if live.frames.receiver_count() == 0 && inbox.is_empty() {
+                    if map.get(&conversation_id).is_some_and(|l| Arc::ptr_eq(l, &live)) {
+                        map.remove(&conversation_id);
+                    }
+                    inbox.close();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn validate_conversation_id(id: &str) -> Result<String, HubError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| HubError::BadRequest("conversation_id must be a UUID".into()))
+}
+
+/// Customers and managers own their conversations; an anonymous conversation is reachable
+/// by anyone anonymous who holds its (random, unguessable) id.
+fn check_owner(conv: &Conversation, identity: &Identity) -> Result<(), HubError> {
+    let owns = conv.owner_role == identity.role.as_str() && (identity.role == Role::Anonymous || conv.owner_id == identity.subject);
+    if owns {
+        Ok(())
+    } else {
+        Err(HubError::Forbidden)
+    }
+}
+
+fn owner_identity(conv: &Conversation) -> Identity {
+    match conv.owner_role.as_str() {
+        "customer" => Identity::customer(conv.customer_id.clone().unwrap_or_else(|| conv.owner_id.clone())),
+        "manager" => Identity::manager(conv.owner_id.clone()),
+        _ => Identity::anonymous(conv.owner_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

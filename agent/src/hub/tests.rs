@@ -1,0 +1,110 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::engine::AgentConfig;
+use crate::prompts::Prompts;
+use crate::testing::{PriceTool, ScriptedModel, Step};
+use crate::tool::ToolRegistry;
+
+async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display())).await.unwrap();
+    (hub_on(store, model), dir)
+}
+
+fn hub_on(store: Store, model: Arc<ScriptedModel>) -> Arc<ConversationHub> {
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(PriceTool)).unwrap();
+    let prompts = Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts")).unwrap();
+    let agent = Arc::new(Agent::new(model, tools, prompts, AgentConfig::default()));
+    ConversationHub::new(store, agent, Arc::new(SystemClock), None, HubConfig::default())
+}
+
+async fn next_durable(rx: &mut broadcast::Receiver<OutFrame>) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("frame in time").unwrap();
+        if frame.seq.is_some() {
+            return serde_json::from_str(&frame.json).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn message_is_acked_answered_and_never_processed_twice() {
+    let model = ScriptedModel::new(false, vec![Step::Text("こんにちは。ご相談ください。")]);
+    let (hub, _dir) = hub(model.clone()).await;
+    let me = Identity::customer("C-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    assert!(opened.replay.is_empty());
+    let conv = opened.conversation_id.clone();
+
+    assert!(matches!(hub.submit(&me, &conv, "m-1", "こんにちは").await.unwrap(), Submitted::Accepted { .. }));
+    let ack = next_durable(&mut opened.live).await;
+    assert_eq!((ack["type"].as_str(), ack["id"].as_str(), ack["seq"].as_i64()), (Some("ack"), Some("m-1"), Some(1)));
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["type"], "reply");
+    assert_eq!(reply["reply_to"], "m-1");
+    assert_eq!(reply["seq"], 2);
+    assert_eq!(reply["text"], "こんにちは。ご相談ください。");
+
+    // The resend is re-acknowledged but not answered again (the script has no second step).
+    match hub.submit(&me, &conv, "m-1", "こんにちは").await.unwrap() {
+        Submitted::Duplicate(frame) => {
+            let v: Value = serde_json::from_str(&frame.json).unwrap();
+            assert_eq!(v["duplicate"], true);
+            assert_eq!(v["status"], "answered");
+        }
+        Submitted::Accepted { .. } => panic!("duplicate accepted"),
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(model.requests.lock().unwrap().len(), 1);
+
+    // Resume after seq 1 gets exactly the reply.
+    let resumed = hub.open(&me, Some(&conv), 1).await.unwrap();
+    assert_eq!(resumed.replay.len(), 1);
+    assert_eq!(resumed.replay[0].seq, Some(2));
+    assert_eq!(resumed.last_seq, 2);
+}
+
+#[tokio::test]
+async fn conversations_are_private_to_their_owner() {
+    let model = ScriptedModel::new(false, vec![Step::Text("はい。")]);
+    let (hub, _dir) = hub(model).await;
+    let owner = Identity::customer("C-1");
+    let opened = hub.open(&owner, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&owner, &conv, "m-1", "秘密の相談").await.unwrap();
+
+    let other = Identity::customer("C-2");
+    assert!(matches!(hub.open(&other, Some(&conv), 0).await, Err(HubError::Forbidden)));
+    assert!(matches!(hub.submit(&other, &conv, "m-2", "見せて").await, Err(HubError::Forbidden)));
+    assert!(matches!(hub.open(&Identity::anonymous("v"), Some(&conv), 0).await, Err(HubError::Forbidden)));
+    assert!(matches!(hub.open(&owner, Some("not-a-uuid"), 0).await, Err(HubError::BadRequest(_))));
+    assert!(matches!(hub.submit(&owner, &conv, "m-3", "   ").await, Err(HubError::BadRequest(_))));
+}
+
+#[tokio::test]
+async fn unanswered_messages_are_answered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
+    let conv = uuid::Uuid::new_v4().to_string();
+    {
+        // A previous run stored the message, then died before answering.
+        let store = Store::connect(&url).await.unwrap();
+        store.create_conversation(&conv, "customer", "C-9", Some("C-9"), 1).await.unwrap();
+        store.insert_user_message(&conv, "m", "client-m", "料金はいくら？", &serde_json::json!({"type": "ack"}), 2).await.unwrap();
+    }
+    let model = ScriptedModel::new(false, vec![Step::Text("スタンダードは12,800円です。")]);
+    let hub = hub_on(Store::connect(&url).await.unwrap(), model.clone());
+    let mut opened = hub.open(&Identity::customer("C-9"), Some(&conv), 1).await.unwrap();
+    assert_eq!(hub.recover().await.unwrap(), 1);
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["reply_to"], "client-m");
+    // Recovery acts as the conversation's owner: the planned tool saw customer C-9.
+    assert_eq!(reply["tool_calls"][0]["result"]["caller"], "C-9");
+    assert!(hub.store().pending_messages(None).await.unwrap().is_empty());
+}

@@ -1,0 +1,264 @@
+//! Settings: built-in defaults < TOML file (`--config`) < environment / command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use kizuna_tools::BookingCalendar;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// Embedded GGUF model on the CPU (default; needs `scripts/setup`).
+    Local,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Defaults to a SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    pub prompts_dir: PathBuf,
+    /// HMAC secret for identity tokens; generated into `data_dir` when unset.
+    pub token_secret: Option<String>,
+    pub llm: LlmSettings,
+    pub limits: Limits,
+    pub booking: BookingCalendar,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSettings {
+    pub backend: LlmBackend,
+    pub max_steps: usize,
+    pub timeout_secs: u64,
+    pub max_reply_tokens: u32,
+    pub temperature: f32,
+    pub model_path: PathBuf,
+    pub tokenizer_path: PathBuf,
+    pub context_tokens: usize,
+    pub openai_base_url: String,
+    pub openai_model: String,
+    pub openai_api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted websocket frame, in bytes; larger ones get a `too_large` error frame.
+    pub max_frame_bytes: usize,
+    pub max_message_chars: usize,
+    pub messages_per_minute_per_connection: u32,
+    pub messages_per_minute_per_ip: u32,
+    pub connections_per_ip: u32,
+    /// How long shutdown waits for sockets to close.
+    pub drain_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            prompts_dir: PathBuf::from("prompts"),
+            token_secret: None,
+            llm: LlmSettings::default(),
+            limits: Limits::default(),
+            booking: BookingCalendar::default(),
+        }
+    }
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            backend: LlmBackend::Local,
+            max_steps: 4,
+            timeout_secs: 180,
+            max_reply_tokens: 160,
+            temperature: 0.0,
+            model_path: PathBuf::from("models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+            tokenizer_path: PathBuf::from("models/qwen2.5-tokenizer.json"),
+            context_tokens: 4096,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_model: "gpt-4o-mini".into(),
+            openai_api_key: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 * 1024,
+            max_message_chars: 2000,
+            messages_per_minute_per_connection: 30,
+            messages_per_minute_per_ip: 120,
+            connections_per_ip: 100,
+            drain_secs: 10,
+        }
+    }
+}
+
+/// Flags of `kizuna serve`; each overrides the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KIZUNA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and generated secrets.
+    #[arg(long, env = "KIZUNA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… (default: SQLite file in the data dir).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory with the prompt files.
+    #[arg(long, env = "KIZUNA_PROMPTS_DIR")]
+    pub prompts_dir: Option<PathBuf>,
+    /// HMAC secret (≥ 32 bytes) that signs customer and manager tokens.
+    #[arg(long, env = "KIZUNA_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// LLM backend.
+    #[arg(long, env = "KIZUNA_LLM", value_enum)]
+    pub llm: Option<LlmBackend>,
+    /// GGUF model file for the local backend.
+    #[arg(long, env = "KIZUNA_MODEL_PATH")]
+    pub model_path: Option<PathBuf>,
+    /// tokenizer.json for the local backend.
+    #[arg(long, env = "KIZUNA_TOKENIZER_PATH")]
+    pub tokenizer_path: Option<PathBuf>,
+    /// Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, env = "KIZUNA_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// Model name to request from the OpenAI-compatible endpoint.
+    #[arg(long, env = "KIZUNA_OPENAI_MODEL")]
+    pub openai_model: Option<String>,
+    /// API key for the OpenAI-compatible endpoint.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Longest reply, in tokens.
+    #[arg(long, env = "KIZUNA_MAX_REPLY_TOKENS")]
+    pub max_reply_tokens: Option<u32>,
+    /// Per-call model timeout, in seconds.
+    #[arg(long, env = "KIZUNA_LLM_TIMEOUT_SECS")]
+    pub llm_timeout_secs: Option<u64>,
+}
+
+impl Settings {
+    /// Defaults, then the file (if any).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn apply(&mut self, a: &ServeArgs) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut self.listen, &a.listen);
+        set(&mut self.data_dir, &a.data_dir);
+        set(&mut self.prompts_dir, &a.prompts_dir);
+        set(&mut self.llm.backend, &a.llm);
+        set(&mut self.llm.model_path, &a.model_path);
+        set(&mut self.llm.tokenizer_path, &a.tokenizer_path);
+        set(&mut self.llm.openai_base_url, &a.openai_base_url);
+        set(&mut self.llm.openai_model, &a.openai_model);
+        set(&mut self.llm.max_reply_tokens, &a.max_reply_tokens);
+        set(&mut self.llm.timeout_secs, &a.llm_timeout_secs);
+        if a.database_url.is_some() {
+            self.database_url = a.database_url.clone();
+        }
+        if a.token_secret.is_some() {
+            self.token_secret = a.token_secret.clone();
+        }
+        if a.openai_api_key.is_some() {
+            self.llm.openai_api_key = a.openai_api_key.clone();
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.booking.validate().context("invalid [booking] settings")?;
+        if self.limits.max_frame_bytes < 256 {
+            bail!("limits.max_frame_bytes must be at least 256");
+        }
+        if self.llm.max_steps == 0 {
+            bail!("llm.max_steps must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("kizuna.db").display()))
+    }
+
+    /// The configured secret, or one generated once and kept in the data dir (mode 0600).
+    pub fn token_secret(&self) -> anyhow::Result<String> {
+        if let Some(secret) = &self.token_secret {
+            return Ok(secret.clone());
+        }
+        let path = self.data_dir.join("token_secret");
+        if let Ok(secret) = std::fs::read_to_string(&path) {
+            return Ok(secret.trim().to_string());
+        }
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        tracing::warn!(path = %path.display(), "generated a token secret; set KIZUNA_TOKEN_SECRET to share one with your backend");
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\n[llm]\nbackend = \"openai\"\nopenai_model = \"m1\"\n[limits]\nconnections_per_ip = 7\n").unwrap();
+        let mut s = Settings::load(Some(&path)).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.llm.backend, LlmBackend::Openai);
+        assert_eq!(s.limits.connections_per_ip, 7);
+        s.apply(&ServeArgs { openai_model: Some("m2".into()), ..Default::default() });
+        assert_eq!(s.llm.openai_model, "m2");
+        assert_eq!(s.listen.port(), 9000);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let a = s.token_secret().unwrap();
+        assert!(a.len() >= 32);
+        assert_eq!(a, s.token_secret().unwrap());
+    }
+}
