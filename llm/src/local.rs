@@ -1241,3 +1241,43 @@ mod tests {
         assert!(!out.text.contains('\u{FFFD}'));
     }
 }
+
+#[cfg(test)]
+mod diag_tmp {
+    use super::*;
+    #[test]
+    fn diag_logit_paths() {
+        let m = LocalModel::load(LocalConfig::with_paths(
+            std::env::var("KIZUNA_MODEL_PATH").unwrap(),
+            std::env::var("KIZUNA_TOKENIZER_PATH").unwrap(),
+        ))
+        .unwrap();
+        let e = &m.inner;
+        let tokens = e
+            .encode(&render_chatml(&[
+                ChatMessage::system("You are a terse assistant."),
+                ChatMessage::user("Name two planets."),
+            ]))
+            .unwrap();
+        let n = tokens.len();
+        let w = &e.weights;
+        let get = |t: Tensor| t.to_vec1::<f32>().unwrap();
+        let mut c = w.new_cache();
+        let l1 = get(w.forward(&tokens, &mut c).unwrap());
+        let mut c = w.new_cache();
+        w.forward(&tokens[..n - 1], &mut c).unwrap();
+        let l2 = get(w.forward(&tokens[n - 1..], &mut c).unwrap());
+        let mut c = w.new_cache();
+        let mut l3 = vec![];
+        for t in &tokens {
+            l3 = get(w.forward(&[*t], &mut c).unwrap());
+        }
+        let mut c = w.new_cache();
+        w.forward(&tokens[..n - 2], &mut c).unwrap();
+        let l4 = get(w.forward(&tokens[n - 2..], &mut c).unwrap());
+        let d = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let mx = l1.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        eprintln!("n={n} max|l|={mx} d12={} d13={} d23={} d14={} d24={}", d(&l1, &l2), d(&l1, &l3), d(&l2, &l3), d(&l1,&l4), d(&l2,&l4));
+        eprintln!("argmax {} {} {} {}", argmax(&l1), argmax(&l2), argmax(&l3), argmax(&l4));
+    }
+}

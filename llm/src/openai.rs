@@ -146,7 +146,7 @@ impl OpenAiModel {
         // Set every field OpenAIConfig would otherwise take from the environment.
         let config = OpenAIConfig::new()
             .with_api_base(base_url.clone())
-            .with_api_key("x")
+            .with_api_key(cfg.api_key.clone().unwrap_or_default())
             .with_org_id("")
             .with_project_id("");
         let client = Client::build(http, config);
@@ -211,7 +211,9 @@ impl OpenAiModel {
                 let raw = &resp.api_error.message;
                 // Server errors come back with the raw body as the message; dig out the
                 // message if it is JSON.
-                let message = None::<String>
+                let message = serde_json::from_str::<Value>(raw)
+                    .ok()
+                    .and_then(|v| message_of(&v))
                     .unwrap_or_else(|| {
                         let mut m = resp.api_error.message.clone();
                         if let Some(code) = &resp.api_error.code {
@@ -242,7 +244,7 @@ impl OpenAiModel {
             OpenAIError::Reqwest(e) => {
                 if e.is_timeout() {
                     LlmError::Timeout(self.cfg.request_timeout)
-                } else if e.is_connect() && false {
+                } else if e.is_connect() {
                     LlmError::Unavailable(format!(
                         "cannot connect to {}: {}",
                         self.cfg.base_url,
@@ -562,7 +564,7 @@ impl StreamState {
                 }
             }
             match function.arguments {
-                Some(Value::String(fragment)) => call.arguments = fragment,
+                Some(Value::String(fragment)) => call.arguments.push_str(&fragment),
                 Some(Value::Null) | None => {}
                 Some(whole) => call.arguments = whole.to_string(),
             }
