@@ -1279,5 +1279,19 @@ mod diag_tmp {
         let mx = l1.iter().map(|x| x.abs()).fold(0f32, f32::max);
         eprintln!("n={n} max|l|={mx} d12={} d13={} d23={} d14={} d24={}", d(&l1, &l2), d(&l1, &l3), d(&l2, &l3), d(&l1,&l4), d(&l2,&l4));
         eprintln!("argmax {} {} {} {}", argmax(&l1), argmax(&l2), argmax(&l3), argmax(&l4));
+        use candle_transformers::models::quantized_qwen2::ModelWeights;
+        let path = std::env::var("KIZUNA_MODEL_PATH").unwrap();
+        let load = || {
+            let mut f = std::fs::File::open(&path).unwrap();
+            let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+            ModelWeights::from_gguf(ct, &mut f, &candle_core::Device::Cpu).unwrap()
+        };
+        let dev = candle_core::Device::Cpu;
+        let mut r = load();
+        let r1 = get(r.forward(&Tensor::new(&tokens[..], &dev).unwrap().unsqueeze(0).unwrap(), 0).unwrap().flatten_all().unwrap());
+        let mut r = load();
+        r.forward(&Tensor::new(&tokens[..n - 1], &dev).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
+        let r2 = get(r.forward(&Tensor::new(&tokens[n - 1..], &dev).unwrap().unsqueeze(0).unwrap(), n - 1).unwrap().flatten_all().unwrap());
+        eprintln!("ref: r1-r2={} r1-l1={} r2-l2={}", d(&r1, &r2), d(&r1, &l1), d(&r2, &l2));
     }
 }
