@@ -30,9 +30,17 @@ pub struct BenchArgs {
     /// Also measure the local model (needs the files from scripts/setup).
     #[arg(long, env = "KIZUNA_BENCH_LOCAL")]
     local: bool,
-    #[arg(long, env = "KIZUNA_MODEL_PATH", default_value = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")]
+    #[arg(
+        long,
+        env = "KIZUNA_MODEL_PATH",
+        default_value = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    )]
     model_path: PathBuf,
-    #[arg(long, env = "KIZUNA_TOKENIZER_PATH", default_value = "models/qwen2.5-tokenizer.json")]
+    #[arg(
+        long,
+        env = "KIZUNA_TOKENIZER_PATH",
+        default_value = "models/qwen2.5-tokenizer.json"
+    )]
     tokenizer_path: PathBuf,
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -56,7 +64,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
     )?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--config", config.to_str().context("temp path is not UTF-8")?, "serve"])
+        .args([
+            "--config",
+            config.to_str().context("temp path is not UTF-8")?,
+            "serve",
+        ])
         .env("KIZUNA_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -75,7 +87,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        sockets.push(open_idle(&url).await.with_context(|| format!("connection {i}"))?);
+        sockets.push(
+            open_idle(&url)
+                .await
+                .with_context(|| format!("connection {i}"))?,
+        );
     }
     let open_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -92,17 +108,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // 2. Per-turn server overhead with an instant model.
     let mut latencies = Vec::with_capacity(args.turns);
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
-    ws.send(Message::Text(json!({"type": "hello"}).to_string().into())).await?;
+    ws.send(Message::Text(json!({"type": "hello"}).to_string().into()))
+        .await?;
     next_of(&mut ws, "welcome", None).await?;
     for i in 0..args.turns {
         let id = format!("bench-{i}");
         let t = Instant::now();
-        ws.send(Message::Text(json!({"type": "message", "id": id, "text": "こんにちは"}).to_string().into())).await?;
+        ws.send(Message::Text(
+            json!({"type": "message", "id": id, "text": "こんにちは"})
+                .to_string()
+                .into(),
+        ))
+        .await?;
         next_of(&mut ws, "reply", Some(&id)).await?;
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    };
     report.insert("turns".into(), json!(args.turns));
     report.insert("turn_overhead_p50_ms".into(), json!(pct(0.50)));
     report.insert("turn_overhead_p99_ms".into(), json!(pct(0.99)));
@@ -110,11 +134,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 3. The local model.
     if args.local {
-        let cfg = kizuna_llm::local::LocalConfig::with_paths(&args.model_path, &args.tokenizer_path);
-        let model = kizuna_llm::local::LocalModel::load_async(cfg).await.context("cannot load the local model")?;
+        let cfg =
+            kizuna_llm::local::LocalConfig::with_paths(&args.model_path, &args.tokenizer_path);
+        let model = kizuna_llm::local::LocalModel::load_async(cfg)
+            .await
+            .context("cannot load the local model")?;
         let prompts = kizuna_agent::prompts::Prompts::load(std::path::Path::new("prompts"))?;
         let tools = kizuna_tools::registry(
-            kizuna_store::Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("m.db").display())).await?,
+            kizuna_store::Store::connect(&format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("m.db").display()
+            ))
+            .await?,
             kizuna_tools::BookingCalendar::default(),
         )?;
         let system = prompts.system_message(&tools.specs(), false);
@@ -134,11 +165,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open_idle(url: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    ws.send(Message::Text(json!({"type": "hello"}).to_string().into())).await?;
+    ws.send(Message::Text(json!({"type": "hello"}).to_string().into()))
+        .await?;
     next_of(&mut ws, "welcome", None).await?;
     Ok(ws)
 }
@@ -146,8 +179,12 @@ async fn open_idle(url: &str) -> anyhow::Result<Ws> {
 async fn next_of(ws: &mut Ws, kind: &str, reply_to: Option<&str>) -> anyhow::Result<Value> {
     let deadline = Duration::from_secs(30);
     loop {
-        let msg = tokio::time::timeout(deadline, ws.next()).await.context("timed out waiting for a frame")?;
-        let Some(Ok(Message::Text(t))) = msg else { bail!("connection ended while waiting for {kind}") };
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .context("timed out waiting for a frame")?;
+        let Some(Ok(Message::Text(t))) = msg else {
+            bail!("connection ended while waiting for {kind}")
+        };
         let v: Value = serde_json::from_str(&t)?;
         if v["type"] == "error" {
             bail!("server error: {v}");
@@ -168,8 +205,15 @@ async fn start_stub_model() -> anyhow::Result<SocketAddr> {
                        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
             )
         };
-        let body = format!("{}{}data: [DONE]\n\n", chunk("ご相談"), chunk("ありがとうございます。"));
-        ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body)
+        let body = format!(
+            "{}{}data: [DONE]\n\n",
+            chunk("ご相談"),
+            chunk("ありがとうございます。")
+        );
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            body,
+        )
     }
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -204,7 +248,9 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -216,7 +262,10 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 fn raise_fd_limit(wanted: u64) {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < wanted {
             lim.rlim_cur = wanted.min(lim.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

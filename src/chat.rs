@@ -38,7 +38,11 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     if welcome["type"] != "welcome" {
         bail!("server refused the conversation: {welcome}");
     }
-    eprintln!("conversation {} (role {})", welcome["conversation_id"].as_str().unwrap_or("?"), welcome["role"]);
+    eprintln!(
+        "conversation {} (role {})",
+        welcome["conversation_id"].as_str().unwrap_or("?"),
+        welcome["role"]
+    );
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
@@ -47,7 +51,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             continue;
         }
         let id = uuid::Uuid::new_v4().to_string();
-        ws.send(Message::Text(json!({"type": "message", "id": id, "text": text}).to_string().into())).await?;
+        ws.send(Message::Text(
+            json!({"type": "message", "id": id, "text": text})
+                .to_string()
+                .into(),
+        ))
+        .await?;
         loop {
             let frame = next_json(&mut ws).await?;
             match frame["type"].as_str() {
@@ -58,7 +67,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 Some("reply") if frame["reply_to"] == id.as_str() => {
                     println!("\n---\n{}", frame["text"].as_str().unwrap_or(""));
                     for call in frame["tool_calls"].as_array().into_iter().flatten() {
-                        println!("[tool] {} {} ok={}", call["name"].as_str().unwrap_or("?"), call["arguments"], call["ok"]);
+                        println!(
+                            "[tool] {} {} ok={}",
+                            call["name"].as_str().unwrap_or("?"),
+                            call["arguments"],
+                            call["ok"]
+                        );
                     }
                     break;
                 }

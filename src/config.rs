@@ -154,8 +154,11 @@ pub struct ServeArgs {
 impl Settings {
     /// Defaults, then the file (if any).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let Some(path) = path else { return Ok(Self::default()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -187,7 +190,9 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.booking.validate().context("invalid [booking] settings")?;
+        self.booking
+            .validate()
+            .context("invalid [booking] settings")?;
         if self.limits.max_frame_bytes < 256 {
             bail!("limits.max_frame_bytes must be at least 256");
         }
@@ -198,9 +203,12 @@ impl Settings {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("kizuna.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("kizuna.db").display()
+            )
+        })
     }
 
     /// The configured secret, or one generated once and kept in the data dir (mode 0600).
@@ -212,9 +220,15 @@ impl Settings {
         if let Ok(secret) = std::fs::read_to_string(&path) {
             return Ok(secret.trim().to_string());
         }
-        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-        std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        std::fs::write(&path, &secret)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -238,7 +252,10 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.llm.backend, LlmBackend::Openai);
         assert_eq!(s.limits.connections_per_ip, 7);
-        s.apply(&ServeArgs { openai_model: Some("m2".into()), ..Default::default() });
+        s.apply(&ServeArgs {
+            openai_model: Some("m2".into()),
+            ..Default::default()
+        });
         assert_eq!(s.llm.openai_model, "m2");
         assert_eq!(s.listen.port(), 9000);
         s.validate().unwrap();
@@ -256,7 +273,10 @@ mod tests {
     #[test]
     fn secret_is_generated_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Settings { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let s = Settings {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let a = s.token_secret().unwrap();
         assert!(a.len() >= 32);
         assert_eq!(a, s.token_secret().unwrap());

@@ -28,13 +28,23 @@ use tokio::sync::watch;
 use crate::config::{LlmBackend, ServeArgs, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "kizuna", version, about = "Kizuna (絆): a self-hostable customer-success agent server")]
+#[command(
+    name = "kizuna",
+    version,
+    about = "Kizuna (絆): a self-hostable customer-success agent server"
+)]
 struct Cli {
     /// TOML settings file (flags and environment variables override it).
     #[arg(long, env = "KIZUNA_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Log format.
-    #[arg(long, env = "KIZUNA_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "KIZUNA_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -79,7 +89,9 @@ struct TokenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(cli.config, args).await,
@@ -93,7 +105,9 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KIZUNA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -109,37 +123,59 @@ fn settings(config: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<Setting
 
 fn token(config: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args.serve)?;
-    let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes()).context("invalid token secret")?;
-    let role = if args.role == "manager" { Role::Manager } else { Role::Customer };
-    let claims = Claims { role, sub: args.subject, name: args.name, exp: chrono::Utc::now().timestamp() + args.ttl_secs };
+    let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
+        .context("invalid token secret")?;
+    let role = if args.role == "manager" {
+        Role::Manager
+    } else {
+        Role::Customer
+    };
+    let claims = Claims {
+        role,
+        sub: args.subject,
+        name: args.name,
+        exp: chrono::Utc::now().timestamp() + args.ttl_secs,
+    };
     println!("{}", verifier.sign(&claims));
     Ok(())
 }
 
 /// Builds the configured model backend. The local model loads in the background so the
 /// server answers health checks at once; `ready` turns true when it can answer chats.
-async fn build_llm(settings: &Settings, system_prompt: String, ready: Arc<AtomicBool>) -> anyhow::Result<Arc<dyn LanguageModel>> {
+async fn build_llm(
+    settings: &Settings,
+    system_prompt: String,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<Arc<dyn LanguageModel>> {
     match settings.llm.backend {
         LlmBackend::Openai => {
-            let mut cfg = OpenAiConfig::new(settings.llm.openai_base_url.clone(), settings.llm.openai_model.clone());
+            let mut cfg = OpenAiConfig::new(
+                settings.llm.openai_base_url.clone(),
+                settings.llm.openai_model.clone(),
+            );
             cfg.api_key = settings.llm.openai_api_key.clone();
             cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
-            let model = OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
+            let model =
+                OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
             ready.store(true, Ordering::Relaxed);
             tracing::info!(base_url = %settings.llm.openai_base_url, model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
             Ok(Arc::new(model))
         }
         LlmBackend::Local => {
-            let mut cfg = LocalConfig::with_paths(&settings.llm.model_path, &settings.llm.tokenizer_path);
+            let mut cfg =
+                LocalConfig::with_paths(&settings.llm.model_path, &settings.llm.tokenizer_path);
             cfg.context_tokens = settings.llm.context_tokens;
-            let model = LocalModel::load_async(cfg)
-                .await
-                .context("cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)")?;
+            let model = LocalModel::load_async(cfg).await.context(
+                "cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)",
+            )?;
             tracing::info!(path = %settings.llm.model_path.display(), load_ms = model.load_time().as_millis() as u64, "local model loaded");
             let warm = model.clone();
             tokio::spawn(async move {
                 match warm.warm_prefix(&system_prompt).await {
-                    Ok(took) => tracing::info!(ms = took.as_millis() as u64, "system prompt prefilled and cached"),
+                    Ok(took) => tracing::info!(
+                        ms = took.as_millis() as u64,
+                        "system prompt prefilled and cached"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "could not prefill the system prompt"),
                 }
                 ready.store(true, Ordering::Relaxed);
@@ -151,17 +187,22 @@ async fn build_llm(settings: &Settings, system_prompt: String, ready: Arc<Atomic
 
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args)?;
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     let db_url = settings.database_url();
-    let store = Store::connect(&db_url)
-        .await
-        .with_context(|| format!("cannot open the database {}", kizuna_store::redact_url(&db_url)))?;
+    let store = Store::connect(&db_url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            kizuna_store::redact_url(&db_url)
+        )
+    })?;
     let prompts = Prompts::load(&settings.prompts_dir)?;
     let tools = kizuna_tools::registry(store.clone(), settings.booking.clone())?;
-    let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes()).context("invalid token secret (need ≥ 32 bytes)")?;
+    let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
+        .context("invalid token secret (need ≥ 32 bytes)")?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let system_prompt = prompts.system_message(&tools.specs(), false);
@@ -174,7 +215,10 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         ..AgentConfig::default()
     };
     let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config));
-    let hub_config = HubConfig { max_message_chars: settings.limits.max_message_chars, ..HubConfig::default() };
+    let hub_config = HubConfig {
+        max_message_chars: settings.limits.max_message_chars,
+        ..HubConfig::default()
+    };
     let hub = ConversationHub::new(store, agent, Arc::new(SystemClock), None, hub_config);
     hub.recover().await?;
 
@@ -182,7 +226,10 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(server::AppState {
         hub,
         verifier,
-        ip_limiter: ratelimit::IpLimiter::new(settings.limits.connections_per_ip, settings.limits.messages_per_minute_per_ip),
+        ip_limiter: ratelimit::IpLimiter::new(
+            settings.limits.connections_per_ip,
+            settings.limits.messages_per_minute_per_ip,
+        ),
         limits: settings.limits.clone(),
         metrics,
         model_ready: ready,
@@ -193,14 +240,19 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %listener.local_addr()?, backend = ?settings.llm.backend, "kizuna is listening");
-    let app = server::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        server::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let drain_state = state.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             server::shutdown_signal().await;
             tracing::info!("shutting down: closing websockets");
             let _ = shutdown_tx.send(true);
-            server::drain(&drain_state, Duration::from_secs(drain_state.limits.drain_secs)).await;
+            server::drain(
+                &drain_state,
+                Duration::from_secs(drain_state.limits.drain_secs),
+            )
+            .await;
         })
         .await?;
     tracing::info!("stopped");

@@ -55,12 +55,19 @@ struct IpState {
 
 impl IpLimiter {
     pub fn new(connections_per_ip: u32, messages_per_minute: u32) -> Self {
-        Self { connections_per_ip, messages_per_minute, state: Mutex::new(HashMap::new()) }
+        Self {
+            connections_per_ip,
+            messages_per_minute,
+            state: Mutex::new(HashMap::new()),
+        }
     }
 
     fn entry<'a>(&self, map: &'a mut HashMap<IpAddr, IpState>, ip: IpAddr) -> &'a mut IpState {
         let per_minute = self.messages_per_minute;
-        map.entry(ip).or_insert_with(|| IpState { connections: 0, messages: TokenBucket::new(per_minute, per_minute.div_ceil(4).max(1)) })
+        map.entry(ip).or_insert_with(|| IpState {
+            connections: 0,
+            messages: TokenBucket::new(per_minute, per_minute.div_ceil(4).max(1)),
+        })
     }
 
     /// Registers a connection; false when the IP already has too many.

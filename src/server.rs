@@ -65,9 +65,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    metrics::gauge!("kizuna_websocket_connections").set(state.connections.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("kizuna_websocket_connections")
+        .set(state.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("kizuna_live_conversations").set(state.hub.live_conversations() as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +92,11 @@ async fn ws_upgrade(
     }
     if !state.ip_limiter.connect(ip) {
         metrics::counter!("kizuna_rejected_connections_total", "reason" => "per_ip").increment(1);
-        return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        )
+            .into_response();
     }
     // Small buffers: thousands of idle sockets must stay cheap (~6 KB each instead of ~130 KB).
     // The hard frame cap is generous; the application limit answers with an error frame.
@@ -97,7 +106,9 @@ async fn ws_upgrade(
         .max_frame_size(1 << 20)
         .on_upgrade(move |socket| async move {
             state.connections.fetch_add(1, Ordering::Relaxed);
-            Connection::new(state.clone(), ip, query.token).run(socket).await;
+            Connection::new(state.clone(), ip, query.token)
+                .run(socket)
+                .await;
             state.connections.fetch_sub(1, Ordering::Relaxed);
             state.ip_limiter.disconnect(ip);
         })
@@ -171,18 +182,39 @@ impl Connection {
         }
     }
 
-    async fn on_live(&mut self, socket: &mut WebSocket, frame: Result<OutFrame, broadcast::error::RecvError>) -> Flow {
+    async fn on_live(
+        &mut self,
+        socket: &mut WebSocket,
+        frame: Result<OutFrame, broadcast::error::RecvError>,
+    ) -> Flow {
         match frame {
             Ok(frame) => self.deliver(socket, frame).await,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Too slow for the live stream: re-read the durable log from where we are.
-                let Some(conv) = self.conversation_id.clone() else { return Flow::Continue };
-                match self.state.hub.store().frames_after(&conv, self.delivered_seq).await {
+                let Some(conv) = self.conversation_id.clone() else {
+                    return Flow::Continue;
+                };
+                match self
+                    .state
+                    .hub
+                    .store()
+                    .frames_after(&conv, self.delivered_seq)
+                    .await
+                {
                     Ok(frames) => {
                         for f in frames {
                             let mut payload = f.payload;
                             payload["seq"] = json!(f.seq);
-                            if let Flow::Close = self.deliver(socket, OutFrame { seq: Some(f.seq), json: payload.to_string().into() }).await {
+                            if let Flow::Close = self
+                                .deliver(
+                                    socket,
+                                    OutFrame {
+                                        seq: Some(f.seq),
+                                        json: payload.to_string().into(),
+                                    },
+                                )
+                                .await
+                            {
                                 return Flow::Close;
                             }
                         }
@@ -213,19 +245,35 @@ impl Connection {
             Message::Text(t) => t.to_string(),
             Message::Binary(bytes) => match String::from_utf8(bytes.to_vec()) {
                 Ok(t) => t,
-                Err(_) => return self.reject(socket, "invalid_utf8", "frames must be UTF-8 JSON", None).await,
+                Err(_) => {
+                    return self
+                        .reject(socket, "invalid_utf8", "frames must be UTF-8 JSON", None)
+                        .await
+                }
             },
             Message::Close(_) => return Flow::Close,
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
         };
         if text.len() > self.state.limits.max_frame_bytes {
             return self
-                .reject(socket, "too_large", format!("frames are limited to {} bytes", self.state.limits.max_frame_bytes), None)
+                .reject(
+                    socket,
+                    "too_large",
+                    format!(
+                        "frames are limited to {} bytes",
+                        self.state.limits.max_frame_bytes
+                    ),
+                    None,
+                )
                 .await;
         }
         let value: Value = match serde_json::from_str(&text) {
             Ok(v @ Value::Object(_)) => v,
-            _ => return self.reject(socket, "bad_json", "a frame must be a JSON object", None).await,
+            _ => {
+                return self
+                    .reject(socket, "bad_json", "a frame must be a JSON object", None)
+                    .await
+            }
         };
         let id = value.get("id").and_then(Value::as_str).map(str::to_string);
         match value.get("type").and_then(Value::as_str) {
@@ -234,13 +282,33 @@ impl Connection {
             Some("ping") => self.send(socket, json!({"type": "pong"}).to_string()).await,
             Some(other) => {
                 let other = other.chars().take(40).collect::<String>();
-                self.reject(socket, "unknown_type", format!("unknown frame type {other:?}"), id.as_deref()).await
+                self.reject(
+                    socket,
+                    "unknown_type",
+                    format!("unknown frame type {other:?}"),
+                    id.as_deref(),
+                )
+                .await
             }
-            None => self.reject(socket, "bad_request", "a frame needs a \"type\"", id.as_deref()).await,
+            None => {
+                self.reject(
+                    socket,
+                    "bad_request",
+                    "a frame needs a \"type\"",
+                    id.as_deref(),
+                )
+                .await
+            }
         }
     }
 
-    async fn reject(&self, socket: &mut WebSocket, code: &str, message: impl Into<String>, id: Option<&str>) -> Flow {
+    async fn reject(
+        &self,
+        socket: &mut WebSocket,
+        code: &str,
+        message: impl Into<String>,
+        id: Option<&str>,
+    ) -> Flow {
         metrics::counter!("kizuna_frame_errors_total", "code" => code.to_string()).increment(1);
         self.send(socket, error_frame(code, message, id)).await
     }
@@ -269,7 +337,12 @@ impl Connection {
         };
         let conversation_id = hello.get("conversation_id").and_then(Value::as_str);
         let last_seq = hello.get("last_seq").and_then(Value::as_i64).unwrap_or(0);
-        let opened = match self.state.hub.open(&identity, conversation_id, last_seq).await {
+        let opened = match self
+            .state
+            .hub
+            .open(&identity, conversation_id, last_seq)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return self.hub_error(socket, e, None).await,
         };
@@ -295,18 +368,42 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn on_user_message(&mut self, socket: &mut WebSocket, frame: &Value, id: Option<&str>) -> Flow {
-        let (Some(identity), Some(conv)) = (self.identity.clone(), self.conversation_id.clone()) else {
-            return self.reject(socket, "not_open", "send a hello frame first", id).await;
+    async fn on_user_message(
+        &mut self,
+        socket: &mut WebSocket,
+        frame: &Value,
+        id: Option<&str>,
+    ) -> Flow {
+        let (Some(identity), Some(conv)) = (self.identity.clone(), self.conversation_id.clone())
+        else {
+            return self
+                .reject(socket, "not_open", "send a hello frame first", id)
+                .await;
         };
         let Some(id) = id else {
-            return self.reject(socket, "bad_request", "a message needs a client-generated \"id\"", None).await;
+            return self
+                .reject(
+                    socket,
+                    "bad_request",
+                    "a message needs a client-generated \"id\"",
+                    None,
+                )
+                .await;
         };
         let Some(text) = frame.get("text").and_then(Value::as_str) else {
-            return self.reject(socket, "bad_request", "a message needs \"text\"", Some(id)).await;
+            return self
+                .reject(socket, "bad_request", "a message needs \"text\"", Some(id))
+                .await;
         };
         if !self.bucket.try_take() || !self.state.ip_limiter.message(self.ip) {
-            return self.reject(socket, "rate_limited", "too many messages; wait a moment and resend", Some(id)).await;
+            return self
+                .reject(
+                    socket,
+                    "rate_limited",
+                    "too many messages; wait a moment and resend",
+                    Some(id),
+                )
+                .await;
         }
         match self.state.hub.submit(&identity, &conv, id, text).await {
             // The ack arrives through the live stream, like every durable frame.
@@ -318,17 +415,28 @@ impl Connection {
 
     async fn hub_error(&self, socket: &mut WebSocket, error: HubError, id: Option<&str>) -> Flow {
         match error {
-            HubError::Forbidden => self.reject(socket, "forbidden", error.to_string(), id).await,
+            HubError::Forbidden => {
+                self.reject(socket, "forbidden", error.to_string(), id)
+                    .await
+            }
             HubError::BadRequest(m) => self.reject(socket, "bad_request", m, id).await,
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error");
-                self.reject(socket, "unavailable", "temporarily unavailable; resend later", id).await
+                self.reject(
+                    socket,
+                    "unavailable",
+                    "temporarily unavailable; resend later",
+                    id,
+                )
+                .await
             }
         }
     }
 }
 
-async fn next_live(live: &mut Option<broadcast::Receiver<OutFrame>>) -> Result<OutFrame, broadcast::error::RecvError> {
+async fn next_live(
+    live: &mut Option<broadcast::Receiver<OutFrame>>,
+) -> Result<OutFrame, broadcast::error::RecvError> {
     match live {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -24,19 +24,45 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     hello(&mut ws, json!({"token": token("customer", "C-1001")})).await;
     send(&mut ws, json!({"type": "message", "id": "m1", "text": "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？"})).await;
     let frames = recv_until(&mut ws, "reply", Some("m1"), 30).await;
-    let ack = frames.iter().find(|f| f["type"] == "ack").expect("ack before the reply");
+    let ack = frames
+        .iter()
+        .find(|f| f["type"] == "ack")
+        .expect("ack before the reply");
     assert_eq!(ack["seq"], 1);
     let reply = frames.last().unwrap();
     assert_eq!(reply["seq"], 2);
-    assert!(reply["text"].as_str().unwrap().contains("12,800円"), "{reply}");
-    let tools: Vec<&str> = reply["tool_calls"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(
+        reply["text"].as_str().unwrap().contains("12,800円"),
+        "{reply}"
+    );
+    let tools: Vec<&str> = reply["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert!(tools.contains(&"recommend_plan"), "{tools:?}");
-    let deltas: String = frames.iter().filter(|f| f["type"] == "delta").map(|f| f["text"].as_str().unwrap()).collect();
-    assert!(deltas.contains("12,800円"), "the reply streamed as deltas: {deltas}");
+    let deltas: String = frames
+        .iter()
+        .filter(|f| f["type"] == "delta")
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        deltas.contains("12,800円"),
+        "the reply streamed as deltas: {deltas}"
+    );
     // The endpoint got native tool specs and, later, the tool result.
     let requests = fixture.requests.lock().unwrap().clone();
-    assert!(requests[0]["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "check_availability"));
-    assert!(requests.iter().any(|r| r["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")));
+    assert!(requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["function"]["name"] == "check_availability"));
+    assert!(requests.iter().any(|r| r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "tool")));
     assert_eq!(requests[0]["stream"], true);
 }
 
@@ -46,12 +72,24 @@ async fn a_resent_message_id_is_acknowledged_but_processed_once() {
     let (server, _dir) = start(&fixture).await;
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({})).await;
-    send(&mut ws, json!({"type": "message", "id": "same", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "same", "text": "こんにちは"}),
+    )
+    .await;
     recv_until(&mut ws, "reply", Some("same"), 30).await;
     let calls = fixture.request_count();
-    send(&mut ws, json!({"type": "message", "id": "same", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "same", "text": "こんにちは"}),
+    )
+    .await;
     let dup = recv(&mut ws, 10).await;
-    assert_eq!((dup["type"].as_str(), dup["duplicate"].as_bool()), (Some("ack"), Some(true)), "{dup}");
+    assert_eq!(
+        (dup["type"].as_str(), dup["duplicate"].as_bool()),
+        (Some("ack"), Some(true)),
+        "{dup}"
+    );
     // Prove nothing else is coming for it: a ping is answered next, and the model was not called.
     send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws, 10).await["type"], "pong");
@@ -65,9 +103,16 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
     let mut ws = connect(&server.url()).await;
     let welcome = hello(&mut ws, json!({})).await;
     let conv = welcome["conversation_id"].as_str().unwrap().to_string();
-    send(&mut ws, json!({"type": "message", "id": "m1", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "m1", "text": "こんにちは"}),
+    )
+    .await;
     let ack = recv(&mut ws, 10).await;
-    assert_eq!((ack["type"].as_str(), ack["seq"].as_i64()), (Some("ack"), Some(1)));
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_i64()),
+        (Some("ack"), Some(1))
+    );
     drop(ws); // gone before the reply
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -75,7 +120,11 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
     let welcome = hello(&mut ws, json!({"conversation_id": conv, "last_seq": 1})).await;
     assert_eq!(welcome["last_seq"], 2);
     let reply = recv(&mut ws, 10).await;
-    assert_eq!((reply["type"].as_str(), reply["seq"].as_i64()), (Some("reply"), Some(2)), "{reply}");
+    assert_eq!(
+        (reply["type"].as_str(), reply["seq"].as_i64()),
+        (Some("reply"), Some(2)),
+        "{reply}"
+    );
     // Nothing is delivered twice.
     send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws, 10).await["type"], "pong");
@@ -83,7 +132,10 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
     // From scratch, the whole history replays in order.
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({"conversation_id": conv, "last_seq": 0})).await;
-    let seqs: Vec<i64> = vec![recv(&mut ws, 5).await["seq"].as_i64().unwrap(), recv(&mut ws, 5).await["seq"].as_i64().unwrap()];
+    let seqs: Vec<i64> = vec![
+        recv(&mut ws, 5).await["seq"].as_i64().unwrap(),
+        recv(&mut ws, 5).await["seq"].as_i64().unwrap(),
+    ];
     assert_eq!(seqs, [1, 2]);
 }
 
@@ -93,30 +145,56 @@ async fn bad_frames_get_typed_errors_and_the_connection_stays_usable() {
     let (server, _dir) = start(&fixture).await;
     let mut ws = connect(&server.url()).await;
 
-    send(&mut ws, json!({"type": "message", "id": "early", "text": "hi"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "early", "text": "hi"}),
+    )
+    .await;
     assert_eq!(recv(&mut ws, 5).await["code"], "not_open");
-    ws.send(Message::Text("this is not json".into())).await.unwrap();
+    ws.send(Message::Text("this is not json".into()))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut ws, 5).await["code"], "bad_json");
     send(&mut ws, json!({"type": "launch_missiles"})).await;
     assert_eq!(recv(&mut ws, 5).await["code"], "unknown_type");
     send(&mut ws, json!({"no_type": 1})).await;
     assert_eq!(recv(&mut ws, 5).await["code"], "bad_request");
-    ws.send(Message::Binary(vec![0xff, 0xfe, 0x7b].into())).await.unwrap();
+    ws.send(Message::Binary(vec![0xff, 0xfe, 0x7b].into()))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut ws, 5).await["code"], "invalid_utf8");
-    send(&mut ws, json!({"type": "message", "id": "big", "text": "あ".repeat(20_000)})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "big", "text": "あ".repeat(20_000)}),
+    )
+    .await;
     let err = recv(&mut ws, 5).await;
     assert_eq!(err["code"], "too_large");
 
     hello(&mut ws, json!({})).await;
     send(&mut ws, json!({"type": "message", "text": "no id"})).await;
     assert_eq!(recv(&mut ws, 5).await["code"], "bad_request");
-    send(&mut ws, json!({"type": "message", "id": "long", "text": "長".repeat(2001)})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "long", "text": "長".repeat(2001)}),
+    )
+    .await;
     let err = recv(&mut ws, 5).await;
-    assert_eq!((err["code"].as_str(), err["id"].as_str()), (Some("bad_request"), Some("long")));
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_str()),
+        (Some("bad_request"), Some("long"))
+    );
     // Still usable.
-    send(&mut ws, json!({"type": "message", "id": "ok", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "ok", "text": "こんにちは"}),
+    )
+    .await;
     let frames = recv_until(&mut ws, "reply", Some("ok"), 30).await;
-    assert_eq!(frames.last().unwrap()["text"], "ご相談ありがとうございます。");
+    assert_eq!(
+        frames.last().unwrap()["text"],
+        "ご相談ありがとうございます。"
+    );
 }
 
 #[tokio::test]
@@ -127,12 +205,20 @@ async fn identity_rules_hold_over_the_wire() {
     let w = hello(&mut alice, json!({"token": token("customer", "C-1")})).await;
     assert_eq!(w["role"], "customer");
     let conv = w["conversation_id"].as_str().unwrap().to_string();
-    send(&mut alice, json!({"type": "message", "id": "a1", "text": "こんにちは"})).await;
+    send(
+        &mut alice,
+        json!({"type": "message", "id": "a1", "text": "こんにちは"}),
+    )
+    .await;
     recv_until(&mut alice, "reply", Some("a1"), 30).await;
 
     // Another customer cannot open or write to it.
     let mut bob = connect(&server.url()).await;
-    send(&mut bob, json!({"type": "hello", "token": token("customer", "C-2"), "conversation_id": conv})).await;
+    send(
+        &mut bob,
+        json!({"type": "hello", "token": token("customer", "C-2"), "conversation_id": conv}),
+    )
+    .await;
     assert_eq!(recv(&mut bob, 5).await["code"], "forbidden");
     // Neither can an anonymous visitor who learned the id.
     let mut anon = connect(&server.url()).await;
@@ -146,7 +232,12 @@ async fn identity_rules_hold_over_the_wire() {
     assert_eq!(recv(&mut mallory, 5).await["code"], "unauthorized");
 
     // The token also works in the query string.
-    let mut manager = connect(&format!("{}?token={}", server.url(), token("manager", "M-1"))).await;
+    let mut manager = connect(&format!(
+        "{}?token={}",
+        server.url(),
+        token("manager", "M-1")
+    ))
+    .await;
     assert_eq!(hello(&mut manager, json!({})).await["role"], "manager");
 }
 
@@ -157,8 +248,15 @@ async fn an_acknowledged_message_survives_sigkill_and_is_answered_after_restart(
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &slow.env()).await;
     let mut ws = connect(&server.url()).await;
-    let conv = hello(&mut ws, json!({"token": token("customer", "C-7")})).await["conversation_id"].as_str().unwrap().to_string();
-    send(&mut ws, json!({"type": "message", "id": "m1", "text": "停電しても消えないでほしい相談です"})).await;
+    let conv = hello(&mut ws, json!({"token": token("customer", "C-7")})).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "m1", "text": "停電しても消えないでほしい相談です"}),
+    )
+    .await;
     let ack = recv(&mut ws, 10).await;
     assert_eq!(ack["type"], "ack");
     // Wait until the model call is under way, then kill -9.
@@ -174,13 +272,27 @@ async fn an_acknowledged_message_survives_sigkill_and_is_answered_after_restart(
     let fast = ModelFixture::start(Duration::ZERO).await;
     let server = Server::start(dir.path(), &fast.env()).await;
     let mut ws = connect(&server.url()).await;
-    hello(&mut ws, json!({"token": token("customer", "C-7"), "conversation_id": conv, "last_seq": 1})).await;
+    hello(
+        &mut ws,
+        json!({"token": token("customer", "C-7"), "conversation_id": conv, "last_seq": 1}),
+    )
+    .await;
     let frames = recv_until(&mut ws, "reply", Some("m1"), 30).await;
     assert_eq!(frames.last().unwrap()["seq"], 2);
     // The model was asked about the message stored before the crash.
     let requests = fast.requests.lock().unwrap().clone();
-    let last_user = requests[0]["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "user").unwrap().clone();
-    assert!(last_user["content"].as_str().unwrap().contains("停電しても消えない"));
+    let last_user = requests[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    assert!(last_user["content"]
+        .as_str()
+        .unwrap()
+        .contains("停電しても消えない"));
 }
 
 #[tokio::test]
@@ -190,13 +302,24 @@ async fn health_readiness_metrics_and_request_ids() {
     server.wait_ready("/readyz", Duration::from_secs(10)).await;
     let (status, text) = http_get(&server.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
-    assert!(text.to_ascii_lowercase().contains("x-request-id: test-req-1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-request-id: test-req-1"),
+        "{text}"
+    );
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({})).await;
-    send(&mut ws, json!({"type": "message", "id": "m", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "m", "text": "こんにちは"}),
+    )
+    .await;
     recv_until(&mut ws, "reply", Some("m"), 30).await;
     let (status, metrics) = http_get(&server.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("kizuna_turns_total 1"), "{metrics}");
-    assert!(metrics.contains("kizuna_websocket_connections 1"), "{metrics}");
+    assert!(
+        metrics.contains("kizuna_websocket_connections 1"),
+        "{metrics}"
+    );
 }

@@ -72,8 +72,15 @@ pub struct TurnRequest {
 pub enum TurnEvent {
     /// Reply text to show now.
     Delta(String),
-    ToolStarted { call_id: String, name: String },
-    ToolFinished { call_id: String, name: String, ok: bool },
+    ToolStarted {
+        call_id: String,
+        name: String,
+    },
+    ToolFinished {
+        call_id: String,
+        name: String,
+        ok: bool,
+    },
 }
 
 /// A tool call as it ran.
@@ -124,8 +131,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(llm: Arc<dyn LanguageModel>, tools: ToolRegistry, prompts: Prompts, config: AgentConfig) -> Self {
-        Self { llm, tools, prompts, config }
+    pub fn new(
+        llm: Arc<dyn LanguageModel>,
+        tools: ToolRegistry,
+        prompts: Prompts,
+        config: AgentConfig,
+    ) -> Self {
+        Self {
+            llm,
+            tools,
+            prompts,
+            config,
+        }
     }
 
     pub fn llm(&self) -> &Arc<dyn LanguageModel> {
@@ -138,12 +155,17 @@ impl Agent {
 
     /// The system message this agent sends; constant, so backends can cache its KV state.
     pub fn system_message(&self) -> String {
-        self.prompts.system_message(&self.tools.specs(), self.llm.native_tool_calls())
+        self.prompts
+            .system_message(&self.tools.specs(), self.llm.native_tool_calls())
     }
 
     /// Runs one turn. Never fails: when the model cannot answer, the reply is composed from
     /// tool results or the fallback prompt, and `fallback` says why.
-    pub async fn run_turn(&self, req: TurnRequest, events: mpsc::UnboundedSender<TurnEvent>) -> TurnResult {
+    pub async fn run_turn(
+        &self,
+        req: TurnRequest,
+        events: mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
         let native = self.llm.native_tool_calls();
         let ctx = ToolContext {
             identity: req.identity.clone(),
@@ -152,7 +174,10 @@ impl Agent {
         };
         let mut messages = vec![ChatMessage::system(self.system_message())];
         messages.extend(req.history.iter().cloned());
-        messages.push(ChatMessage::user(user_message_with_context(&req.user_text, &req.context)));
+        messages.push(ChatMessage::user(user_message_with_context(
+            &req.user_text,
+            &req.context,
+        )));
 
         let mut executed: Vec<ExecutedCall> = Vec::new();
         let mut seen_calls: HashSet<String> = HashSet::new();
@@ -164,14 +189,30 @@ impl Agent {
             .filter(|m| m.role == crate::llm::ChatRole::User)
             .map(|m| m.content.as_str())
             .collect();
-        let planned = planner::plan(&previous, &req.user_text, &|name| self.tools.get(name).is_some());
+        let planned = planner::plan(&previous, &req.user_text, &|name| {
+            self.tools.get(name).is_some()
+        });
         if !planned.is_empty() {
             let calls: Vec<ToolCall> = planned
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| ToolCall { id: format!("plan-{i}"), name: p.name.to_string(), arguments: p.arguments })
+                .map(|(i, p)| ToolCall {
+                    id: format!("plan-{i}"),
+                    name: p.name.to_string(),
+                    arguments: p.arguments,
+                })
                 .collect();
-            self.run_calls(&ctx, &calls, true, native, &mut messages, &mut executed, &mut seen_calls, &events).await;
+            self.run_calls(
+                &ctx,
+                &calls,
+                true,
+                native,
+                &mut messages,
+                &mut executed,
+                &mut seen_calls,
+                &events,
+            )
+            .await;
         }
 
         let mut usage = Usage::default();
@@ -188,7 +229,9 @@ impl Agent {
             }
             steps += 1;
             let started = Instant::now();
-            let outcome = self.generate(&req.conversation_id, &messages, native, &events).await;
+            let outcome = self
+                .generate(&req.conversation_id, &messages, native, &events)
+                .await;
             llm_time += started.elapsed();
             let (output, shown) = match outcome {
                 Ok(ok) => ok,
@@ -211,14 +254,22 @@ impl Agent {
             usage.total_time += output.usage.total_time;
 
             let (text, calls, malformed) = if native {
-                (output.text.trim().to_string(), output.tool_calls.clone(), false)
+                (
+                    output.text.trim().to_string(),
+                    output.tool_calls.clone(),
+                    false,
+                )
             } else {
                 let parsed = parse_reply(&output.text);
                 let calls = parsed
                     .calls
                     .into_iter()
                     .enumerate()
-                    .map(|(i, c)| ToolCall { id: format!("s{steps}-{i}"), name: c.name, arguments: c.arguments })
+                    .map(|(i, c)| ToolCall {
+                        id: format!("s{steps}-{i}"),
+                        name: c.name,
+                        arguments: c.arguments,
+                    })
                     .collect::<Vec<_>>();
                 (parsed.text, calls, parsed.malformed)
             };
@@ -226,7 +277,11 @@ impl Agent {
             if malformed && calls.is_empty() {
                 if retried_malformed {
                     fallback = Some(Fallback::MalformedToolCall);
-                    reply = if shown.trim().is_empty() { String::new() } else { shown };
+                    reply = if shown.trim().is_empty() {
+                        String::new()
+                    } else {
+                        shown
+                    };
                     break;
                 }
                 retried_malformed = true;
@@ -238,10 +293,25 @@ impl Agent {
                 reply = text;
                 break;
             }
-            let mut assistant = ChatMessage::assistant(if native { output.text.clone() } else { String::new() });
+            let mut assistant = ChatMessage::assistant(if native {
+                output.text.clone()
+            } else {
+                String::new()
+            });
             assistant.tool_calls = calls.clone();
             messages.push(assistant);
-            let fresh = self.run_calls(&ctx, &calls, false, native, &mut messages, &mut executed, &mut seen_calls, &events).await;
+            let fresh = self
+                .run_calls(
+                    &ctx,
+                    &calls,
+                    false,
+                    native,
+                    &mut messages,
+                    &mut executed,
+                    &mut seen_calls,
+                    &events,
+                )
+                .await;
             if fresh == 0 {
                 // The model keeps asking for what it already has: answer from the results.
                 fallback = Some(Fallback::StepLimit);
@@ -253,14 +323,32 @@ impl Agent {
         let sources = req
             .context
             .iter()
-            .map(|c| Source { doc_id: c.doc_id.clone(), title: c.title.clone(), score: c.score })
+            .map(|c| Source {
+                doc_id: c.doc_id.clone(),
+                title: c.title.clone(),
+                score: c.score,
+            })
             .collect();
-        TurnResult { reply, tool_calls: executed, sources, steps, llm_time, usage, fallback }
+        TurnResult {
+            reply,
+            tool_calls: executed,
+            sources,
+            steps,
+            llm_time,
+            usage,
+            fallback,
+        }
     }
 
     /// Makes sure the reply is non-empty and quotes what tools said must be quoted.
-    fn finish_reply(&self, reply: String, executed: &[ExecutedCall], fallback: &mut Option<Fallback>) -> String {
-        let displays: Vec<&ToolOutput> = executed.iter().filter_map(|c| c.output.as_ref()).collect();
+    fn finish_reply(
+        &self,
+        reply: String,
+        executed: &[ExecutedCall],
+        fallback: &mut Option<Fallback>,
+    ) -> String {
+        let displays: Vec<&ToolOutput> =
+            executed.iter().filter_map(|c| c.output.as_ref()).collect();
         let mut reply = reply.trim().to_string();
         if reply.is_empty() {
             if fallback.is_none() {
@@ -269,12 +357,19 @@ impl Agent {
             return if displays.is_empty() {
                 self.prompts.fallback.clone()
             } else {
-                displays.iter().map(|o| o.display.as_str()).collect::<Vec<_>>().join("\n\n")
+                displays
+                    .iter()
+                    .map(|o| o.display.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n\n")
             };
         }
         let normalized = normalize_for_match(&reply);
         for output in displays {
-            let missing = output.must_quote.iter().any(|q| !normalized.contains(&normalize_for_match(q)));
+            let missing = output
+                .must_quote
+                .iter()
+                .any(|q| !normalized.contains(&normalize_for_match(q)));
             if missing {
                 reply.push_str("\n\n");
                 reply.push_str(&output.display);
@@ -295,7 +390,11 @@ impl Agent {
     ) -> Result<(crate::llm::LlmOutput, String), LlmError> {
         let request = LlmRequest {
             messages: messages.to_vec(),
-            tools: if native { self.tools.specs() } else { Vec::new() },
+            tools: if native {
+                self.tools.specs()
+            } else {
+                Vec::new()
+            },
             max_tokens: self.config.max_reply_tokens,
             temperature: self.config.temperature,
             cache_key: Some(conversation_id.to_string()),
@@ -307,7 +406,11 @@ impl Agent {
             let mut gate = DeltaGate::default();
             let mut shown = String::new();
             while let Some(delta) = rx.recv().await {
-                let visible = if native { Some(delta) } else { gate.push(&delta) };
+                let visible = if native {
+                    Some(delta)
+                } else {
+                    gate.push(&delta)
+                };
                 if let Some(text) = visible {
                     shown.push_str(&text);
                     let _ = events.send(TurnEvent::Delta(text));
@@ -315,12 +418,15 @@ impl Agent {
             }
             shown
         });
-        let result = tokio::time::timeout(self.config.llm_timeout, self.llm.generate(request, tx)).await;
-        let shown = forward.await.unwrap_or_default();
-        match result {
-            Ok(Ok(output)) => Ok((output, shown)),
+        match tokio::time::timeout(self.config.llm_timeout, self.llm.generate(request, tx)).await {
+            Ok(Ok(output)) => Ok((output, forward.await.unwrap_or_default())),
             Ok(Err(err)) => Err(err),
-            Err(_) => Err(LlmError::Timeout(self.config.llm_timeout)),
+            Err(_) => {
+                // Dropping the receiver tells a backend still generating (e.g. on a blocking
+                // thread) that nobody listens any more, so it can stop.
+                forward.abort();
+                Err(LlmError::Timeout(self.config.llm_timeout))
+            }
         }
     }
 
@@ -348,19 +454,29 @@ impl Agent {
             let key = format!("{}:{}", call.name, call.arguments);
             let duplicate = !seen.insert(key);
             let started = Instant::now();
-            let _ = events.send(TurnEvent::ToolStarted { call_id: call.id.clone(), name: call.name.clone() });
+            let _ = events.send(TurnEvent::ToolStarted {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+            });
             let outcome = if duplicate {
-                Err(ToolError::InvalidArguments("this call was already made in this turn; use its result".into()))
+                Err(ToolError::InvalidArguments(
+                    "this call was already made in this turn; use its result".into(),
+                ))
             } else {
                 fresh += 1;
                 self.call_tool(ctx, call).await
             };
             let ok = outcome.is_ok();
-            let _ = events.send(TurnEvent::ToolFinished { call_id: call.id.clone(), name: call.name.clone(), ok });
+            let _ = events.send(TurnEvent::ToolFinished {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok,
+            });
             let (result, content, output) = match outcome {
                 Ok(output) => {
                     let content = if native {
-                        serde_json::json!({"result": output.data, "summary": output.display}).to_string()
+                        serde_json::json!({"result": output.data, "summary": output.display})
+                            .to_string()
                     } else {
                         output.display.clone()
                     };
@@ -368,7 +484,11 @@ impl Agent {
                 }
                 Err(err) => {
                     let message = err.to_string();
-                    (serde_json::json!({"error": message}), format!("エラー: {message}"), None)
+                    (
+                        serde_json::json!({"error": message}),
+                        format!("エラー: {message}"),
+                        None,
+                    )
                 }
             };
             messages.push(ChatMessage::tool_result(call.id.clone(), content));
@@ -394,14 +514,22 @@ impl Agent {
             .get(&call.name)
             .ok_or_else(|| ToolError::NotFound(format!("no tool named {:?}", call.name)))?;
         validate_arguments(&tool.parameters(), &call.arguments)?;
-        match tokio::time::timeout(self.config.tool_timeout, tool.call(ctx, call.arguments.clone())).await {
+        match tokio::time::timeout(
+            self.config.tool_timeout,
+            tool.call(ctx, call.arguments.clone()),
+        )
+        .await
+        {
             Ok(result) => {
                 if let Err(err) = &result {
                     tracing::info!(tool = %call.name, error = %err, "tool call failed");
                 }
                 result
             }
-            Err(_) => Err(ToolError::Failed(format!("timed out after {:?}", self.config.tool_timeout))),
+            Err(_) => Err(ToolError::Failed(format!(
+                "timed out after {:?}",
+                self.config.tool_timeout
+            ))),
         }
     }
 }

@@ -62,11 +62,17 @@ pub struct OutFrame {
 
 impl OutFrame {
     fn transient(value: Value) -> Self {
-        Self { seq: None, json: value.to_string().into() }
+        Self {
+            seq: None,
+            json: value.to_string().into(),
+        }
     }
     fn durable(seq: i64, mut value: Value) -> Self {
         value["seq"] = json!(seq);
-        Self { seq: Some(seq), json: value.to_string().into() }
+        Self {
+            seq: Some(seq),
+            json: value.to_string().into(),
+        }
     }
 }
 
@@ -165,7 +171,12 @@ impl ConversationHub {
 
     /// Opens (or starts) a conversation for a socket. A new conversation is only written to
     /// the database with its first message, so idle visitors cost no rows.
-    pub async fn open(&self, identity: &Identity, conversation_id: Option<&str>, last_seq: i64) -> Result<Opened, HubError> {
+    pub async fn open(
+        &self,
+        identity: &Identity,
+        conversation_id: Option<&str>,
+        last_seq: i64,
+    ) -> Result<Opened, HubError> {
         let id = match conversation_id {
             Some(id) => validate_conversation_id(id)?,
             None => uuid::Uuid::new_v4().to_string(),
@@ -189,21 +200,40 @@ impl ConversationHub {
                 "type": "delta", "reply_to": p.reply_to, "index": 0, "replace": true, "text": p.text,
             })));
         }
-        let last_seq = existing.map(|c| c.last_seq).unwrap_or(0).max(replay.iter().filter_map(|f| f.seq).max().unwrap_or(0));
-        Ok(Opened { conversation_id: id, last_seq, replay, live: receiver })
+        let last_seq = existing
+            .map(|c| c.last_seq)
+            .unwrap_or(0)
+            .max(replay.iter().filter_map(|f| f.seq).max().unwrap_or(0));
+        Ok(Opened {
+            conversation_id: id,
+            last_seq,
+            replay,
+            live: receiver,
+        })
     }
 
     /// Stores a user's message and queues it for an answer.
-    pub async fn submit(&self, identity: &Identity, conversation_id: &str, client_msg_id: &str, text: &str) -> Result<Submitted, HubError> {
+    pub async fn submit(
+        &self,
+        identity: &Identity,
+        conversation_id: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<Submitted, HubError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(HubError::BadRequest("the message is empty".into()));
         }
         if text.chars().count() > self.config.max_message_chars {
-            return Err(HubError::BadRequest(format!("the message is longer than {} characters", self.config.max_message_chars)));
+            return Err(HubError::BadRequest(format!(
+                "the message is longer than {} characters",
+                self.config.max_message_chars
+            )));
         }
         if client_msg_id.is_empty() || client_msg_id.len() > 128 {
-            return Err(HubError::BadRequest("the message id must be 1–128 characters".into()));
+            return Err(HubError::BadRequest(
+                "the message id must be 1–128 characters".into(),
+            ));
         }
         let now = self.now_ms();
         match self.store.conversation(conversation_id).await? {
@@ -212,35 +242,59 @@ impl ConversationHub {
                 let conv_id = validate_conversation_id(conversation_id)?;
                 match self
                     .store
-                    .create_conversation(&conv_id, identity.role.as_str(), &identity.subject, identity.customer_id.as_deref(), now)
+                    .create_conversation(
+                        &conv_id,
+                        identity.role.as_str(),
+                        &identity.subject,
+                        identity.customer_id.as_deref(),
+                        now,
+                    )
                     .await
                 {
                     Ok(_) => {}
                     // Two sockets raced to create it: fine if it is ours.
-                    Err(StoreError::Database(_)) => match self.store.conversation(&conv_id).await? {
-                        Some(conv) => check_owner(&conv, identity)?,
-                        None => return Err(HubError::BadRequest("could not create the conversation".into())),
-                    },
+                    Err(StoreError::Database(_)) => {
+                        match self.store.conversation(&conv_id).await? {
+                            Some(conv) => check_owner(&conv, identity)?,
+                            None => {
+                                return Err(HubError::BadRequest(
+                                    "could not create the conversation".into(),
+                                ))
+                            }
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
         }
         let message_id = uuid::Uuid::new_v4().to_string();
         let ack = json!({"type": "ack", "id": client_msg_id, "message_id": message_id});
-        match self.store.insert_user_message(conversation_id, &message_id, client_msg_id, text, &ack, now).await? {
+        match self
+            .store
+            .insert_user_message(conversation_id, &message_id, client_msg_id, text, &ack, now)
+            .await?
+        {
             UserMessageInsert::Duplicate { message_id, status } => {
                 metrics::counter!("kizuna_duplicate_messages_total").increment(1);
                 Ok(Submitted::Duplicate(OutFrame::transient(json!({
                     "type": "ack", "id": client_msg_id, "message_id": message_id, "duplicate": true, "status": status,
                 }))))
             }
-            UserMessageInsert::New { message_id, ack_seq } => {
+            UserMessageInsert::New {
+                message_id,
+                ack_seq,
+            } => {
                 metrics::counter!("kizuna_messages_total").increment(1);
                 let live = self.live(conversation_id);
                 let _ = live.frames.send(OutFrame::durable(ack_seq, ack));
                 self.enqueue(
                     conversation_id,
-                    Job { message_id: message_id.clone(), client_msg_id: client_msg_id.to_string(), text: text.to_string(), identity: identity.clone() },
+                    Job {
+                        message_id: message_id.clone(),
+                        client_msg_id: client_msg_id.to_string(),
+                        text: text.to_string(),
+                        identity: identity.clone(),
+                    },
                 );
                 Ok(Submitted::Accepted { message_id })
             }
@@ -252,7 +306,9 @@ impl ConversationHub {
         let pending = self.store.pending_messages(None).await?;
         let count = pending.len();
         for message in pending {
-            let Some(conv) = self.store.conversation(&message.conversation_id).await? else { continue };
+            let Some(conv) = self.store.conversation(&message.conversation_id).await? else {
+                continue;
+            };
             let identity = owner_identity(&conv);
             self.enqueue(
                 &message.conversation_id,
@@ -283,7 +339,10 @@ impl ConversationHub {
         // The worker exited between lookup and send: replace it and try once more.
         self.live.lock().expect("live lock").remove(conversation_id);
         if self.live(conversation_id).jobs.send(job).is_err() {
-            tracing::error!(conversation_id, "could not queue a message; it stays pending until restart");
+            tracing::error!(
+                conversation_id,
+                "could not queue a message; it stays pending until restart"
+            );
         }
     }
 
@@ -296,9 +355,18 @@ impl ConversationHub {
         }
         let (frames, _) = broadcast::channel(self.config.frame_buffer);
         let (jobs, inbox) = mpsc::unbounded_channel();
-        let live = Arc::new(Live { frames, jobs, progress: Mutex::new(None) });
+        let live = Arc::new(Live {
+            frames,
+            jobs,
+            progress: Mutex::new(None),
+        });
         map.insert(conversation_id.to_string(), live.clone());
-        tokio::spawn(worker(self.me.clone(), conversation_id.to_string(), live.clone(), inbox));
+        tokio::spawn(worker(
+            self.me.clone(),
+            conversation_id.to_string(),
+            live.clone(),
+            inbox,
+        ));
         live
     }
 
@@ -323,7 +391,10 @@ impl ConversationHub {
             user_text: job.text.clone(),
             context,
         };
-        *live.progress.lock().expect("progress lock") = Some(Progress { reply_to: job.client_msg_id.clone(), text: String::new() });
+        *live.progress.lock().expect("progress lock") = Some(Progress {
+            reply_to: job.client_msg_id.clone(),
+            text: String::new(),
+        });
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let turn = self.agent.run_turn(request, events_tx);
         tokio::pin!(turn);
@@ -378,7 +449,17 @@ impl ConversationHub {
         let seq = loop {
             match self
                 .store
-                .record_reply(conversation_id, &job.message_id, &reply_id, "assistant", &result.reply, &metadata, &records, &payload, self.now_ms())
+                .record_reply(
+                    conversation_id,
+                    &job.message_id,
+                    &reply_id,
+                    "assistant",
+                    &result.reply,
+                    &metadata,
+                    &records,
+                    &payload,
+                    self.now_ms(),
+                )
                 .await
             {
                 Ok(seq) => break Some(seq),
@@ -400,12 +481,14 @@ impl ConversationHub {
         let total = started.elapsed();
         metrics::counter!("kizuna_turns_total").increment(1);
         metrics::histogram!("kizuna_turn_seconds").record(total.as_secs_f64());
-        metrics::histogram!("kizuna_turn_overhead_seconds").record(total.saturating_sub(result.llm_time).as_secs_f64());
+        metrics::histogram!("kizuna_turn_overhead_seconds")
+            .record(total.saturating_sub(result.llm_time).as_secs_f64());
         for call in &result.tool_calls {
             metrics::counter!("kizuna_tool_calls_total", "tool" => call.name.clone(), "ok" => call.ok.to_string()).increment(1);
         }
         if let Some(fallback) = result.fallback {
-            metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}")).increment(1);
+            metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}"))
+                .increment(1);
         }
         tracing::info!(
             conversation_id,
@@ -427,7 +510,9 @@ impl ConversationHub {
                 *index += 1;
                 json!({"type": "delta", "reply_to": reply_to, "index": *index, "text": text})
             }
-            TurnEvent::ToolStarted { name, .. } => json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"}),
+            TurnEvent::ToolStarted { name, .. } => {
+                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"})
+            }
             TurnEvent::ToolFinished { name, ok, .. } => {
                 json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
             }
@@ -436,18 +521,40 @@ impl ConversationHub {
     }
 
     /// The conversation before `current_message_id`, as prompt messages.
-    async fn history(&self, conversation_id: &str, current_message_id: &str) -> Result<Vec<ChatMessage>, StoreError> {
-        let messages = self.store.recent_messages(conversation_id, self.config.history_messages + 1).await?;
+    async fn history(
+        &self,
+        conversation_id: &str,
+        current_message_id: &str,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let messages = self
+            .store
+            .recent_messages(conversation_id, self.config.history_messages + 1)
+            .await?;
         Ok(messages
             .into_iter()
             .take_while(|m| m.id != current_message_id)
-            .filter(|m| m.role == "assistant" || m.role == "human_agent" || (m.role == "user" && m.status == "answered"))
-            .map(|m| if m.role == "user" { ChatMessage::user(m.content) } else { ChatMessage::assistant(m.content) })
+            .filter(|m| {
+                m.role == "assistant"
+                    || m.role == "human_agent"
+                    || (m.role == "user" && m.status == "answered")
+            })
+            .map(|m| {
+                if m.role == "user" {
+                    ChatMessage::user(m.content)
+                } else {
+                    ChatMessage::assistant(m.content)
+                }
+            })
             .collect())
     }
 }
 
-async fn worker(hub: Weak<ConversationHub>, conversation_id: String, live: Arc<Live>, mut inbox: mpsc::UnboundedReceiver<Job>) {
+async fn worker(
+    hub: Weak<ConversationHub>,
+    conversation_id: String,
+    live: Arc<Live>,
+    mut inbox: mpsc::UnboundedReceiver<Job>,
+) {
     loop {
         let idle_timeout = match hub.upgrade() {
             Some(h) => h.config.idle_timeout,
@@ -463,7 +570,10 @@ async fn worker(hub: Weak<ConversationHub>, conversation_id: String, live: Arc<L
                 let Some(hub) = hub.upgrade() else { return };
                 let mut map = hub.live.lock().expect("live lock");
                 if live.frames.receiver_count() == 0 && inbox.is_empty() {
-                    if map.get(&conversation_id).is_some_and(|l| Arc::ptr_eq(l, &live)) {
+                    if map
+                        .get(&conversation_id)
+                        .is_some_and(|l| Arc::ptr_eq(l, &live))
+                    {
                         map.remove(&conversation_id);
                     }
                     inbox.close();
@@ -483,7 +593,8 @@ fn validate_conversation_id(id: &str) -> Result<String, HubError> {
 /// Customers and managers own their conversations; an anonymous conversation is reachable
 /// by anyone anonymous who holds its (random, unguessable) id.
 fn check_owner(conv: &Conversation, identity: &Identity) -> Result<(), HubError> {
-    let owns = conv.owner_role == identity.role.as_str() && (identity.role == Role::Anonymous || conv.owner_id == identity.subject);
+    let owns = conv.owner_role == identity.role.as_str()
+        && (identity.role == Role::Anonymous || conv.owner_id == identity.subject);
     if owns {
         Ok(())
     } else {
@@ -493,7 +604,11 @@ fn check_owner(conv: &Conversation, identity: &Identity) -> Result<(), HubError>
 
 fn owner_identity(conv: &Conversation) -> Identity {
     match conv.owner_role.as_str() {
-        "customer" => Identity::customer(conv.customer_id.clone().unwrap_or_else(|| conv.owner_id.clone())),
+        "customer" => Identity::customer(
+            conv.customer_id
+                .clone()
+                .unwrap_or_else(|| conv.owner_id.clone()),
+        ),
         "manager" => Identity::manager(conv.owner_id.clone()),
         _ => Identity::anonymous(conv.owner_id.clone()),
     }

@@ -131,7 +131,8 @@ impl TokenVerifier {
     }
 
     fn mac(&self, signed_part: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(signed_part.as_bytes());
         mac
     }
@@ -147,11 +148,15 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<Identity, AuthError> {
         let rest = token.strip_prefix(PREFIX).ok_or(AuthError::Malformed)?;
         let (body, sig) = rest.split_once('.').ok_or(AuthError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| AuthError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| AuthError::Malformed)?;
         self.mac(&format!("{PREFIX}{body}"))
             .verify_slice(&sig)
             .map_err(|_| AuthError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| AuthError::Malformed)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| AuthError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
         if claims.exp <= now_unix {
             return Err(AuthError::Expired);
@@ -178,7 +183,12 @@ mod tests {
     }
 
     fn claims(role: Role, sub: &str, exp: i64) -> Claims {
-        Claims { role, sub: sub.into(), name: None, exp }
+        Claims {
+            role,
+            sub: sub.into(),
+            name: None,
+            exp,
+        }
     }
 
     #[test]
@@ -195,7 +205,9 @@ mod tests {
     #[test]
     fn manager_may_read_any_customer_anonymous_none() {
         let v = verifier();
-        let m = v.verify(&v.sign(&claims(Role::Manager, "M-1", 2_000)), 1_000).unwrap();
+        let m = v
+            .verify(&v.sign(&claims(Role::Manager, "M-1", 2_000)), 1_000)
+            .unwrap();
         assert!(m.may_read_customer("C-1001"));
         assert!(m.customer_id.is_none());
         assert!(!Identity::anonymous("v").may_read_customer("C-1001"));
@@ -206,8 +218,8 @@ mod tests {
         let v = verifier();
         let token = v.sign(&claims(Role::Customer, "C-1001", 2_000));
         let (head, sig) = token.rsplit_once('.').unwrap();
-        let forged_body =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(Role::Manager, "C-1001", 2_000)).unwrap());
+        let forged_body = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&claims(Role::Manager, "C-1001", 2_000)).unwrap());
         let forged = format!("{PREFIX}{forged_body}.{sig}");
         assert_eq!(v.verify(&forged, 1_000), Err(AuthError::BadSignature));
         assert!(head.starts_with(PREFIX));
@@ -229,6 +241,9 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(TokenVerifier::new(b"short".to_vec()).unwrap_err(), AuthError::WeakSecret);
+        assert_eq!(
+            TokenVerifier::new(b"short".to_vec()).unwrap_err(),
+            AuthError::WeakSecret
+        );
     }
 }

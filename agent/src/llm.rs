@@ -138,8 +138,8 @@ pub trait LanguageModel: Send + Sync {
     /// tool calls. When false the agent describes tools in the prompt and parses the text.
     fn native_tool_calls(&self) -> bool;
 
-    /// Generates a reply. Text is sent on `deltas` as it is produced (a closed receiver is
-    /// not an error: generation continues and the full text is returned).
+    /// Generates a reply. Text is sent on `deltas` as it is produced. A closed receiver means
+    /// the caller gave up (timeout, shutdown): backends should stop generating soon.
     async fn generate(
         &self,
         request: LlmRequest,

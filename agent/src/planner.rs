@@ -42,10 +42,16 @@ impl NoiseFacts {
         if let Some(n) = negotiation_attempts(text) {
             self.negotiation_attempts = Some(self.negotiation_attempts.unwrap_or(0).max(n));
         }
-        if ["証拠", "法的", "裁判で使", "記録を残"].iter().any(|w| text.contains(w)) {
+        if ["証拠", "法的", "裁判で使", "記録を残"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
             self.wants_legal_evidence = true;
         }
-        if ["仲裁", "話し合い", "直接言いにく", "間に入って"].iter().any(|w| text.contains(w)) {
+        if ["仲裁", "話し合い", "直接言いにく", "間に入って"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
             self.wants_mediation = true;
         }
     }
@@ -77,16 +83,58 @@ impl NoiseFacts {
 
 /// Keyword → value tables; the first table entry found in the text wins.
 const NOISE_TYPES: &[(&str, &[&str])] = &[
-    ("footsteps", &["足音", "歩く音", "走る音", "走り回", "ドンドン", "ドスドス", "飛び跳ね"]),
-    ("voices", &["話し声", "声が", "叫び", "笑い声", "騒ぎ声", "怒鳴"]),
-    ("music", &["音楽", "楽器", "ピアノ", "ギター", "テレビ", "ドラム", "歌"]),
+    (
+        "footsteps",
+        &[
+            "足音",
+            "歩く音",
+            "走る音",
+            "走り回",
+            "ドンドン",
+            "ドスドス",
+            "飛び跳ね",
+        ],
+    ),
+    (
+        "voices",
+        &["話し声", "声が", "叫び", "笑い声", "騒ぎ声", "怒鳴"],
+    ),
+    (
+        "music",
+        &["音楽", "楽器", "ピアノ", "ギター", "テレビ", "ドラム", "歌"],
+    ),
     ("pets", &["犬", "猫", "ペット", "鳴き声"]),
     ("construction", &["工事", "ドリル", "解体"]),
-    ("low_frequency", &["低周波", "振動", "ブーン", "室外機", "機械音", "エアコン", "換気扇"]),
+    (
+        "low_frequency",
+        &[
+            "低周波",
+            "振動",
+            "ブーン",
+            "室外機",
+            "機械音",
+            "エアコン",
+            "換気扇",
+        ],
+    ),
 ];
 
 const TIMES_OF_DAY: &[(&str, &[&str])] = &[
-    ("late_night", &["深夜", "夜中", "23時", "２３時", "24時", "0時", "1時", "2時", "3時", "明け方"]),
+    (
+        "late_night",
+        &[
+            "深夜",
+            "夜中",
+            "23時",
+            "２３時",
+            "24時",
+            "0時",
+            "1時",
+            "2時",
+            "3時",
+            "明け方",
+        ],
+    ),
     ("night", &["夜", "夕方", "晩"]),
     ("morning", &["早朝", "朝"]),
     ("daytime", &["日中", "昼"]),
@@ -102,7 +150,8 @@ fn first_match(text: &str, table: &[(&'static str, &[&str])]) -> Option<&'static
 fn duration_months(text: &str) -> Option<u32> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
-        Regex::new(r"([0-9０-９]+|一|二|三|四|五|六|半)\s*(ヶ月|か月|カ月|ヵ月|ケ月|年|週間)").expect("valid regex")
+        Regex::new(r"([0-9０-９]+|一|二|三|四|五|六|半)\s*(ヶ月|か月|カ月|ヵ月|ケ月|年|週間)")
+            .expect("valid regex")
     });
     let caps = re.captures(text)?;
     let n: f32 = match &caps[1] {
@@ -126,16 +175,29 @@ fn duration_months(text: &str) -> Option<u32> {
 fn negotiation_attempts(text: &str) -> Option<u32> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| Regex::new(r"([0-9０-９]+)\s*回").expect("valid regex"));
-    let talked = ["管理会社", "大家", "注意し", "苦情を", "手紙", "話し合", "伝えた", "言った", "交渉"]
-        .iter()
-        .any(|w| text.contains(w));
+    let talked = [
+        "管理会社",
+        "大家",
+        "注意し",
+        "苦情を",
+        "手紙",
+        "話し合",
+        "伝えた",
+        "言った",
+        "交渉",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
     if !talked {
         return None;
     }
     if let Some(caps) = re.captures(text) {
         return to_ascii_digits(&caps[1]).parse().ok();
     }
-    if ["何度も", "何回も", "再三", "繰り返し"].iter().any(|w| text.contains(w)) {
+    if ["何度も", "何回も", "再三", "繰り返し"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
         return Some(3);
     }
     Some(1)
@@ -158,29 +220,63 @@ pub struct PlannedCall {
 }
 
 const PLAN_WORDS: &[&str] = &[
-    "プラン", "おすすめ", "お勧め", "オススメ", "どれがいい", "料金", "費用", "いくら", "値段", "価格",
-    "測定したい", "測りたい", "測定をお願い", "測定してほしい",
+    "プラン",
+    "おすすめ",
+    "お勧め",
+    "オススメ",
+    "どれがいい",
+    "料金",
+    "費用",
+    "いくら",
+    "値段",
+    "価格",
+    "測定したい",
+    "測りたい",
+    "測定をお願い",
+    "測定してほしい",
 ];
 const AVAILABILITY_WORDS: &[&str] = &[
-    "空き", "予約", "日程", "候補日", "いつ来", "来てもら", "訪問", "いつ測", "最短",
+    "空き",
+    "予約",
+    "日程",
+    "候補日",
+    "いつ来",
+    "来てもら",
+    "訪問",
+    "いつ測",
+    "最短",
 ];
 
 /// Tools to run for this message, given everything the customer said before it.
-pub fn plan(previous_user_messages: &[&str], message: &str, available: &dyn Fn(&str) -> bool) -> Vec<PlannedCall> {
+pub fn plan(
+    previous_user_messages: &[&str],
+    message: &str,
+    available: &dyn Fn(&str) -> bool,
+) -> Vec<PlannedCall> {
     let facts = NoiseFacts::from_messages(previous_user_messages.iter().copied().chain([message]));
     let mut calls = Vec::new();
     let asks_plan = PLAN_WORDS.iter().any(|w| message.contains(w));
     let asks_slots = AVAILABILITY_WORDS.iter().any(|w| message.contains(w));
     if asks_plan && available("recommend_plan") {
-        calls.push(PlannedCall { name: "recommend_plan", arguments: facts.plan_arguments() });
+        calls.push(PlannedCall {
+            name: "recommend_plan",
+            arguments: facts.plan_arguments(),
+        });
     }
     if asks_slots && available("check_availability") {
         let mut args = Map::new();
         if let Some(time) = facts.time_of_day {
-            let preferred = if matches!(time, "late_night" | "night") { "evening" } else { "daytime" };
+            let preferred = if matches!(time, "late_night" | "night") {
+                "evening"
+            } else {
+                "daytime"
+            };
             args.insert("preferred_time".into(), json!(preferred));
         }
-        calls.push(PlannedCall { name: "check_availability", arguments: Value::Object(args) });
+        calls.push(PlannedCall {
+            name: "check_availability",
+            arguments: Value::Object(args),
+        });
     }
     calls
 }
@@ -196,7 +292,8 @@ mod tests {
     #[test]
     fn seed_dialogue_facts() {
         // Seed 003 §5.1: 足音, one month, after 23:00.
-        let facts = NoiseFacts::from_messages(["上の階の足音がうるさい", "1ヶ月前から", "深夜23時以降"]);
+        let facts =
+            NoiseFacts::from_messages(["上の階の足音がうるさい", "1ヶ月前から", "深夜23時以降"]);
         assert_eq!(facts.noise_type, Some("footsteps"));
         assert_eq!(facts.time_of_day, Some("late_night"));
         assert_eq!(facts.duration_months, Some(1));
@@ -217,7 +314,11 @@ mod tests {
 
     #[test]
     fn plan_intent_runs_recommend_plan_with_facts() {
-        let calls = plan(&["上の階の足音が深夜にひどい"], "どのプランがおすすめですか？", &all);
+        let calls = plan(
+            &["上の階の足音が深夜にひどい"],
+            "どのプランがおすすめですか？",
+            &all,
+        );
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].name, "recommend_plan");
         assert_eq!(calls[0].arguments["noise_type"], "footsteps");
@@ -227,7 +328,13 @@ mod tests {
     #[test]
     fn availability_intent_prefers_evening_for_night_noise() {
         let calls = plan(&["夜にうるさい"], "空いている日程を教えてください", &all);
-        assert_eq!(calls, vec![PlannedCall { name: "check_availability", arguments: json!({"preferred_time": "evening"}) }]);
+        assert_eq!(
+            calls,
+            vec![PlannedCall {
+                name: "check_availability",
+                arguments: json!({"preferred_time": "evening"})
+            }]
+        );
     }
 
     #[test]

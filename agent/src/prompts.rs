@@ -21,7 +21,10 @@ pub struct Prompts {
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     #[error("cannot read prompt file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("prompt file {0} is empty")]
     Empty(PathBuf),
     #[error("prompt file {0} lacks the {{{{tools}}}} placeholder")]
@@ -32,7 +35,10 @@ impl Prompts {
     pub fn load(dir: &Path) -> Result<Self, PromptError> {
         let read = |name: &str| -> Result<String, PromptError> {
             let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|source| PromptError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| PromptError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let text = text.trim().to_string();
             if text.is_empty() {
                 return Err(PromptError::Empty(path));
@@ -56,8 +62,16 @@ impl Prompts {
         if native_tools || tools.is_empty() {
             return self.system.clone();
         }
-        let lines = tools.iter().map(compact_tool_line).collect::<Vec<_>>().join("\n");
-        format!("{}\n\n{}", self.system, self.tools.replace("{{tools}}", &lines))
+        let lines = tools
+            .iter()
+            .map(compact_tool_line)
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "{}\n\n{}",
+            self.system,
+            self.tools.replace("{{tools}}", &lines)
+        )
     }
 }
 
@@ -72,8 +86,16 @@ fn compact_tool_line(spec: &ToolSpec) -> String {
                 .iter()
                 .map(|(k, v)| {
                     let ty = match v.get("enum").and_then(|e| e.as_array()) {
-                        Some(values) => values.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("/"),
-                        None => v.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string(),
+                        Some(values) => values
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                        None => v
+                            .get("type")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("any")
+                            .to_string(),
                     };
                     format!("{k}: {ty}")
                 })
@@ -117,6 +139,8 @@ mod tests {
     #[test]
     fn missing_files_name_the_path() {
         let err = Prompts::load(Path::new("/nonexistent-prompts")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-prompts/system.ja.md"));
+        assert!(err
+            .to_string()
+            .contains("/nonexistent-prompts/system.ja.md"));
     }
 }

@@ -27,7 +27,11 @@ pub enum Step {
 
 impl ScriptedModel {
     pub fn new(native: bool, steps: Vec<Step>) -> Arc<Self> {
-        Arc::new(Self { native, script: Mutex::new(steps.into()), requests: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            native,
+            script: Mutex::new(steps.into()),
+            requests: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -39,9 +43,18 @@ impl LanguageModel for ScriptedModel {
     fn native_tool_calls(&self) -> bool {
         self.native
     }
-    async fn generate(&self, request: LlmRequest, deltas: mpsc::UnboundedSender<String>) -> Result<LlmOutput, LlmError> {
+    async fn generate(
+        &self,
+        request: LlmRequest,
+        deltas: mpsc::UnboundedSender<String>,
+    ) -> Result<LlmOutput, LlmError> {
         self.requests.lock().unwrap().push(request);
-        let step = self.script.lock().unwrap().pop_front().expect("script ran out");
+        let step = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("script ran out");
         match step {
             Step::Text(text) => {
                 // Stream in small pieces, as a real backend does.
@@ -49,12 +62,21 @@ impl LanguageModel for ScriptedModel {
                 for piece in chars.chunks(3) {
                     let _ = deltas.send(piece.iter().collect());
                 }
-                Ok(LlmOutput { text: text.into(), ..Default::default() })
+                Ok(LlmOutput {
+                    text: text.into(),
+                    ..Default::default()
+                })
             }
-            Step::Calls(calls) => Ok(LlmOutput { tool_calls: calls, ..Default::default() }),
+            Step::Calls(calls) => Ok(LlmOutput {
+                tool_calls: calls,
+                ..Default::default()
+            }),
             Step::Sleep(d) => {
                 tokio::time::sleep(d).await;
-                Ok(LlmOutput { text: "遅すぎた返事".into(), ..Default::default() })
+                Ok(LlmOutput {
+                    text: "遅すぎた返事".into(),
+                    ..Default::default()
+                })
             }
             Step::Fail => Err(LlmError::Unavailable("down".into())),
         }
@@ -80,7 +102,11 @@ impl Tool for PriceTool {
     fn risk(&self) -> RiskClass {
         RiskClass::Read
     }
-    async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<ToolOutput, ToolError> {
+    async fn call(
+        &self,
+        ctx: &ToolContext,
+        args: serde_json::Value,
+    ) -> Result<ToolOutput, ToolError> {
         Ok(ToolOutput {
             data: json!({"plan": "standard", "caller": ctx.identity.customer_id, "args": args}),
             display: "スタンダードプラン（12,800円）をおすすめします。".into(),
@@ -88,4 +114,3 @@ impl Tool for PriceTool {
         })
     }
 }
-

@@ -65,7 +65,11 @@ pub trait Tool: Send + Sync {
     /// JSON schema of the arguments object.
     fn parameters(&self) -> serde_json::Value;
     fn risk(&self) -> RiskClass;
-    async fn call(&self, ctx: &ToolContext, args: serde_json::Value) -> Result<ToolOutput, ToolError>;
+    async fn call(
+        &self,
+        ctx: &ToolContext,
+        args: serde_json::Value,
+    ) -> Result<ToolOutput, ToolError>;
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -91,7 +95,9 @@ impl ToolRegistry {
         let name = tool.name().to_string();
         let valid = !name.is_empty()
             && name.len() <= MAX_TOOL_NAME_LEN
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             return Err(RegistryError::BadName(name));
         }
@@ -128,7 +134,10 @@ impl ToolRegistry {
 
 /// Checks `args` against the parts of a JSON schema tools use: object type, required keys,
 /// property types and enums. Unknown keys are rejected so typos surface to the model.
-pub fn validate_arguments(schema: &serde_json::Value, args: &serde_json::Value) -> Result<(), ToolError> {
+pub fn validate_arguments(
+    schema: &serde_json::Value,
+    args: &serde_json::Value,
+) -> Result<(), ToolError> {
     use serde_json::Value;
     let obj = args
         .as_object()
@@ -137,13 +146,17 @@ pub fn validate_arguments(schema: &serde_json::Value, args: &serde_json::Value) 
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for key in required.iter().filter_map(Value::as_str) {
             if !obj.contains_key(key) {
-                return Err(ToolError::InvalidArguments(format!("missing required argument {key:?}")));
+                return Err(ToolError::InvalidArguments(format!(
+                    "missing required argument {key:?}"
+                )));
             }
         }
     }
     for (key, value) in obj {
         let Some(prop) = props.and_then(|p| p.get(key)) else {
-            return Err(ToolError::InvalidArguments(format!("unknown argument {key:?}")));
+            return Err(ToolError::InvalidArguments(format!(
+                "unknown argument {key:?}"
+            )));
         };
         if value.is_null() {
             continue;
@@ -158,7 +171,9 @@ pub fn validate_arguments(schema: &serde_json::Value, args: &serde_json::Value) 
             _ => true,
         };
         if !type_ok {
-            return Err(ToolError::InvalidArguments(format!("argument {key:?} has the wrong type")));
+            return Err(ToolError::InvalidArguments(format!(
+                "argument {key:?} has the wrong type"
+            )));
         }
         if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
             if !allowed.contains(value) {
@@ -193,7 +208,11 @@ mod tests {
         fn risk(&self) -> RiskClass {
             RiskClass::Read
         }
-        async fn call(&self, _: &ToolContext, _: serde_json::Value) -> Result<ToolOutput, ToolError> {
+        async fn call(
+            &self,
+            _: &ToolContext,
+            _: serde_json::Value,
+        ) -> Result<ToolOutput, ToolError> {
             Err(ToolError::Failed("unused".into()))
         }
     }
@@ -207,8 +226,14 @@ mod tests {
             RegistryError::Duplicate("recommend_plan".into())
         );
         let long: &'static str = Box::leak("x".repeat(65).into_boxed_str());
-        assert!(matches!(r.register(Arc::new(Named(long))), Err(RegistryError::BadName(_))));
-        assert!(matches!(r.register(Arc::new(Named("has space"))), Err(RegistryError::BadName(_))));
+        assert!(matches!(
+            r.register(Arc::new(Named(long))),
+            Err(RegistryError::BadName(_))
+        ));
+        assert!(matches!(
+            r.register(Arc::new(Named("has space"))),
+            Err(RegistryError::BadName(_))
+        ));
         assert_eq!(r.specs().len(), 1);
     }
 
@@ -225,7 +250,11 @@ mod tests {
         assert!(validate_arguments(&schema, &json!({"noise_type": "footsteps"})).is_ok());
         assert!(validate_arguments(&schema, &json!({"noise_type": "jet"})).is_err());
         assert!(validate_arguments(&schema, &json!({"duration_months": 2})).is_err());
-        assert!(validate_arguments(&schema, &json!({"noise_type": "voices", "duration_months": "2"})).is_err());
+        assert!(validate_arguments(
+            &schema,
+            &json!({"noise_type": "voices", "duration_months": "2"})
+        )
+        .is_err());
         assert!(validate_arguments(&schema, &json!({"noise_type": "voices", "evil": 1})).is_err());
         assert!(validate_arguments(&schema, &json!([1])).is_err());
     }

@@ -56,7 +56,9 @@ pub fn parse_reply(raw: &str) -> ParsedReply {
             break;
         };
         let inner = &rest[after_ticks..after_ticks + close_rel];
-        let inner = inner.trim_start_matches(|c: char| c.is_ascii_alphabetic()).trim();
+        let inner = inner
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .trim();
         let block_end = after_ticks + close_rel + 3;
         if let Some(call) = call_from_json_text(inner) {
             out.calls.push(call);
@@ -236,7 +238,13 @@ mod tests {
     #[test]
     fn tagged_call() {
         let r = parse_reply("確認します。\n<tool_call>\n{\"name\": \"recommend_plan\", \"arguments\": {\"noise_type\": \"footsteps\"}}\n</tool_call>");
-        assert_eq!(r.calls, vec![ParsedCall { name: "recommend_plan".into(), arguments: json!({"noise_type": "footsteps"}) }]);
+        assert_eq!(
+            r.calls,
+            vec![ParsedCall {
+                name: "recommend_plan".into(),
+                arguments: json!({"noise_type": "footsteps"})
+            }]
+        );
         assert_eq!(r.text, "確認します。");
         assert!(!r.malformed);
     }
@@ -251,7 +259,9 @@ mod tests {
 
     #[test]
     fn bare_json_and_function_wrapper() {
-        let r = parse_reply("{\"function\": {\"name\": \"recommend_plan\", \"parameters\": {}}} 以上です");
+        let r = parse_reply(
+            "{\"function\": {\"name\": \"recommend_plan\", \"parameters\": {}}} 以上です",
+        );
         assert_eq!(r.calls.len(), 1);
         assert_eq!(r.calls[0].name, "recommend_plan");
         assert_eq!(r.text, "以上です");
@@ -260,14 +270,23 @@ mod tests {
     #[test]
     fn several_calls_in_one_reply() {
         let r = parse_reply("<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call><tool_call>{\"name\":\"b\",\"arguments\":{\"x\":\"}\"}}</tool_call>");
-        assert_eq!(r.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            r.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(r.calls[1].arguments, json!({"x": "}"}));
     }
 
     #[test]
     fn malformed_calls_are_flagged() {
-        assert!(parse_reply("<tool_call>{\"name\": \"recommend_plan\", \"arguments\": {</tool_call>").malformed);
-        assert!(parse_reply("```json\n{\"name\": \"recommend_plan\", \"arguments\": {\"a\": }\n```").malformed);
+        assert!(
+            parse_reply("<tool_call>{\"name\": \"recommend_plan\", \"arguments\": {</tool_call>")
+                .malformed
+        );
+        assert!(
+            parse_reply("```json\n{\"name\": \"recommend_plan\", \"arguments\": {\"a\": }\n```")
+                .malformed
+        );
         assert!(parse_reply("はい {\"name\": \"recommend_plan\", \"arguments\": {\"a\"").malformed);
     }
 

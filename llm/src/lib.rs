@@ -4,5 +4,5 @@
 //!   llama.cpp server, Ollama).
 
 pub mod local;
-pub mod qwen2;
 pub mod openai;
+pub mod qwen2;

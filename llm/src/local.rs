@@ -7,7 +7,8 @@
 //!   (`LlmRequest::cache_key`, small LRU) plus one "shared" snapshot of the latest system
 //!   message. A call reuses the snapshot with the longest common token prefix (truncating it
 //!   when it holds more than matches) and only prefills the rest.
-//! - All compute runs on a blocking thread, one generation at a time.
+//! - All compute runs on a blocking thread, one generation at a time. Generation stops
+//!   early when the delta receiver is dropped (the caller gave up).
 //!
 //! Benchmarks: [`LocalModel::measure`] runs a two-turn Japanese exchange and reports load
 //! time, system-prompt prefill time, second-turn time to first token and decode speed.
@@ -76,7 +77,7 @@ impl Default for LocalConfig {
             temperature: Some(0.0),
             model_name: "local:qwen2.5-coder-1.5b".to_string(),
             cache_entries: 8,
-            prefill_chunk: 128,
+            prefill_chunk: 256,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
         }
@@ -124,6 +125,8 @@ pub struct LocalBenchReport {
     pub second_turn_cached_tokens: u32,
     /// Time to first token of turn 2 of a conversation (its prefix cache warm).
     pub second_turn_ttft_ms: u64,
+    /// Compute time of turn 2's uncached prompt tokens (TTFT minus tokenizing/queueing).
+    pub second_turn_prefill_ms: u64,
     /// Decode speed over both turns (tokens after the first, per second).
     pub decode_tokens_per_s: f64,
     pub completion_tokens: u32,
@@ -199,7 +202,10 @@ impl LocalModel {
     /// [`LlmError::Unavailable`] naming the missing file when the assets are absent.
     pub fn load(cfg: LocalConfig) -> Result<Self, LlmError> {
         let started = Instant::now();
-        for (what, path) in [("model", &cfg.model_path), ("tokenizer", &cfg.tokenizer_path)] {
+        for (what, path) in [
+            ("model", &cfg.model_path),
+            ("tokenizer", &cfg.tokenizer_path),
+        ] {
             if !path.is_file() {
                 return Err(LlmError::Unavailable(format!(
                     "local {what} file {} not found; run scripts/setup to download the model assets",
@@ -357,18 +363,23 @@ impl Engine {
 
     /// Prefills `tokens[from..]` onto `cache` (which holds `tokens[..from]`) in chunks,
     /// stopping at `boundary` once so the caller can snapshot it via `at_boundary`.
-    /// Returns the logits of the last token.
+    /// Returns the logits of the last token, or `None` when `cancelled()` turned true
+    /// between chunks (the cache then holds the part computed so far).
     fn prefill(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
         boundary: usize,
         mut at_boundary: impl FnMut(&KvCache),
-    ) -> Result<Tensor, LlmError> {
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<Tensor>, LlmError> {
         let chunk = self.cfg.prefill_chunk.max(1);
         let mut pos = cache.len();
         let mut logits = None;
         while pos < tokens.len() {
+            if cancelled() {
+                return Ok(None);
+            }
             let mut end = (pos + chunk).min(tokens.len());
             if pos < boundary && end > boundary {
                 end = boundary;
@@ -383,7 +394,9 @@ impl Engine {
                 at_boundary(cache);
             }
         }
-        logits.ok_or_else(|| model_err("nothing to prefill"))
+        logits
+            .map(Some)
+            .ok_or_else(|| model_err("nothing to prefill"))
     }
 
     fn warm_prefix(&self, system_prompt: &str) -> Result<Duration, LlmError> {
@@ -409,7 +422,7 @@ impl Engine {
             None => self.weights.new_cache(),
         };
         if cache.len() < tokens.len() {
-            self.prefill(&tokens, &mut cache, 0, |_| {})?;
+            self.prefill(&tokens, &mut cache, 0, |_| {}, || false)?;
         }
         st.shared = Some(Snapshot { tokens, cache });
         Ok(started.elapsed())
@@ -436,7 +449,10 @@ impl Engine {
         let n = tokens.len();
         let ctx = self.max_context();
         if n >= ctx {
-            return Err(LlmError::PromptTooLong { tokens: n, limit: ctx });
+            return Err(LlmError::PromptTooLong {
+                tokens: n,
+                limit: ctx,
+            });
         }
         // Where the system turn ends, to keep it as the shared prefix of new conversations.
         let sys_len = match request.messages.first() {
@@ -474,15 +490,38 @@ impl Engine {
             sys_len
         };
         let mut new_shared = None;
-        let mut logits = self.prefill(&tokens, &mut cache, boundary, |c| {
-            new_shared = Some(Snapshot {
-                tokens: tokens[..boundary].to_vec(),
-                cache: c.clone(),
-            });
-        })?;
+        let prefilled = self.prefill(
+            &tokens,
+            &mut cache,
+            boundary,
+            |c| {
+                new_shared = Some(Snapshot {
+                    tokens: tokens[..boundary].to_vec(),
+                    cache: c.clone(),
+                });
+            },
+            || deltas.is_closed(),
+        )?;
         if let Some(s) = new_shared {
             st.shared = Some(s);
         }
+        let Some(mut logits) = prefilled else {
+            // The caller gave up; keep what was computed for its retry.
+            if let Some(key) = &request.cache_key {
+                let done = tokens[..cache.len()].to_vec();
+                st.put(
+                    key.clone(),
+                    Snapshot {
+                        tokens: done,
+                        cache,
+                    },
+                    self.cfg.cache_entries,
+                );
+            }
+            return Err(LlmError::Request(
+                "local generation cancelled: the caller stopped listening".into(),
+            ));
+        };
         let prefill = prefill_started.elapsed();
 
         // Decode.
@@ -507,7 +546,7 @@ impl Engine {
             if let Some(d) = streamer.push(&text) {
                 let _ = deltas.send(d);
             }
-            if generated.len() >= max_new || cache.len() >= ctx {
+            if generated.len() >= max_new || cache.len() >= ctx || deltas.is_closed() {
                 break;
             }
             logits = self
@@ -518,6 +557,7 @@ impl Engine {
         if let Some(d) = streamer.finish(&text) {
             let _ = deltas.send(d);
         }
+        text.truncate(final_text(&text).len());
         let decode = first_at.map_or(Duration::ZERO, |t| t.elapsed());
 
         // Keep what the cache now holds: the prompt and the reply tokens fed back so far.
@@ -574,7 +614,7 @@ impl Engine {
                 self.encode(&render_chatml_turns(&[ChatMessage::system(system_prompt)]))?;
             let t = Instant::now();
             let mut cache = self.weights.new_cache();
-            self.prefill(&sys_tokens, &mut cache, 0, |_| {})?;
+            self.prefill(&sys_tokens, &mut cache, 0, |_| {}, || false)?;
             let system_prefill = t.elapsed();
             self.lock().shared = Some(Snapshot {
                 tokens: sys_tokens.clone(),
@@ -603,7 +643,6 @@ impl Engine {
             let (second, s2) = self.generate(&req(&messages), &tx, Instant::now())?;
             let decoded = s1.decoded_after_first + s2.decoded_after_first;
             let decode_secs = (s1.decode + s2.decode).as_secs_f64();
-            let _ = (s1.prefill, s2.prefill);
             Ok(LocalBenchReport {
                 load_ms: self.load_time.as_millis() as u64,
                 system_prompt_tokens: sys_tokens.len(),
@@ -614,6 +653,7 @@ impl Engine {
                 second_turn_prompt_tokens: second.usage.prompt_tokens,
                 second_turn_cached_tokens: second.usage.cached_prompt_tokens,
                 second_turn_ttft_ms: second.usage.time_to_first_token.as_millis() as u64,
+                second_turn_prefill_ms: s2.prefill.as_millis() as u64,
                 decode_tokens_per_s: if decode_secs > 0.0 {
                     decoded as f64 / decode_secs
                 } else {
@@ -648,7 +688,7 @@ pub const BENCH_SYSTEM_PROMPT: &str = "あなたは「Kizuna」のカスタマ�
 - track_shipment: 配送状況を調べる。引数: order_id (文字列)\n\
 - create_ticket: 担当者への引き継ぎチケットを作る。引数: summary (文字列), priority (low/normal/high)\n\
 - search_faq: よくある質問を検索する。引数: query (文字列)\n\
-ツールの結果は <tool_response> タグで渡されます。結果に基づいて回答してください。";
+ツールの結果を受け取ったら、その内容に基づいて日本語で回答してください。";
 
 /// Renders messages as Qwen2.5 ChatML and opens the assistant turn.
 pub fn render_chatml(messages: &[ChatMessage]) -> String {
@@ -702,7 +742,9 @@ fn render_chatml_turns(messages: &[ChatMessage]) -> String {
             }
             ChatRole::Tool => {
                 let prev_tool = i > 0 && messages[i - 1].role == ChatRole::Tool;
-                let next_tool = messages.get(i + 1).is_some_and(|n| n.role == ChatRole::Tool);
+                let next_tool = messages
+                    .get(i + 1)
+                    .is_some_and(|n| n.role == ChatRole::Tool);
                 if !prev_tool {
                     s.push_str(IM_START);
                     s.push_str("user");
@@ -730,7 +772,10 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, LlmError> {
         ))
     })?;
     let cleaned = clean_tokenizer_json(&raw).map_err(|e| {
-        LlmError::Unavailable(format!("tokenizer {} is not valid JSON: {e}", path.display()))
+        LlmError::Unavailable(format!(
+            "tokenizer {} is not valid JSON: {e}",
+            path.display()
+        ))
     })?;
     cleaned.parse::<Tokenizer>().map_err(|e| {
         LlmError::Unavailable(format!("cannot load tokenizer {}: {e}", path.display()))
@@ -768,9 +813,10 @@ impl DeltaStreamer {
         self.take(full)
     }
 
-    /// Emits whatever is left at the end of generation.
+    /// Emits what is left at the end of generation, except an incomplete trailing
+    /// character (the reply was cut off inside it); see [`final_text`].
     fn finish(&mut self, full: &str) -> Option<String> {
-        self.take(full)
+        self.take(final_text(full))
     }
 
     fn take(&mut self, full: &str) -> Option<String> {
@@ -781,6 +827,12 @@ impl DeltaStreamer {
         self.emitted = full.len();
         Some(d)
     }
+}
+
+/// The reply text: the decoding without U+FFFD left at its end by a multi-byte character
+/// whose remaining bytes were never generated.
+fn final_text(full: &str) -> &str {
+    full.trim_end_matches('\u{FFFD}')
 }
 
 /// Greedy or temperature sampling with an optional repetition penalty.
@@ -830,7 +882,11 @@ fn apply_penalty(logits: &mut [f32], recent: &[u32], penalty: f32) {
     for &t in recent {
         if seen.insert(t) {
             if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+                *l = if *l >= 0.0 {
+                    *l / penalty
+                } else {
+                    *l * penalty
+                };
             }
         }
     }
@@ -967,7 +1023,11 @@ mod tests {
         assert_eq!(tok.token_to_id("<tool_response>"), None);
         assert!(tok.token_to_id("<|im_end|>").is_some());
         assert!(tok.token_to_id("<tool_call>").is_some());
-        let ids = tok.encode("hello <tool_response>", false).unwrap().get_ids().to_vec();
+        let ids = tok
+            .encode("hello <tool_response>", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         assert_eq!(ids, vec![1, 2, 3, 4]);
     }
 
@@ -993,16 +1053,33 @@ mod tests {
         assert_eq!(v.dims(), &[1, 2, 3, 3]);
         // The kept positions are the first three of every head.
         let full = snapshot.layer(0).unwrap().0.clone();
-        let want = full.narrow(2, 0, 3).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = full
+            .narrow(2, 0, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(k.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
         // Extending the truncated cache leaves the snapshot untouched.
         for layer in 0..2 {
-            c.append_for_test(layer, kv(1000.0, 4), kv(2000.0, 4)).unwrap();
+            c.append_for_test(layer, kv(1000.0, 4), kv(2000.0, 4))
+                .unwrap();
         }
         assert_eq!(c.len(), 7);
         assert_eq!(c.layer(1).unwrap().0.dims(), &[1, 2, 7, 3]);
-        let row = c.layer(0).unwrap().0.narrow(2, 3, 1).unwrap().flatten_all().unwrap();
-        assert_eq!(row.to_vec1::<f32>().unwrap(), vec![1000.0, 1001.0, 1002.0, 1012.0, 1013.0, 1014.0]);
+        let row = c
+            .layer(0)
+            .unwrap()
+            .0
+            .narrow(2, 3, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        assert_eq!(
+            row.to_vec1::<f32>().unwrap(),
+            vec![1000.0, 1001.0, 1002.0, 1012.0, 1013.0, 1014.0]
+        );
         assert_eq!(snapshot.len(), 5);
         assert_eq!(snapshot.layer(0).unwrap().0.dims(), &[1, 2, 5, 3]);
         // Truncating beyond the length is a no-op, to zero empties it.
@@ -1030,9 +1107,17 @@ mod tests {
         assert_eq!(s.push("お問"), None);
         assert_eq!(s.push("お問い合わせ").as_deref(), Some("い合わせ"));
         assert_eq!(s.push("お問い合わせ\u{FFFD}"), None);
-        // At the end, whatever is left goes out.
-        assert_eq!(s.finish("お問い合わせ\u{FFFD}").as_deref(), Some("\u{FFFD}"));
-        assert_eq!(s.finish("お問い合わせ\u{FFFD}"), None);
+        assert_eq!(
+            s.push("お問い合わせ\u{FFFD}x").as_deref(),
+            Some("\u{FFFD}x")
+        );
+        // At the end, an incomplete trailing character is dropped.
+        assert_eq!(
+            s.finish("お問い合わせ\u{FFFD}x。\u{FFFD}").as_deref(),
+            Some("。")
+        );
+        assert_eq!(s.finish("お問い合わせ\u{FFFD}x。\u{FFFD}"), None);
+        assert_eq!(final_text("a\u{FFFD}\u{FFFD}"), "a");
     }
 
     #[test]
@@ -1071,9 +1156,11 @@ mod tests {
     // ---------------------------------------------------------------- model tests
 
     fn asset(env: &str, default: &str) -> PathBuf {
-        std::env::var_os(env)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(default))
+        std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(default)
+        })
     }
 
     /// The shared test model, or `None` (after printing why) when model tests are skipped.
@@ -1095,14 +1182,21 @@ mod tests {
             panic!("{msg}");
         }
         Some(MODEL.get_or_init(|| {
-            LocalModel::load(LocalConfig::with_paths(model, tokenizer)).expect("load model")
+            let mut cfg = LocalConfig::with_paths(model, tokenizer);
+            if let Some(c) = std::env::var("KIZUNA_PREFILL_CHUNK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                cfg.prefill_chunk = c;
+            }
+            LocalModel::load(cfg).expect("load model")
         }))
     }
 
     /// Model tests run one at a time so timings are not disturbed by each other.
-    fn model_lock() -> MutexGuard<'static, ()> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    async fn model_lock() -> tokio::sync::MutexGuard<'static, ()> {
+        static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        LOCK.lock().await
     }
 
     fn request(messages: Vec<ChatMessage>, max_tokens: u32, key: Option<&str>) -> LlmRequest {
@@ -1142,27 +1236,41 @@ mod tests {
         assert_eq!(e.encode("<tool_call>").unwrap(), vec![151657]);
         let tr = e.encode("<tool_response>").unwrap();
         assert!(tr.len() > 1 && tr.iter().all(|&t| t < 151643), "{tr:?}");
+        // Tool-call tags survive decoding; end-of-turn markers do not.
+        assert_eq!(e.decode(&[151657, 151645]).unwrap(), "<tool_call>");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn model_cached_prefix_matches_uncached_prefill() {
         let Some(m) = test_model() else { return };
-        let _g = model_lock();
+        let _g = model_lock().await;
         let sys = ChatMessage::system("You are a terse assistant. (cache-consistency test)");
         let turn_a = vec![sys.clone(), ChatMessage::user("List three primary colors.")];
         let (tx, _rx) = mpsc::unbounded_channel();
-        let a = m.generate(request(turn_a.clone(), 12, Some("t-a")), tx.clone()).await.unwrap();
+        let a = m
+            .generate(request(turn_a.clone(), 12, Some("t-a")), tx.clone())
+            .await
+            .unwrap();
         let (_, want_a) = greedy_uncached(m, &turn_a, 12);
-        assert_eq!(a.text, want_a, "fresh (chunked) prefill differs from one-shot prefill");
+        assert_eq!(
+            a.text, want_a,
+            "fresh (chunked) prefill differs from one-shot prefill"
+        );
 
         // A different last message: the "t-a" snapshot holds more tokens than match and is
         // truncated to the common prefix before the rest is prefilled.
         let turn_b = vec![sys, ChatMessage::user("Name two planets.")];
-        let b = m.generate(request(turn_b.clone(), 12, Some("t-a")), tx).await.unwrap();
+        let b = m
+            .generate(request(turn_b.clone(), 12, Some("t-a")), tx)
+            .await
+            .unwrap();
         assert!(b.usage.cached_prompt_tokens > 0);
         assert!(b.usage.cached_prompt_tokens < b.usage.prompt_tokens);
         let (first_logits, want_b) = greedy_uncached(m, &turn_b, 12);
-        assert_eq!(b.text, want_b, "truncated-cache generation differs from uncached");
+        assert_eq!(
+            b.text, want_b,
+            "truncated-cache generation differs from uncached"
+        );
 
         // Logits right after the prompt agree closely too.
         let e = &m.inner;
@@ -1176,18 +1284,43 @@ mod tests {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let max_diff = first_logits
+        // Quantized matmuls quantize their activations per call, and one-row and many-row
+        // kernels round differently, so logits carry noise of ~0.5 (out of ~20); compare the
+        // distributions instead.
+        assert_eq!(argmax(&first_logits), argmax(&cached_logits));
+        let (p, q) = (softmax(&first_logits), softmax(&cached_logits));
+        let max_diff = p
             .iter()
-            .zip(&cached_logits)
+            .zip(&q)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max_diff < 0.05, "logits differ by {max_diff}");
+        assert!(
+            max_diff < 0.05,
+            "next-token probabilities differ by {max_diff}"
+        );
+    }
+
+    fn softmax(v: &[f32]) -> Vec<f32> {
+        let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+        let s: f32 = e.iter().sum();
+        e.into_iter().map(|x| x / s).collect()
+    }
+
+    /// `cargo test --release -p kizuna-llm local::tests::model_bench -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark; run explicitly"]
+    async fn model_bench() {
+        let Some(m) = test_model() else { return };
+        let _g = model_lock().await;
+        let r = m.measure(None, 32).await.unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn model_second_turn_reuses_prefix_cache() {
         let Some(m) = test_model() else { return };
-        let _g = model_lock();
+        let _g = model_lock().await;
         let (tx, _rx) = mpsc::unbounded_channel();
         let mut msgs = vec![
             ChatMessage::system(format!(
@@ -1196,19 +1329,52 @@ mod tests {
             )),
             ChatMessage::user("注文 A-1042 の配送状況を教えてください。"),
         ];
-        let first = m.generate(request(msgs.clone(), 8, Some("t-second")), tx.clone()).await.unwrap();
+        let first = m
+            .generate(request(msgs.clone(), 8, Some("t-second")), tx.clone())
+            .await
+            .unwrap();
         msgs.push(ChatMessage::assistant(first.text.clone()));
         msgs.push(ChatMessage::user("ありがとうございます。"));
-        let second = m.generate(request(msgs, 8, Some("t-second")), tx).await.unwrap();
+        let second = m
+            .generate(request(msgs, 8, Some("t-second")), tx)
+            .await
+            .unwrap();
         eprintln!("turn 1 {:?}\nturn 2 {:?}", first.usage, second.usage);
         assert!(second.usage.cached_prompt_tokens > first.usage.prompt_tokens / 2);
         assert!(second.usage.time_to_first_token < first.usage.time_to_first_token);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn model_stops_when_receiver_closes() {
+        let Some(m) = test_model() else { return };
+        let _g = model_lock().await;
+        let msgs = vec![
+            ChatMessage::system("あなたは親切なアシスタントです。"),
+            ChatMessage::user("日本の四季について長く説明してください。"),
+        ];
+        // Closed before the call: nothing is generated.
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        assert!(m
+            .generate(request(msgs.clone(), 200, Some("t-cancel")), tx)
+            .await
+            .is_err());
+        // Closed after the first delta: decoding stops within a token or two.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = {
+            let m = m.clone();
+            tokio::spawn(async move { m.generate(request(msgs, 200, Some("t-cancel")), tx).await })
+        };
+        assert!(rx.recv().await.is_some());
+        drop(rx);
+        let out = task.await.unwrap().unwrap();
+        assert!(out.usage.completion_tokens < 20, "{:?}", out.usage);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn model_japanese_reply_streams_japanese_text() {
         let Some(m) = test_model() else { return };
-        let _g = model_lock();
+        let _g = model_lock().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let out = m
             .generate(
@@ -1239,59 +1405,5 @@ mod tests {
             .count();
         assert!(japanese >= 3, "expected Japanese text, got {:?}", out.text);
         assert!(!out.text.contains('\u{FFFD}'));
-    }
-}
-
-#[cfg(test)]
-mod diag_tmp {
-    use super::*;
-    #[test]
-    fn diag_logit_paths() {
-        let m = LocalModel::load(LocalConfig::with_paths(
-            std::env::var("KIZUNA_MODEL_PATH").unwrap(),
-            std::env::var("KIZUNA_TOKENIZER_PATH").unwrap(),
-        ))
-        .unwrap();
-        let e = &m.inner;
-        let tokens = e
-            .encode(&render_chatml(&[
-                ChatMessage::system("You are a terse assistant."),
-                ChatMessage::user("Name two planets."),
-            ]))
-            .unwrap();
-        let n = tokens.len();
-        let w = &e.weights;
-        let get = |t: Tensor| t.to_vec1::<f32>().unwrap();
-        let mut c = w.new_cache();
-        let l1 = get(w.forward(&tokens, &mut c).unwrap());
-        let mut c = w.new_cache();
-        w.forward(&tokens[..n - 1], &mut c).unwrap();
-        let l2 = get(w.forward(&tokens[n - 1..], &mut c).unwrap());
-        let mut c = w.new_cache();
-        let mut l3 = vec![];
-        for t in &tokens {
-            l3 = get(w.forward(&[*t], &mut c).unwrap());
-        }
-        let mut c = w.new_cache();
-        w.forward(&tokens[..n - 2], &mut c).unwrap();
-        let l4 = get(w.forward(&tokens[n - 2..], &mut c).unwrap());
-        let d = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        let mx = l1.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        eprintln!("n={n} max|l|={mx} d12={} d13={} d23={} d14={} d24={}", d(&l1, &l2), d(&l1, &l3), d(&l2, &l3), d(&l1,&l4), d(&l2,&l4));
-        eprintln!("argmax {} {} {} {}", argmax(&l1), argmax(&l2), argmax(&l3), argmax(&l4));
-        use candle_transformers::models::quantized_qwen2::ModelWeights;
-        let path = std::env::var("KIZUNA_MODEL_PATH").unwrap();
-        let load = || {
-            let mut f = std::fs::File::open(&path).unwrap();
-            let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-            ModelWeights::from_gguf(ct, &mut f, &candle_core::Device::Cpu).unwrap()
-        };
-        let dev = candle_core::Device::Cpu;
-        let mut r = load();
-        let r1 = get(r.forward(&Tensor::new(&tokens[..], &dev).unwrap().unsqueeze(0).unwrap(), 0).unwrap().flatten_all().unwrap());
-        let mut r = load();
-        r.forward(&Tensor::new(&tokens[..n - 1], &dev).unwrap().unsqueeze(0).unwrap(), 0).unwrap();
-        let r2 = get(r.forward(&Tensor::new(&tokens[n - 1..], &dev).unwrap().unsqueeze(0).unwrap(), n - 1).unwrap().flatten_all().unwrap());
-        eprintln!("ref: r1-r2={} r1-l1={} r2-l2={}", d(&r1, &r2), d(&r1, &l1), d(&r2, &l2));
     }
 }

@@ -165,8 +165,7 @@ impl Qwen2Weights {
     /// Loads a GGUF file. `max_context` caps the rope tables (and so the usable context).
     pub fn load(path: &Path, max_context: usize) -> Result<Self> {
         let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| e.with_path(path))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| e.with_path(path))?;
         Self::from_gguf(content, &mut file, max_context, &Device::Cpu)
     }
 
@@ -189,7 +188,11 @@ impl Qwen2Weights {
         let rope_base = md("qwen2.rope.freq_base")
             .and_then(|v| v.to_f32())
             .unwrap_or(10_000.0);
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || hidden % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !hidden.is_multiple_of(n_head)
+        {
             bail!("unsupported head layout: {n_head} heads, {n_kv_head} kv heads, hidden {hidden}")
         }
         let head_dim = hidden / n_head;
@@ -272,7 +275,11 @@ impl Qwen2Weights {
             bail!("forward called with no tokens")
         }
         if cache.layers.len() != self.cfg.n_layer {
-            bail!("KV cache has {} layers, model has {}", cache.layers.len(), self.cfg.n_layer)
+            bail!(
+                "KV cache has {} layers, model has {}",
+                cache.layers.len(),
+                self.cfg.n_layer
+            )
         }
         let past = cache.len;
         if past + t > self.cfg.max_context {
@@ -396,7 +403,12 @@ impl Qwen2Weights {
 }
 
 /// cos/sin tables `(positions, head_dim / 2)` for the rotate-half ("neox") rope layout.
-fn rope_tables(head_dim: usize, base: f32, positions: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    head_dim: usize,
+    base: f32,
+    positions: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let inv_freq: Vec<f64> = (0..half)
         .map(|i| 1.0 / (base as f64).powf((2 * i) as f64 / head_dim as f64))

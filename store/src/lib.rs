@@ -132,8 +132,16 @@ impl Store {
 
     async fn migrate(&self) -> Result<()> {
         match self.engine {
-            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Engine::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Engine::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -310,7 +318,11 @@ impl Store {
     }
 
     /// The last `limit` messages of a conversation, oldest first.
-    pub async fn recent_messages(&self, conversation_id: &str, limit: i64) -> Result<Vec<StoredMessage>> {
+    pub async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(
             "SELECT id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at
              FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
@@ -319,13 +331,19 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>>>()?;
+        let mut messages = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
         messages.reverse();
         Ok(messages)
     }
 
     /// User messages stored but not yet answered, oldest first (work left by a crash).
-    pub async fn pending_messages(&self, conversation_id: Option<&str>) -> Result<Vec<StoredMessage>> {
+    pub async fn pending_messages(
+        &self,
+        conversation_id: Option<&str>,
+    ) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(
             "SELECT id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at
              FROM messages WHERE status = 'pending' AND ($1 IS NULL OR conversation_id = $1)
@@ -338,7 +356,11 @@ impl Store {
     }
 
     /// Durable frames after `after_seq`, in order.
-    pub async fn frames_after(&self, conversation_id: &str, after_seq: i64) -> Result<Vec<StoredFrame>> {
+    pub async fn frames_after(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredFrame>> {
         let rows = sqlx::query(
             "SELECT seq, payload FROM frames WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
         )
@@ -390,13 +412,15 @@ async fn append_frame(
     .await?
     .ok_or_else(|| StoreError::NoSuchConversation(conversation_id.to_string()))?;
     let seq: i64 = row.try_get("last_seq")?;
-    sqlx::query("INSERT INTO frames (conversation_id, seq, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(conversation_id)
-        .bind(seq)
-        .bind(payload.to_string())
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO frames (conversation_id, seq, payload, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(conversation_id)
+    .bind(seq)
+    .bind(payload.to_string())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
     Ok(seq)
 }
 
@@ -435,7 +459,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }

@@ -18,19 +18,42 @@ async fn exercise(store: &Store) {
     assert_eq!(c.status, "bot");
 
     let first = store
-        .insert_user_message(&conv, "m1", "client-1", "こんにちは", &json!({"type":"ack"}), 2_000)
+        .insert_user_message(
+            &conv,
+            "m1",
+            "client-1",
+            "こんにちは",
+            &json!({"type":"ack"}),
+            2_000,
+        )
         .await
         .unwrap();
-    assert_eq!(first, UserMessageInsert::New { message_id: "m1".into(), ack_seq: 1 });
+    assert_eq!(
+        first,
+        UserMessageInsert::New {
+            message_id: "m1".into(),
+            ack_seq: 1
+        }
+    );
 
     // A resend of the same client id stores nothing and reports the first message.
     let again = store
-        .insert_user_message(&conv, "m1-dup", "client-1", "こんにちは", &json!({"type":"ack"}), 2_500)
+        .insert_user_message(
+            &conv,
+            "m1-dup",
+            "client-1",
+            "こんにちは",
+            &json!({"type":"ack"}),
+            2_500,
+        )
         .await
         .unwrap();
     assert_eq!(
         again,
-        UserMessageInsert::Duplicate { message_id: "m1".into(), status: "pending".into() }
+        UserMessageInsert::Duplicate {
+            message_id: "m1".into(),
+            status: "pending".into()
+        }
     );
     assert_eq!(store.recent_messages(&conv, 10).await.unwrap().len(), 1);
 
@@ -47,12 +70,25 @@ async fn exercise(store: &Store) {
         duration_ms: 3,
     };
     let seq = store
-        .record_reply(&conv, "m1", "r1", "assistant", "スタンダードです", &json!({"sources": []}),
-            &[call], &json!({"type":"reply","text":"スタンダードです"}), 3_000)
+        .record_reply(
+            &conv,
+            "m1",
+            "r1",
+            "assistant",
+            "スタンダードです",
+            &json!({"sources": []}),
+            &[call],
+            &json!({"type":"reply","text":"スタンダードです"}),
+            3_000,
+        )
         .await
         .unwrap();
     assert_eq!(seq, 2);
-    assert!(store.pending_messages(Some(&conv)).await.unwrap().is_empty());
+    assert!(store
+        .pending_messages(Some(&conv))
+        .await
+        .unwrap()
+        .is_empty());
 
     let frames = store.frames_after(&conv, 1).await.unwrap();
     assert_eq!(frames.len(), 1);
@@ -61,7 +97,10 @@ async fn exercise(store: &Store) {
     assert_eq!(store.frames_after(&conv, 0).await.unwrap().len(), 2);
 
     let history = store.recent_messages(&conv, 10).await.unwrap();
-    assert_eq!(history.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant"]);
+    assert_eq!(
+        history.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(),
+        ["user", "assistant"]
+    );
     assert_eq!(history[1].reply_to.as_deref(), Some("m1"));
 
     assert!(matches!(
@@ -82,7 +121,9 @@ async fn postgres_conversation_lifecycle() {
         eprintln!("skipped: set KIZUNA_TEST_POSTGRES_URL to run the PostgreSQL path");
         return;
     };
-    let store = Store::connect(&url).await.expect("connect to KIZUNA_TEST_POSTGRES_URL");
+    let store = Store::connect(&url)
+        .await
+        .expect("connect to KIZUNA_TEST_POSTGRES_URL");
     assert_eq!(store.engine(), Engine::Postgres);
     exercise(&store).await;
 }
@@ -93,7 +134,10 @@ async fn data_survives_reopen() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     {
         let store = Store::connect(&url).await.unwrap();
-        store.create_conversation("c", "anonymous", "v", None, 1).await.unwrap();
+        store
+            .create_conversation("c", "anonymous", "v", None, 1)
+            .await
+            .unwrap();
         store
             .insert_user_message("c", "m", "x", "消えないで", &json!({"type":"ack"}), 2)
             .await
@@ -108,11 +152,17 @@ async fn data_survives_reopen() {
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(redact_url("postgres://kizuna:s3cret@db:5432/k"), "postgres://kizuna:***@db:5432/k");
+    assert_eq!(
+        redact_url("postgres://kizuna:s3cret@db:5432/k"),
+        "postgres://kizuna:***@db:5432/k"
+    );
     assert_eq!(redact_url("sqlite://data/k.db"), "sqlite://data/k.db");
 }
 
 #[tokio::test]
 async fn rejects_unknown_url() {
-    assert!(matches!(Store::connect("mysql://x").await, Err(StoreError::UnsupportedUrl(_))));
+    assert!(matches!(
+        Store::connect("mysql://x").await,
+        Err(StoreError::UnsupportedUrl(_))
+    ));
 }

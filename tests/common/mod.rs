@@ -13,7 +13,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
@@ -30,7 +31,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(data_dir: &Path, extra_env: &[(&str, String)]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizuna"));
         cmd.arg("serve")
@@ -47,7 +52,11 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn kizuna");
-        let server = Server { child, addr, data_dir: data_dir.to_path_buf() };
+        let server = Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        };
         server.wait_ready("/healthz", Duration::from_secs(60)).await;
         server
     }
@@ -60,7 +69,10 @@ impl Server {
                     return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "server not ready at {path}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server not ready at {path}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -81,16 +93,26 @@ impl Server {
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\nX-Request-Id: test-req-1\r\n\r\n").as_bytes()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: x\r\nX-Request-Id: test-req-1\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Ok((status, text))
 }
 
 pub async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.expect("websocket connect").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connect")
+        .0
 }
 
 pub async fn send(ws: &mut Ws, v: Value) {
@@ -118,7 +140,8 @@ pub async fn recv_until(ws: &mut Ws, kind: &str, reply_to: Option<&str>, secs: u
     let mut frames = Vec::new();
     loop {
         let f = recv(ws, secs).await;
-        let done = f["type"] == kind && reply_to.is_none_or(|id| f["reply_to"] == id || f["id"] == id);
+        let done =
+            f["type"] == kind && reply_to.is_none_or(|id| f["reply_to"] == id || f["id"] == id);
         frames.push(f);
         if done {
             return frames;
@@ -142,8 +165,17 @@ pub async fn hello(ws: &mut Ws, extra: Value) -> Value {
 pub fn token(role: &str, subject: &str) -> String {
     use kizuna_agent::identity::{Claims, Role, TokenVerifier};
     let v = TokenVerifier::new(SECRET.as_bytes().to_vec()).unwrap();
-    let role = if role == "manager" { Role::Manager } else { Role::Customer };
-    v.sign(&Claims { role, sub: subject.into(), name: None, exp: chrono::Utc::now().timestamp() + 3600 })
+    let role = if role == "manager" {
+        Role::Manager
+    } else {
+        Role::Customer
+    };
+    v.sign(&Claims {
+        role,
+        sub: subject.into(),
+        name: None,
+        exp: chrono::Utc::now().timestamp() + 3600,
+    })
 }
 
 /// A recorded-response OpenAI-compatible endpoint on loopback. It replays fixed SSE
@@ -180,30 +212,56 @@ fn sse_text(content: &[&str]) -> String {
 
 fn sse_tool_call(name: &str, args: &str) -> String {
     let (a, b) = args.split_at(args.len() / 2);
-    let chunk = |delta: Value| format!("data: {}\n\n", json!({"id": "f", "object": "chat.completion.chunk", "created": 0, "model": "fixture", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]}));
+    let chunk = |delta: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "f", "object": "chat.completion.chunk", "created": 0, "model": "fixture", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+        )
+    };
     format!(
         "{}{}{}data: [DONE]\n\n",
-        chunk(json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": a}}]})),
+        chunk(
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": a}}]})
+        ),
         chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]})),
         chunk(json!({})),
     )
 }
 
-async fn completions(State(state): State<FixtureState>, body: axum::Json<Value>) -> impl IntoResponse {
+async fn completions(
+    State(state): State<FixtureState>,
+    body: axum::Json<Value>,
+) -> impl IntoResponse {
     state.requests.lock().unwrap().push(body.0.clone());
     tokio::time::sleep(state.delay).await;
     let messages = body.0["messages"].as_array().cloned().unwrap_or_default();
     let last = messages.last().cloned().unwrap_or_default();
     let stream = if last["role"] == "tool" {
         let content = last["content"].as_str().unwrap_or("");
-        let price = ["8,800円", "12,800円", "24,800円"].into_iter().find(|p| content.contains(p)).unwrap_or("料金不明");
-        sse_text(&["状況から", "スタンダードプラン", format!("（{price}）").as_str(), "をおすすめします。"])
-    } else if last["content"].as_str().unwrap_or("").contains("プラン") && body.0.get("tools").is_some() {
-        sse_tool_call("recommend_plan", r#"{"noise_type":"footsteps","time_of_day":"late_night","duration_months":1}"#)
+        let price = ["8,800円", "12,800円", "24,800円"]
+            .into_iter()
+            .find(|p| content.contains(p))
+            .unwrap_or("料金不明");
+        sse_text(&[
+            "状況から",
+            "スタンダードプラン",
+            format!("（{price}）").as_str(),
+            "をおすすめします。",
+        ])
+    } else if last["content"].as_str().unwrap_or("").contains("プラン")
+        && body.0.get("tools").is_some()
+    {
+        sse_tool_call(
+            "recommend_plan",
+            r#"{"noise_type":"footsteps","time_of_day":"late_night","duration_months":1}"#,
+        )
     } else {
         sse_text(&["ご相談", "ありがとう", "ございます。"])
     };
-    ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], stream)
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        stream,
+    )
 }
 
 impl ModelFixture {
@@ -211,7 +269,10 @@ impl ModelFixture {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(completions))
-            .with_state(FixtureState { requests: requests.clone(), delay });
+            .with_state(FixtureState {
+                requests: requests.clone(),
+                delay,
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

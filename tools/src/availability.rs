@@ -29,8 +29,12 @@ pub struct BookingCalendar {
 impl Default for BookingCalendar {
     fn default() -> Self {
         Self {
-            slot_times: ["10:00", "13:00", "16:00", "19:00", "21:00"].map(String::from).to_vec(),
-            open_days: ["mon", "tue", "wed", "thu", "fri", "sat"].map(String::from).to_vec(),
+            slot_times: ["10:00", "13:00", "16:00", "19:00", "21:00"]
+                .map(String::from)
+                .to_vec(),
+            open_days: ["mon", "tue", "wed", "thu", "fri", "sat"]
+                .map(String::from)
+                .to_vec(),
             capacity_per_slot: 2,
             horizon_days: 14,
             min_lead_hours: 24,
@@ -62,7 +66,10 @@ impl BookingCalendar {
         let mut times = self
             .slot_times
             .iter()
-            .map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| CalendarError::SlotTime(t.clone())))
+            .map(|t| {
+                NaiveTime::parse_from_str(t, "%H:%M")
+                    .map_err(|_| CalendarError::SlotTime(t.clone()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         times.sort();
         Ok(times)
@@ -71,7 +78,10 @@ impl BookingCalendar {
     fn days(&self) -> Result<Vec<Weekday>, CalendarError> {
         self.open_days
             .iter()
-            .map(|d| d.parse::<Weekday>().map_err(|_| CalendarError::Day(d.clone())))
+            .map(|d| {
+                d.parse::<Weekday>()
+                    .map_err(|_| CalendarError::Day(d.clone()))
+            })
             .collect()
     }
 }
@@ -121,17 +131,25 @@ impl Tool for CheckAvailability {
     }
 
     async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
-        let args: Args = serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let args: Args =
+            serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
         let tz = jst();
         let now = ctx.now.with_timezone(&tz);
         let earliest = now + Duration::hours(self.calendar.min_lead_hours as i64);
         let from_date = match &args.from_date {
-            Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| ToolError::InvalidArguments(format!("from_date {d:?} is not YYYY-MM-DD")))?,
+            Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                ToolError::InvalidArguments(format!("from_date {d:?} is not YYYY-MM-DD"))
+            })?,
             None => earliest.date_naive(),
         };
-        let times = self.calendar.times().map_err(|e| ToolError::Failed(e.to_string()))?;
-        let days = self.calendar.days().map_err(|e| ToolError::Failed(e.to_string()))?;
+        let times = self
+            .calendar
+            .times()
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        let days = self
+            .calendar
+            .days()
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
         let evening_from = NaiveTime::from_hms_opt(17, 0, 0).expect("valid time");
         let wanted = |t: &NaiveTime| match args.preferred_time.as_deref() {
             Some("evening") => *t >= evening_from,
@@ -141,8 +159,14 @@ impl Tool for CheckAvailability {
 
         let start_date = from_date.max(earliest.date_naive());
         let end_date = now.date_naive() + Duration::days(self.calendar.horizon_days as i64 + 1);
-        let window_start = tz.from_local_datetime(&start_date.and_time(NaiveTime::MIN)).single().expect("JST has no gaps");
-        let window_end = tz.from_local_datetime(&end_date.and_time(NaiveTime::MIN)).single().expect("JST has no gaps");
+        let window_start = tz
+            .from_local_datetime(&start_date.and_time(NaiveTime::MIN))
+            .single()
+            .expect("JST has no gaps");
+        let window_end = tz
+            .from_local_datetime(&end_date.and_time(NaiveTime::MIN))
+            .single()
+            .expect("JST has no gaps");
         let booked = self
             .store
             .booked_slots(window_start.timestamp(), window_end.timestamp())
@@ -154,11 +178,18 @@ impl Tool for CheckAvailability {
         while date < end_date && candidates.len() < 3 {
             if days.contains(&date.weekday()) {
                 for time in times.iter().filter(|t| wanted(t)) {
-                    let start = tz.from_local_datetime(&date.and_time(*time)).single().expect("JST has no gaps");
+                    let start = tz
+                        .from_local_datetime(&date.and_time(*time))
+                        .single()
+                        .expect("JST has no gaps");
                     if start < earliest {
                         continue;
                     }
-                    let taken = booked.iter().find(|(s, _)| *s == start.timestamp()).map(|(_, n)| *n).unwrap_or(0);
+                    let taken = booked
+                        .iter()
+                        .find(|(s, _)| *s == start.timestamp())
+                        .map(|(_, n)| *n)
+                        .unwrap_or(0);
                     let remaining = self.calendar.capacity_per_slot as i64 - taken;
                     if remaining > 0 {
                         candidates.push((start, remaining));
@@ -180,11 +211,24 @@ impl Tool for CheckAvailability {
         }
         let labels: Vec<String> = candidates
             .iter()
-            .map(|(start, _)| format!("{}月{}日({}) {}〜", start.month(), start.day(), WEEKDAY_JA[start.weekday().num_days_from_monday() as usize], start.format("%H:%M")))
+            .map(|(start, _)| {
+                format!(
+                    "{}月{}日({}) {}〜",
+                    start.month(),
+                    start.day(),
+                    WEEKDAY_JA[start.weekday().num_days_from_monday() as usize],
+                    start.format("%H:%M")
+                )
+            })
             .collect();
         let display = format!(
             "ご案内できる候補日時です。\n{}\nご希望の日時をお知らせいただければご予約を承ります。",
-            labels.iter().enumerate().map(|(i, l)| format!("{}. {l}", i + 1)).collect::<Vec<_>>().join("\n")
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("{}. {l}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let data = json!({
             "candidates": candidates.iter().zip(&labels).map(|((start, remaining), label)| json!({
@@ -194,7 +238,11 @@ impl Tool for CheckAvailability {
                 "remaining": remaining,
             })).collect::<Vec<_>>()
         });
-        Ok(ToolOutput { data, display, must_quote: vec![labels[0].clone()] })
+        Ok(ToolOutput {
+            data,
+            display,
+            must_quote: vec![labels[0].clone()],
+        })
     }
 }
 
@@ -206,7 +254,12 @@ mod tests {
 
     async fn tool(calendar: BookingCalendar) -> (CheckAvailability, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display())).await.unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("a.db").display()
+        ))
+        .await
+        .unwrap();
         (CheckAvailability::new(store, calendar).unwrap(), dir)
     }
 
@@ -222,39 +275,91 @@ mod tests {
     async fn three_candidates_respect_lead_time_days_and_preference() {
         let (tool, _dir) = tool(BookingCalendar::default()).await;
         // Saturday 2026-11-21 10:00 JST: the 24 h lead time starts Sunday 10:00, and Sunday is closed.
-        let out = tool.call(&ctx("2026-11-21T10:00:00+09:00"), json!({"preferred_time": "evening"})).await.unwrap();
-        let starts: Vec<&str> = out.data["candidates"].as_array().unwrap().iter().map(|c| c["start"].as_str().unwrap()).collect();
-        assert_eq!(starts, ["2026-11-23T19:00:00+09:00", "2026-11-23T21:00:00+09:00", "2026-11-24T19:00:00+09:00"]);
+        let out = tool
+            .call(
+                &ctx("2026-11-21T10:00:00+09:00"),
+                json!({"preferred_time": "evening"}),
+            )
+            .await
+            .unwrap();
+        let starts: Vec<&str> = out.data["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["start"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-11-23T19:00:00+09:00",
+                "2026-11-23T21:00:00+09:00",
+                "2026-11-24T19:00:00+09:00"
+            ]
+        );
         assert!(out.display.contains("11月23日(月) 19:00〜"));
     }
 
     #[tokio::test]
     async fn full_slots_are_skipped() {
-        let (tool, _dir) = tool(BookingCalendar { capacity_per_slot: 1, ..Default::default() }).await;
-        let slot = DateTime::parse_from_rfc3339("2026-11-23T10:00:00+09:00").unwrap().timestamp();
+        let (tool, _dir) = tool(BookingCalendar {
+            capacity_per_slot: 1,
+            ..Default::default()
+        })
+        .await;
+        let slot = DateTime::parse_from_rfc3339("2026-11-23T10:00:00+09:00")
+            .unwrap()
+            .timestamp();
         sqlx::query("INSERT INTO bookings (id, customer_id, slot_start, plan, status, created_at) VALUES ('b1', 'C-1', $1, 'standard', 'booked', 0)")
             .bind(slot)
             .execute(tool.store.pool())
             .await
             .unwrap();
-        let out = tool.call(&ctx("2026-11-21T10:00:00+09:00"), json!({"preferred_time": "daytime"})).await.unwrap();
+        let out = tool
+            .call(
+                &ctx("2026-11-21T10:00:00+09:00"),
+                json!({"preferred_time": "daytime"}),
+            )
+            .await
+            .unwrap();
         let first = out.data["candidates"][0]["start"].as_str().unwrap();
         assert_eq!(first, "2026-11-23T13:00:00+09:00");
     }
 
     #[tokio::test]
     async fn no_open_day_means_no_candidates_and_a_human_follow_up() {
-        let cal = BookingCalendar { open_days: vec!["sun".into()], horizon_days: 1, ..Default::default() };
+        let cal = BookingCalendar {
+            open_days: vec!["sun".into()],
+            horizon_days: 1,
+            ..Default::default()
+        };
         let (tool, _dir) = tool(cal).await;
-        let out = tool.call(&ctx("2026-11-23T10:00:00+09:00"), json!({})).await.unwrap();
+        let out = tool
+            .call(&ctx("2026-11-23T10:00:00+09:00"), json!({}))
+            .await
+            .unwrap();
         assert_eq!(out.data["candidates"], json!([]));
         assert!(out.display.contains("担当者"));
     }
 
     #[test]
     fn bad_calendars_are_rejected() {
-        assert!(BookingCalendar { slot_times: vec!["25:00".into()], ..Default::default() }.validate().is_err());
-        assert!(BookingCalendar { open_days: vec!["funday".into()], ..Default::default() }.validate().is_err());
-        assert!(BookingCalendar { capacity_per_slot: 0, ..Default::default() }.validate().is_err());
+        assert!(BookingCalendar {
+            slot_times: vec!["25:00".into()],
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(BookingCalendar {
+            open_days: vec!["funday".into()],
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(BookingCalendar {
+            capacity_per_slot: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -28,7 +28,12 @@ pub const STANDARD: Plan = Plan {
     name: "スタンダードプラン",
     price_jpy: 12_800,
     measurement_hours: 2,
-    features: &["2時間の騒音測定", "時間帯別の詳細分析", "周波数スペクトル解析", "法的根拠となる詳細レポート"],
+    features: &[
+        "2時間の騒音測定",
+        "時間帯別の詳細分析",
+        "周波数スペクトル解析",
+        "法的根拠となる詳細レポート",
+    ],
 };
 
 pub const PREMIUM: Plan = Plan {
@@ -36,7 +41,10 @@ pub const PREMIUM: Plan = Plan {
     name: "プレミアムプラン",
     price_jpy: 24_800,
     measurement_hours: 2,
-    features: &["スタンダードプランの内容すべて", "弁護士レビュー付きで法的効力を強化"],
+    features: &[
+        "スタンダードプランの内容すべて",
+        "弁護士レビュー付きで法的効力を強化",
+    ],
 };
 
 pub const PLANS: [Plan; 3] = [LIGHT, STANDARD, PREMIUM];

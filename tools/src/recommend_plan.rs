@@ -58,7 +58,9 @@ fn decide(args: &Args) -> (Plan, Vec<String>, bool) {
             reasons.push("低周波音は周波数スペクトル解析で確認する必要があります".to_string());
         }
         if long_running {
-            reasons.push("長く続いている問題のため、法的根拠となる詳細レポートが役立ちます".to_string());
+            reasons.push(
+                "長く続いている問題のため、法的根拠となる詳細レポートが役立ちます".to_string(),
+            );
         }
         plans::STANDARD
     } else {
@@ -101,10 +103,14 @@ impl Tool for RecommendPlan {
     }
 
     async fn call(&self, _ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
-        let args: Args = serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let args: Args =
+            serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
         let (plan, reasons, mediation) = decide(&args);
         let price = yen(plan.price_jpy);
-        let mut display = format!("【おすすめ】{}（{}、{}時間測定）\n", plan.name, price, plan.measurement_hours);
+        let mut display = format!(
+            "【おすすめ】{}（{}、{}時間測定）\n",
+            plan.name, price, plan.measurement_hours
+        );
         for reason in &reasons {
             display.push_str(&format!("・{reason}\n"));
         }
@@ -149,8 +155,9 @@ mod tests {
 
     #[test]
     fn seed_example_footsteps_late_night_one_month_is_standard() {
-        let (plan, reasons, mediation) =
-            decide(&args(json!({"noise_type": "footsteps", "time_of_day": "late_night", "duration_months": 1})));
+        let (plan, reasons, mediation) = decide(&args(
+            json!({"noise_type": "footsteps", "time_of_day": "late_night", "duration_months": 1}),
+        ));
         assert_eq!(plan.id, "standard");
         assert_eq!(plan.price_jpy, 12_800);
         assert!(reasons[0].contains("足音"));
@@ -160,14 +167,35 @@ mod tests {
     #[test]
     fn rule_boundaries() {
         assert_eq!(decide(&args(json!({}))).0.id, "light");
-        assert_eq!(decide(&args(json!({"time_of_day": "daytime"}))).0.id, "light");
-        assert_eq!(decide(&args(json!({"time_of_day": "night"}))).0.id, "standard");
-        assert_eq!(decide(&args(json!({"noise_type": "low_frequency"}))).0.id, "standard");
+        assert_eq!(
+            decide(&args(json!({"time_of_day": "daytime"}))).0.id,
+            "light"
+        );
+        assert_eq!(
+            decide(&args(json!({"time_of_day": "night"}))).0.id,
+            "standard"
+        );
+        assert_eq!(
+            decide(&args(json!({"noise_type": "low_frequency"}))).0.id,
+            "standard"
+        );
         assert_eq!(decide(&args(json!({"duration_months": 0}))).0.id, "light");
-        assert_eq!(decide(&args(json!({"duration_months": 1}))).0.id, "standard");
-        assert_eq!(decide(&args(json!({"negotiation_attempts": 2}))).0.id, "light");
-        assert_eq!(decide(&args(json!({"negotiation_attempts": 3}))).0.id, "premium");
-        assert_eq!(decide(&args(json!({"wants_legal_evidence": true}))).0.id, "premium");
+        assert_eq!(
+            decide(&args(json!({"duration_months": 1}))).0.id,
+            "standard"
+        );
+        assert_eq!(
+            decide(&args(json!({"negotiation_attempts": 2}))).0.id,
+            "light"
+        );
+        assert_eq!(
+            decide(&args(json!({"negotiation_attempts": 3}))).0.id,
+            "premium"
+        );
+        assert_eq!(
+            decide(&args(json!({"wants_legal_evidence": true}))).0.id,
+            "premium"
+        );
         assert!(decide(&args(json!({"negotiation_attempts": 1}))).2);
         assert!(decide(&args(json!({"wants_mediation": true}))).2);
     }
@@ -179,7 +207,13 @@ mod tests {
             conversation_id: "c".into(),
             now: chrono::Utc::now().with_timezone(&kizuna_agent::clock::jst()),
         };
-        let out = RecommendPlan.call(&ctx, json!({"time_of_day": "late_night", "negotiation_attempts": 1})).await.unwrap();
+        let out = RecommendPlan
+            .call(
+                &ctx,
+                json!({"time_of_day": "late_night", "negotiation_attempts": 1}),
+            )
+            .await
+            .unwrap();
         assert_eq!(out.must_quote, vec!["12,800円".to_string()]);
         assert!(out.display.contains("スタンダードプラン（12,800円"));
         assert!(out.display.contains("AI仲裁サービス（+8,000円）"));

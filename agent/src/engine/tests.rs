@@ -8,7 +8,9 @@ use crate::testing::{PriceTool, ScriptedModel, Step};
 fn agent(model: Arc<ScriptedModel>, config: AgentConfig) -> Agent {
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(PriceTool)).unwrap();
-    let prompts = Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts")).unwrap();
+    let prompts =
+        Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
+            .unwrap();
     Agent::new(model, tools, prompts, config)
 }
 
@@ -45,15 +47,27 @@ fn streamed(events: &[TurnEvent]) -> String {
 
 #[tokio::test]
 async fn planned_tool_runs_before_the_model_and_its_price_is_quoted() {
-    let model = ScriptedModel::new(false, vec![Step::Text("足音でお困りなのですね。スタンダードプランがおすすめです。")]);
+    let model = ScriptedModel::new(
+        false,
+        vec![Step::Text(
+            "足音でお困りなのですね。スタンダードプランがおすすめです。",
+        )],
+    );
     let agent = agent(model.clone(), AgentConfig::default());
-    let (result, events) = run(&agent, request("深夜の足音がひどいです。どのプランがおすすめですか")).await;
+    let (result, events) = run(
+        &agent,
+        request("深夜の足音がひどいです。どのプランがおすすめですか"),
+    )
+    .await;
 
     assert_eq!(result.tool_calls.len(), 1);
     let call = &result.tool_calls[0];
     assert!(call.planned && call.ok);
     assert_eq!(call.arguments["noise_type"], "footsteps");
-    assert_eq!(call.result["caller"], "C-1001", "tools see the verified identity");
+    assert_eq!(
+        call.result["caller"], "C-1001",
+        "tools see the verified identity"
+    );
     // The model's reply omitted the price, so the tool's own text was added.
     assert!(result.reply.contains("12,800円"), "{}", result.reply);
     assert_eq!(result.fallback, Some(Fallback::AddedToolFacts));
@@ -62,7 +76,9 @@ async fn planned_tool_runs_before_the_model_and_its_price_is_quoted() {
     let requests = model.requests.lock().unwrap();
     let msgs = &requests[0].messages;
     assert_eq!(msgs[0].role, ChatRole::System);
-    assert!(msgs.iter().any(|m| m.role == ChatRole::Tool && m.content.contains("12,800円")));
+    assert!(msgs
+        .iter()
+        .any(|m| m.role == ChatRole::Tool && m.content.contains("12,800円")));
     assert!(streamed(&events).starts_with("足音でお困り"));
 }
 
@@ -79,12 +95,20 @@ async fn text_tool_calls_are_parsed_run_and_hidden_from_the_stream() {
     let (result, events) = run(&agent, request("隣の話し声が気になります")).await;
     assert_eq!(result.tool_calls.len(), 1);
     assert!(!result.tool_calls[0].planned);
-    assert_eq!(result.tool_calls[0].arguments, json!({"noise_type": "voices"}));
+    assert_eq!(
+        result.tool_calls[0].arguments,
+        json!({"noise_type": "voices"})
+    );
     assert_eq!(result.reply, "スタンダードプラン（12,800円）です。");
     assert_eq!(result.fallback, None);
     let shown = streamed(&events);
-    assert!(!shown.contains("tool_call") && !shown.contains('{'), "{shown}");
-    assert!(events.iter().any(|e| matches!(e, TurnEvent::ToolFinished { ok: true, .. })));
+    assert!(
+        !shown.contains("tool_call") && !shown.contains('{'),
+        "{shown}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TurnEvent::ToolFinished { ok: true, .. })));
 }
 
 #[tokio::test]
@@ -101,7 +125,12 @@ async fn malformed_call_is_retried_once() {
     assert_eq!(result.reply, "ご相談ありがとうございます。");
     assert_eq!(result.steps, 2);
     let requests = model.requests.lock().unwrap();
-    assert!(requests[1].messages.last().unwrap().content.contains("形式が正しくありません"));
+    assert!(requests[1]
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .contains("形式が正しくありません"));
 }
 
 #[tokio::test]
@@ -116,9 +145,21 @@ async fn malformed_twice_gives_the_safe_reply() {
 
 #[tokio::test]
 async fn step_limit_bounds_the_loop_and_answers_from_tool_results() {
-    let calls = |n: i64| Step::Calls(vec![ToolCall { id: format!("x{n}"), name: "recommend_plan".into(), arguments: json!({"n": n}) }]);
+    let calls = |n: i64| {
+        Step::Calls(vec![ToolCall {
+            id: format!("x{n}"),
+            name: "recommend_plan".into(),
+            arguments: json!({"n": n}),
+        }])
+    };
     let model = ScriptedModel::new(true, vec![calls(1), calls(2), calls(3)]);
-    let agent = agent(model, AgentConfig { max_steps: 3, ..AgentConfig::default() });
+    let agent = agent(
+        model,
+        AgentConfig {
+            max_steps: 3,
+            ..AgentConfig::default()
+        },
+    );
     let (result, _) = run(&agent, request("相談です")).await;
     assert_eq!(result.steps, 3);
     assert_eq!(result.tool_calls.len(), 3);
@@ -128,7 +169,13 @@ async fn step_limit_bounds_the_loop_and_answers_from_tool_results() {
 
 #[tokio::test]
 async fn repeated_identical_calls_stop_the_loop() {
-    let same = || Step::Calls(vec![ToolCall { id: "x".into(), name: "recommend_plan".into(), arguments: json!({}) }]);
+    let same = || {
+        Step::Calls(vec![ToolCall {
+            id: "x".into(),
+            name: "recommend_plan".into(),
+            arguments: json!({}),
+        }])
+    };
     let model = ScriptedModel::new(true, vec![same(), same()]);
     let agent = agent(model, AgentConfig::default());
     let (result, _) = run(&agent, request("相談です")).await;
@@ -139,7 +186,13 @@ async fn repeated_identical_calls_stop_the_loop() {
 #[tokio::test]
 async fn model_timeout_and_failure_never_leave_the_customer_without_a_reply() {
     let model = ScriptedModel::new(false, vec![Step::Sleep(Duration::from_secs(5))]);
-    let agent = agent(model, AgentConfig { llm_timeout: Duration::from_millis(50), ..AgentConfig::default() });
+    let agent = agent(
+        model,
+        AgentConfig {
+            llm_timeout: Duration::from_millis(50),
+            ..AgentConfig::default()
+        },
+    );
     let (result, _) = run(&agent, request("こんにちは")).await;
     assert_eq!(result.fallback, Some(Fallback::ModelTimeout));
     assert!(result.reply.contains("申し訳ありません"));
@@ -158,8 +211,16 @@ async fn unknown_tools_and_bad_arguments_are_reported_to_the_model() {
         true,
         vec![
             Step::Calls(vec![
-                ToolCall { id: "a".into(), name: "drop_tables".into(), arguments: json!({}) },
-                ToolCall { id: "b".into(), name: "recommend_plan".into(), arguments: json!({"evil": true}) },
+                ToolCall {
+                    id: "a".into(),
+                    name: "drop_tables".into(),
+                    arguments: json!({}),
+                },
+                ToolCall {
+                    id: "b".into(),
+                    name: "recommend_plan".into(),
+                    arguments: json!({"evil": true}),
+                },
             ]),
             Step::Text("失礼しました。"),
         ],
@@ -170,7 +231,11 @@ async fn unknown_tools_and_bad_arguments_are_reported_to_the_model() {
     assert!(result.tool_calls.iter().all(|c| !c.ok));
     assert_eq!(result.reply, "失礼しました。");
     let requests = model.requests.lock().unwrap();
-    let tool_msgs: Vec<_> = requests[1].messages.iter().filter(|m| m.role == ChatRole::Tool).collect();
+    let tool_msgs: Vec<_> = requests[1]
+        .messages
+        .iter()
+        .filter(|m| m.role == ChatRole::Tool)
+        .collect();
     assert!(tool_msgs[0].content.contains("no tool named"));
     assert!(tool_msgs[1].content.contains("unknown argument"));
     // Native backends get the tool specs.
@@ -182,17 +247,27 @@ async fn context_goes_into_the_user_turn_and_becomes_sources() {
     let model = ScriptedModel::new(false, vec![Step::Text("測定は2時間です。")]);
     let agent = agent(model.clone(), AgentConfig::default());
     let mut req = request("測定時間は？");
-    req.context.push(ContextChunk { doc_id: "faq-001".into(), title: "測定時間".into(), text: "スタンダードは2時間".into(), score: 0.9 });
+    req.context.push(ContextChunk {
+        doc_id: "faq-001".into(),
+        title: "測定時間".into(),
+        text: "スタンダードは2時間".into(),
+        score: 0.9,
+    });
     let (result, _) = run(&agent, req).await;
     assert_eq!(result.sources.len(), 1);
     assert_eq!(result.sources[0].doc_id, "faq-001");
     let requests = model.requests.lock().unwrap();
     let last = requests[0].messages.last().unwrap();
     assert!(last.content.contains("[faq-001]") && last.content.ends_with("測定時間は？"));
-    assert!(!requests[0].messages[0].content.contains("faq-001"), "system prefix stays constant");
+    assert!(
+        !requests[0].messages[0].content.contains("faq-001"),
+        "system prefix stays constant"
+    );
 }
 
 #[test]
 fn fact_matching_ignores_width_and_commas() {
-    assert!(normalize_for_match("料金は１２,８００円です").contains(&normalize_for_match("12,800円")));
+    assert!(
+        normalize_for_match("料金は１２,８００円です").contains(&normalize_for_match("12,800円"))
+    );
 }

@@ -12,21 +12,37 @@ use crate::tool::ToolRegistry;
 
 async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display())).await.unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("h.db").display()
+    ))
+    .await
+    .unwrap();
     (hub_on(store, model), dir)
 }
 
 fn hub_on(store: Store, model: Arc<ScriptedModel>) -> Arc<ConversationHub> {
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(PriceTool)).unwrap();
-    let prompts = Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts")).unwrap();
+    let prompts =
+        Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
+            .unwrap();
     let agent = Arc::new(Agent::new(model, tools, prompts, AgentConfig::default()));
-    ConversationHub::new(store, agent, Arc::new(SystemClock), None, HubConfig::default())
+    ConversationHub::new(
+        store,
+        agent,
+        Arc::new(SystemClock),
+        None,
+        HubConfig::default(),
+    )
 }
 
 async fn next_durable(rx: &mut broadcast::Receiver<OutFrame>) -> Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("frame in time").unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("frame in time")
+            .unwrap();
         if frame.seq.is_some() {
             return serde_json::from_str(&frame.json).unwrap();
         }
@@ -42,9 +58,19 @@ async fn message_is_acked_answered_and_never_processed_twice() {
     assert!(opened.replay.is_empty());
     let conv = opened.conversation_id.clone();
 
-    assert!(matches!(hub.submit(&me, &conv, "m-1", "こんにちは").await.unwrap(), Submitted::Accepted { .. }));
+    assert!(matches!(
+        hub.submit(&me, &conv, "m-1", "こんにちは").await.unwrap(),
+        Submitted::Accepted { .. }
+    ));
     let ack = next_durable(&mut opened.live).await;
-    assert_eq!((ack["type"].as_str(), ack["id"].as_str(), ack["seq"].as_i64()), (Some("ack"), Some("m-1"), Some(1)));
+    assert_eq!(
+        (
+            ack["type"].as_str(),
+            ack["id"].as_str(),
+            ack["seq"].as_i64()
+        ),
+        (Some("ack"), Some("m-1"), Some(1))
+    );
     let reply = next_durable(&mut opened.live).await;
     assert_eq!(reply["type"], "reply");
     assert_eq!(reply["reply_to"], "m-1");
@@ -77,14 +103,31 @@ async fn conversations_are_private_to_their_owner() {
     let owner = Identity::customer("C-1");
     let opened = hub.open(&owner, None, 0).await.unwrap();
     let conv = opened.conversation_id.clone();
-    hub.submit(&owner, &conv, "m-1", "秘密の相談").await.unwrap();
+    hub.submit(&owner, &conv, "m-1", "秘密の相談")
+        .await
+        .unwrap();
 
     let other = Identity::customer("C-2");
-    assert!(matches!(hub.open(&other, Some(&conv), 0).await, Err(HubError::Forbidden)));
-    assert!(matches!(hub.submit(&other, &conv, "m-2", "見せて").await, Err(HubError::Forbidden)));
-    assert!(matches!(hub.open(&Identity::anonymous("v"), Some(&conv), 0).await, Err(HubError::Forbidden)));
-    assert!(matches!(hub.open(&owner, Some("not-a-uuid"), 0).await, Err(HubError::BadRequest(_))));
-    assert!(matches!(hub.submit(&owner, &conv, "m-3", "   ").await, Err(HubError::BadRequest(_))));
+    assert!(matches!(
+        hub.open(&other, Some(&conv), 0).await,
+        Err(HubError::Forbidden)
+    ));
+    assert!(matches!(
+        hub.submit(&other, &conv, "m-2", "見せて").await,
+        Err(HubError::Forbidden)
+    ));
+    assert!(matches!(
+        hub.open(&Identity::anonymous("v"), Some(&conv), 0).await,
+        Err(HubError::Forbidden)
+    ));
+    assert!(matches!(
+        hub.open(&owner, Some("not-a-uuid"), 0).await,
+        Err(HubError::BadRequest(_))
+    ));
+    assert!(matches!(
+        hub.submit(&owner, &conv, "m-3", "   ").await,
+        Err(HubError::BadRequest(_))
+    ));
 }
 
 #[tokio::test]
@@ -95,12 +138,28 @@ async fn unanswered_messages_are_answered_after_a_restart() {
     {
         // A previous run stored the message, then died before answering.
         let store = Store::connect(&url).await.unwrap();
-        store.create_conversation(&conv, "customer", "C-9", Some("C-9"), 1).await.unwrap();
-        store.insert_user_message(&conv, "m", "client-m", "料金はいくら？", &serde_json::json!({"type": "ack"}), 2).await.unwrap();
+        store
+            .create_conversation(&conv, "customer", "C-9", Some("C-9"), 1)
+            .await
+            .unwrap();
+        store
+            .insert_user_message(
+                &conv,
+                "m",
+                "client-m",
+                "料金はいくら？",
+                &serde_json::json!({"type": "ack"}),
+                2,
+            )
+            .await
+            .unwrap();
     }
     let model = ScriptedModel::new(false, vec![Step::Text("スタンダードは12,800円です。")]);
     let hub = hub_on(Store::connect(&url).await.unwrap(), model.clone());
-    let mut opened = hub.open(&Identity::customer("C-9"), Some(&conv), 1).await.unwrap();
+    let mut opened = hub
+        .open(&Identity::customer("C-9"), Some(&conv), 1)
+        .await
+        .unwrap();
     assert_eq!(hub.recover().await.unwrap(), 1);
     let reply = next_durable(&mut opened.live).await;
     assert_eq!(reply["reply_to"], "client-m");

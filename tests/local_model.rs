@@ -1,0 +1,73 @@
+//! The real embedded model (Qwen2.5-Coder-1.5B GGUF on the CPU) over a real websocket: a
+//! Japanese conversation in which the agent recommends a plan and quotes the seed's price.
+//! Needs `scripts/setup`; fails if the model is missing unless KIZUNA_SKIP_MODEL_TESTS=1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn model_files_present() -> bool {
+    let root = repo_root();
+    root.join("models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+        .exists()
+        && root.join("models/qwen2.5-tokenizer.json").exists()
+}
+
+#[tokio::test]
+async fn japanese_plan_conversation_with_the_embedded_model() {
+    if !model_files_present() {
+        if std::env::var("KIZUNA_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipped: model files missing and KIZUNA_SKIP_MODEL_TESTS=1");
+            return;
+        }
+        panic!("model files missing under models/: run scripts/setup (or set KIZUNA_SKIP_MODEL_TESTS=1)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("KIZUNA_LLM", "local".into()),
+            ("KIZUNA_MAX_REPLY_TOKENS", "40".into()),
+        ],
+    )
+    .await;
+    // Ready once the model is loaded and the system prompt is prefilled.
+    server.wait_ready("/readyz", Duration::from_secs(300)).await;
+
+    let mut ws = connect(&server.url()).await;
+    hello(&mut ws, json!({"token": token("customer", "C-1001")})).await;
+
+    let started = Instant::now();
+    send(&mut ws, json!({"type": "message", "id": "t1", "text": "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？"})).await;
+    let frames = recv_until(&mut ws, "reply", Some("t1"), 300).await;
+    let reply = frames.last().unwrap();
+    let text = reply["text"].as_str().unwrap();
+    eprintln!("turn 1 took {:?}: {text}", started.elapsed());
+
+    let tools: Vec<&str> = reply["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"recommend_plan"), "{reply}");
+    assert_eq!(reply["tool_calls"][0]["result"]["plan"], "standard");
+    assert!(
+        text.contains("12,800円"),
+        "the seed's price is quoted: {text}"
+    );
+    assert!(text.contains("スタンダード"), "{text}");
+    let deltas = frames.iter().filter(|f| f["type"] == "delta").count();
+    assert!(deltas > 0, "the model's text streamed as deltas");
+
+    // A second turn reuses the conversation's KV cache.
+    send(&mut ws, json!({"type": "message", "id": "t2", "text": "ありがとうございます。測定は何時間かかりますか？"})).await;
+    let frames = recv_until(&mut ws, "reply", Some("t2"), 300).await;
+    let reply = frames.last().unwrap();
+    assert!(!reply["text"].as_str().unwrap().trim().is_empty());
+    let (_, metrics) = http_get(&server.addr, "/metrics").await.unwrap();
+    assert!(metrics.contains("kizuna_turns_total 2"), "{metrics}");
+}
