@@ -240,6 +240,13 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %listener.local_addr()?, backend = ?settings.llm.backend, "kizuna is listening");
+    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm and the
+    // client's delayed ACK add ~40 ms to every turn.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let app =
         server::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let drain_state = state.clone();

@@ -106,9 +106,12 @@ async fn ws_upgrade(
         .max_frame_size(1 << 20)
         .on_upgrade(move |socket| async move {
             state.connections.fetch_add(1, Ordering::Relaxed);
-            Connection::new(state.clone(), ip, query.token)
-                .run(socket)
-                .await;
+            // Boxed: the task of an idle socket then holds only a pointer to this state.
+            let conversation =
+                Box::pin(Connection::new(state.clone(), ip, query.token).run(socket)).await;
+            if let Some(id) = conversation {
+                state.hub.release(&id);
+            }
             state.connections.fetch_sub(1, Ordering::Relaxed);
             state.ip_limiter.disconnect(ip);
         })
@@ -155,7 +158,8 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    /// Serves the socket until it closes; returns the conversation it had open.
+    async fn run(mut self, mut socket: WebSocket) -> Option<String> {
         let mut shutdown = self.state.shutdown.clone();
         loop {
             let flow = tokio::select! {
@@ -164,15 +168,17 @@ impl Connection {
                     Flow::Close
                 }
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(message)) => self.on_message(&mut socket, message).await,
+                    Some(Ok(message)) => Box::pin(self.on_message(&mut socket, message)).await,
                     _ => Flow::Close,
                 },
-                frame = next_live(&mut self.live) => self.on_live(&mut socket, frame).await,
+                frame = next_live(&mut self.live) => Box::pin(self.on_live(&mut socket, frame)).await,
             };
             if matches!(flow, Flow::Close) {
                 break;
             }
         }
+        self.live = None;
+        self.conversation_id.take()
     }
 
     async fn send(&self, socket: &mut WebSocket, text: String) -> Flow {

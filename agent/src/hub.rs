@@ -46,7 +46,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             history_messages: 12,
-            frame_buffer: 32,
+            frame_buffer: 16,
             max_message_chars: 2000,
             idle_timeout: Duration::from_secs(300),
         }
@@ -120,8 +120,24 @@ struct Progress {
 
 struct Live {
     frames: broadcast::Sender<OutFrame>,
-    jobs: mpsc::UnboundedSender<Job>,
+    /// The worker's inbox. The worker is spawned with the first message, so sockets that never
+    /// send one cost no task.
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     progress: Mutex<Option<Progress>>,
+}
+
+impl Live {
+    fn worker_gone(&self) -> bool {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .as_ref()
+            .is_some_and(|j| j.is_closed())
+    }
+
+    fn has_worker(&self) -> bool {
+        self.jobs.lock().expect("jobs lock").is_some()
+    }
 }
 
 pub struct ConversationHub {
@@ -332,13 +348,13 @@ impl ConversationHub {
     }
 
     fn enqueue(&self, conversation_id: &str, job: Job) {
-        let job = match self.live(conversation_id).jobs.send(job) {
+        let job = match self.send_job(conversation_id, job) {
             Ok(()) => return,
-            Err(mpsc::error::SendError(job)) => job,
+            Err(job) => job,
         };
         // The worker exited between lookup and send: replace it and try once more.
         self.live.lock().expect("live lock").remove(conversation_id);
-        if self.live(conversation_id).jobs.send(job).is_err() {
+        if self.send_job(conversation_id, job).is_err() {
             tracing::error!(
                 conversation_id,
                 "could not queue a message; it stays pending until restart"
@@ -346,27 +362,47 @@ impl ConversationHub {
         }
     }
 
+    fn send_job(&self, conversation_id: &str, job: Job) -> Result<(), Job> {
+        let live = self.live(conversation_id);
+        let mut jobs = live.jobs.lock().expect("jobs lock");
+        let sender = jobs.get_or_insert_with(|| {
+            let (sender, inbox) = mpsc::unbounded_channel();
+            tokio::spawn(worker(
+                self.me.clone(),
+                conversation_id.to_string(),
+                live.clone(),
+                inbox,
+            ));
+            sender
+        });
+        sender.send(job).map_err(|mpsc::error::SendError(job)| job)
+    }
+
+    /// Called when a socket leaves a conversation: forgets a conversation nobody watches and
+    /// no worker serves (a worker forgets its own when idle).
+    pub fn release(&self, conversation_id: &str) {
+        let mut map = self.live.lock().expect("live lock");
+        if let Some(live) = map.get(conversation_id) {
+            if live.frames.receiver_count() == 0 && !live.has_worker() {
+                map.remove(conversation_id);
+            }
+        }
+    }
+
     fn live(&self, conversation_id: &str) -> Arc<Live> {
         let mut map = self.live.lock().expect("live lock");
         if let Some(live) = map.get(conversation_id) {
-            if !live.jobs.is_closed() {
+            if !live.worker_gone() {
                 return live.clone();
             }
         }
         let (frames, _) = broadcast::channel(self.config.frame_buffer);
-        let (jobs, inbox) = mpsc::unbounded_channel();
         let live = Arc::new(Live {
             frames,
-            jobs,
+            jobs: Mutex::new(None),
             progress: Mutex::new(None),
         });
         map.insert(conversation_id.to_string(), live.clone());
-        tokio::spawn(worker(
-            self.me.clone(),
-            conversation_id.to_string(),
-            live.clone(),
-            inbox,
-        ));
         live
     }
 

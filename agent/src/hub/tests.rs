@@ -167,3 +167,31 @@ async fn unanswered_messages_are_answered_after_a_restart() {
     assert_eq!(reply["tool_calls"][0]["result"]["caller"], "C-9");
     assert!(hub.store().pending_messages(None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn idle_sockets_leave_nothing_behind() {
+    let model = ScriptedModel::new(false, vec![Step::Text("はい。")]);
+    let (hub, _dir) = hub(model).await;
+    let me = Identity::anonymous("v");
+    let opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    assert_eq!(hub.live_conversations(), 1);
+    // Still watched: kept.
+    hub.release(&conv);
+    assert_eq!(hub.live_conversations(), 1);
+    drop(opened);
+    hub.release(&conv);
+    assert_eq!(hub.live_conversations(), 0, "an unwatched conversation without a worker is forgotten");
+    // Nothing was written for a conversation that never got a message.
+    assert!(hub.store().conversation(&conv).await.unwrap().is_none());
+
+    // A conversation with a worker is kept until the worker goes idle.
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&me, &conv, "m", "こんにちは").await.unwrap();
+    next_durable(&mut opened.live).await;
+    next_durable(&mut opened.live).await;
+    drop(opened);
+    hub.release(&conv);
+    assert_eq!(hub.live_conversations(), 1);
+}
