@@ -290,7 +290,12 @@ impl Agent {
                 continue;
             }
             if calls.is_empty() {
-                reply = text;
+                let truncated = output.usage.completion_tokens >= self.config.max_reply_tokens;
+                reply = if truncated {
+                    cut_to_last_sentence(&text)
+                } else {
+                    text
+                };
                 break;
             }
             let mut assistant = ChatMessage::assistant(if native {
@@ -319,6 +324,13 @@ impl Agent {
             }
         }
 
+        let earlier_replies: Vec<&str> = req
+            .history
+            .iter()
+            .filter(|m| m.role == crate::llm::ChatRole::Assistant)
+            .map(|m| m.content.as_str())
+            .collect();
+        let reply = drop_repeated_sentences(&reply, &earlier_replies);
         let reply = self.finish_reply(reply, &executed, &mut fallback);
         let sources = req
             .context
@@ -478,7 +490,8 @@ impl Agent {
                         serde_json::json!({"result": output.data, "summary": output.display})
                             .to_string()
                     } else {
-                        output.display.clone()
+                        // Small text-only models copy and pad; tell them what to do with it.
+                        format!("{}\n\n{}", output.display, self.prompts.tool_result_hint)
                     };
                     (output.data.clone(), content, Some(output))
                 }
@@ -547,6 +560,57 @@ fn user_message_with_context(text: &str, context: &[ContextChunk]) -> String {
     out.push_str("\n質問: ");
     out.push_str(text);
     out
+}
+
+/// Small models loop on a sentence or copy their previous answer: keep each sentence once
+/// and drop sentences the agent already said earlier in the conversation.
+fn drop_repeated_sentences(reply: &str, earlier_replies: &[&str]) -> String {
+    let mut seen: HashSet<String> = earlier_replies
+        .iter()
+        .flat_map(|r| sentences(r))
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.chars().count() >= 8)
+        .collect();
+    let mut out = String::new();
+    for sentence in sentences(reply) {
+        let key = sentence.trim().to_string();
+        if key.chars().count() >= 8 && !seen.insert(key) {
+            continue;
+        }
+        out.push_str(sentence);
+    }
+    out.trim().to_string()
+}
+
+/// Splits after each sentence end, keeping the delimiters (so joining restores the text).
+fn sentences(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '。' | '！' | '？' | '!' | '?' | '\n') {
+            let end = i + c.len_utf8();
+            parts.push(&text[start..end]);
+            start = end;
+        }
+    }
+    if start < text.len() {
+        parts.push(&text[start..]);
+    }
+    parts
+}
+
+/// A reply cut off by the token limit ends mid-sentence: keep it up to the last sentence end
+/// (the facts guard re-adds anything it loses). Text without any sentence end is kept.
+fn cut_to_last_sentence(text: &str) -> String {
+    let end = text
+        .char_indices()
+        .filter(|(_, c)| matches!(c, '。' | '！' | '？' | '!' | '?' | '\n'))
+        .map(|(i, c)| i + c.len_utf8())
+        .last();
+    match end {
+        Some(end) if end > 0 => text[..end].trim_end().to_string(),
+        _ => text.to_string(),
+    }
 }
 
 /// Width-insensitive, comma-insensitive matching of quoted facts ("12,800円" ≈ "１２８００円").

@@ -16,6 +16,8 @@ pub struct Prompts {
     pub retry: String,
     /// The safe reply when no answer can be produced.
     pub fallback: String,
+    /// Appended to tool results for text-only models.
+    pub tool_result_hint: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,7 @@ impl Prompts {
             tools: read("tools.ja.md")?,
             retry: read("retry.ja.md")?,
             fallback: read("fallback.ja.md")?,
+            tool_result_hint: read("tool_result.ja.md")?,
         };
         if !prompts.tools.contains("{{tools}}") {
             return Err(PromptError::NoToolsPlaceholder(dir.join("tools.ja.md")));

@@ -241,7 +241,7 @@ impl Tool for CheckAvailability {
         Ok(ToolOutput {
             data,
             display,
-            must_quote: vec![labels[0].clone()],
+            must_quote: labels.clone(),
         })
     }
 }

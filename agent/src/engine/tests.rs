@@ -271,3 +271,81 @@ fn fact_matching_ignores_width_and_commas() {
         normalize_for_match("料金は１２,８００円です").contains(&normalize_for_match("12,800円"))
     );
 }
+
+#[test]
+fn truncated_replies_end_at_a_sentence() {
+    assert_eq!(
+        cut_to_last_sentence("料金は12,800円です。測定は2時間で、夜"),
+        "料金は12,800円です。"
+    );
+    assert_eq!(
+        cut_to_last_sentence("ご予約を承ります！次に"),
+        "ご予約を承ります！"
+    );
+    assert_eq!(cut_to_last_sentence("句点なし"), "句点なし");
+}
+
+#[tokio::test]
+async fn a_reply_cut_by_the_token_limit_is_trimmed_and_keeps_its_facts() {
+    struct Truncating;
+    #[async_trait::async_trait]
+    impl LanguageModel for Truncating {
+        fn name(&self) -> &str {
+            "truncating"
+        }
+        fn native_tool_calls(&self) -> bool {
+            false
+        }
+        async fn generate(
+            &self,
+            req: LlmRequest,
+            _: mpsc::UnboundedSender<String>,
+        ) -> Result<crate::llm::LlmOutput, LlmError> {
+            // The tool result reached the model with the brevity hint.
+            assert!(req
+                .messages
+                .iter()
+                .any(|m| m.role == ChatRole::Tool && m.content.contains("2〜3文")));
+            Ok(crate::llm::LlmOutput {
+                text: "足音は大変ですね。スタンダードプランが最適で、料金は".into(),
+                usage: Usage {
+                    completion_tokens: req.max_tokens,
+                    ..Usage::default()
+                },
+                ..Default::default()
+            })
+        }
+    }
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(PriceTool)).unwrap();
+    let prompts =
+        Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
+            .unwrap();
+    let agent = Agent::new(Arc::new(Truncating), tools, prompts, AgentConfig::default());
+    let (result, _) = run(&agent, request("どのプランがおすすめ？")).await;
+    assert!(
+        result.reply.starts_with("足音は大変ですね。\n\n"),
+        "{}",
+        result.reply
+    );
+    assert!(result.reply.contains("12,800円"));
+}
+
+#[test]
+fn looping_and_copied_sentences_are_dropped() {
+    let looped = "足音がうるさくて困っています。候補を提示します。足音がうるさくて困っています。足音がうるさくて困っています。";
+    assert_eq!(
+        drop_repeated_sentences(looped, &[]),
+        "足音がうるさくて困っています。候補を提示します。"
+    );
+    let earlier = ["スタンダードプランがおすすめです。ほかにご質問はありますか？"];
+    assert_eq!(
+        drop_repeated_sentences(
+            "スタンダードプランがおすすめです。空きは月曜です。",
+            &earlier
+        ),
+        "空きは月曜です。"
+    );
+    // Short sentences ("はい。") may repeat.
+    assert_eq!(drop_repeated_sentences("はい。はい。", &[]), "はい。はい。");
+}

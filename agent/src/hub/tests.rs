@@ -181,7 +181,11 @@ async fn idle_sockets_leave_nothing_behind() {
     assert_eq!(hub.live_conversations(), 1);
     drop(opened);
     hub.release(&conv);
-    assert_eq!(hub.live_conversations(), 0, "an unwatched conversation without a worker is forgotten");
+    assert_eq!(
+        hub.live_conversations(),
+        0,
+        "an unwatched conversation without a worker is forgotten"
+    );
     // Nothing was written for a conversation that never got a message.
     assert!(hub.store().conversation(&conv).await.unwrap().is_none());
 
