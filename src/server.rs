@@ -169,7 +169,10 @@ impl Connection {
                 }
                 incoming = socket.recv() => match incoming {
                     Some(Ok(message)) => Box::pin(self.on_message(&mut socket, message)).await,
-                    _ => Flow::Close,
+                    other => {
+                        tracing::debug!(?other, "socket ended");
+                        Flow::Close
+                    }
                 },
                 frame = next_live(&mut self.live) => Box::pin(self.on_live(&mut socket, frame)).await,
             };

@@ -43,7 +43,10 @@ impl Server {
             .env("KIZUNA_LISTEN", &addr)
             .env("KIZUNA_DATA_DIR", data_dir)
             .env("KIZUNA_TOKEN_SECRET", SECRET)
-            .env("KIZUNA_LOG", "info")
+            .env(
+                "KIZUNA_LOG",
+                std::env::var("KIZUNA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
