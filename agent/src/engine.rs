@@ -123,6 +123,15 @@ pub struct TurnResult {
     pub fallback: Option<Fallback>,
 }
 
+/// What one turn accumulates: the prompt so far and the tool calls made.
+struct TurnState {
+    native: bool,
+    messages: Vec<ChatMessage>,
+    executed: Vec<ExecutedCall>,
+    /// `name:arguments` of calls already made, to refuse repeats.
+    seen: HashSet<String>,
+}
+
 pub struct Agent {
     llm: Arc<dyn LanguageModel>,
     tools: ToolRegistry,
@@ -178,9 +187,12 @@ impl Agent {
             &req.user_text,
             &req.context,
         )));
-
-        let mut executed: Vec<ExecutedCall> = Vec::new();
-        let mut seen_calls: HashSet<String> = HashSet::new();
+        let mut turn = TurnState {
+            native,
+            messages,
+            executed: Vec::new(),
+            seen: HashSet::new(),
+        };
 
         // Rules first: clear intents get their tools without waiting for the model.
         let previous: Vec<&str> = req
@@ -202,17 +214,7 @@ impl Agent {
                     arguments: p.arguments,
                 })
                 .collect();
-            self.run_calls(
-                &ctx,
-                &calls,
-                true,
-                native,
-                &mut messages,
-                &mut executed,
-                &mut seen_calls,
-                &events,
-            )
-            .await;
+            self.run_calls(&ctx, &calls, true, &mut turn, &events).await;
         }
 
         let mut usage = Usage::default();
@@ -230,7 +232,7 @@ impl Agent {
             steps += 1;
             let started = Instant::now();
             let outcome = self
-                .generate(&req.conversation_id, &messages, native, &events)
+                .generate(&req.conversation_id, &turn.messages, native, &events)
                 .await;
             llm_time += started.elapsed();
             let (output, shown) = match outcome {
@@ -285,8 +287,10 @@ impl Agent {
                     break;
                 }
                 retried_malformed = true;
-                messages.push(ChatMessage::assistant(output.text.clone()));
-                messages.push(ChatMessage::user(self.prompts.retry.clone()));
+                turn.messages
+                    .push(ChatMessage::assistant(output.text.clone()));
+                turn.messages
+                    .push(ChatMessage::user(self.prompts.retry.clone()));
                 continue;
             }
             if calls.is_empty() {
@@ -304,18 +308,9 @@ impl Agent {
                 String::new()
             });
             assistant.tool_calls = calls.clone();
-            messages.push(assistant);
+            turn.messages.push(assistant);
             let fresh = self
-                .run_calls(
-                    &ctx,
-                    &calls,
-                    false,
-                    native,
-                    &mut messages,
-                    &mut executed,
-                    &mut seen_calls,
-                    &events,
-                )
+                .run_calls(&ctx, &calls, false, &mut turn, &events)
                 .await;
             if fresh == 0 {
                 // The model keeps asking for what it already has: answer from the results.
@@ -331,7 +326,7 @@ impl Agent {
             .map(|m| m.content.as_str())
             .collect();
         let reply = drop_repeated_sentences(&reply, &earlier_replies);
-        let reply = self.finish_reply(reply, &executed, &mut fallback);
+        let reply = self.finish_reply(reply, &turn.executed, &mut fallback);
         let sources = req
             .context
             .iter()
@@ -343,7 +338,7 @@ impl Agent {
             .collect();
         TurnResult {
             reply,
-            tool_calls: executed,
+            tool_calls: turn.executed,
             sources,
             steps,
             llm_time,
@@ -443,16 +438,12 @@ impl Agent {
     }
 
     /// Runs tool calls, appends their results to the prompt; returns how many were new.
-    #[allow(clippy::too_many_arguments)]
     async fn run_calls(
         &self,
         ctx: &ToolContext,
         calls: &[ToolCall],
         planned: bool,
-        native: bool,
-        messages: &mut Vec<ChatMessage>,
-        executed: &mut Vec<ExecutedCall>,
-        seen: &mut HashSet<String>,
+        turn: &mut TurnState,
         events: &mpsc::UnboundedSender<TurnEvent>,
     ) -> usize {
         let mut fresh = 0;
@@ -460,11 +451,11 @@ impl Agent {
             // Show the model the calls as if it had made them, so the transcript is coherent.
             let mut assistant = ChatMessage::assistant(String::new());
             assistant.tool_calls = calls.to_vec();
-            messages.push(assistant);
+            turn.messages.push(assistant);
         }
         for call in calls {
             let key = format!("{}:{}", call.name, call.arguments);
-            let duplicate = !seen.insert(key);
+            let duplicate = !turn.seen.insert(key);
             let started = Instant::now();
             let _ = events.send(TurnEvent::ToolStarted {
                 call_id: call.id.clone(),
@@ -486,7 +477,7 @@ impl Agent {
             });
             let (result, content, output) = match outcome {
                 Ok(output) => {
-                    let content = if native {
+                    let content = if turn.native {
                         serde_json::json!({"result": output.data, "summary": output.display})
                             .to_string()
                     } else {
@@ -504,9 +495,10 @@ impl Agent {
                     )
                 }
             };
-            messages.push(ChatMessage::tool_result(call.id.clone(), content));
+            turn.messages
+                .push(ChatMessage::tool_result(call.id.clone(), content));
             if !duplicate {
-                executed.push(ExecutedCall {
+                turn.executed.push(ExecutedCall {
                     id: call.id.clone(),
                     name: call.name.clone(),
                     arguments: call.arguments.clone(),

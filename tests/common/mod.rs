@@ -296,3 +296,13 @@ impl ModelFixture {
         self.requests.lock().unwrap().len()
     }
 }
+
+/// Names of the tools a `reply` frame says were called.
+pub fn tool_names(reply: &Value) -> Vec<String> {
+    reply["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
