@@ -596,9 +596,9 @@ fn sentences(text: &str) -> Vec<&str> {
 fn cut_to_last_sentence(text: &str) -> String {
     let end = text
         .char_indices()
-        .filter(|(_, c)| matches!(c, '。' | '！' | '？' | '!' | '?' | '\n'))
-        .map(|(i, c)| i + c.len_utf8())
-        .last();
+        .rev()
+        .find(|(_, c)| matches!(c, '。' | '！' | '？' | '!' | '?' | '\n'))
+        .map(|(i, c)| i + c.len_utf8());
     match end {
         Some(end) if end > 0 => text[..end].trim_end().to_string(),
         _ => text.to_string(),

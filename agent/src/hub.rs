@@ -354,7 +354,7 @@ impl ConversationHub {
         };
         // The worker exited between lookup and send: replace it and try once more.
         self.live.lock().expect("live lock").remove(conversation_id);
-        if self.send_job(conversation_id, job).is_err() {
+        if self.send_job(conversation_id, *job).is_err() {
             tracing::error!(
                 conversation_id,
                 "could not queue a message; it stays pending until restart"
@@ -362,7 +362,8 @@ impl ConversationHub {
         }
     }
 
-    fn send_job(&self, conversation_id: &str, job: Job) -> Result<(), Job> {
+    /// Hands the job to the worker, or gives it back (boxed) when the worker is gone.
+    fn send_job(&self, conversation_id: &str, job: Job) -> Result<(), Box<Job>> {
         let live = self.live(conversation_id);
         let mut jobs = live.jobs.lock().expect("jobs lock");
         let sender = jobs.get_or_insert_with(|| {
@@ -375,7 +376,9 @@ impl ConversationHub {
             ));
             sender
         });
-        sender.send(job).map_err(|mpsc::error::SendError(job)| job)
+        sender
+            .send(job)
+            .map_err(|mpsc::error::SendError(job)| Box::new(job))
     }
 
     /// Called when a socket leaves a conversation: forgets a conversation nobody watches and
