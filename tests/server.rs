@@ -318,3 +318,68 @@ async fn health_readiness_metrics_and_request_ids() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1012_and_exits_cleanly() {
+    let fixture = ModelFixture::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &fixture.env()).await;
+    let mut ws = connect(&server.url()).await;
+    hello(&mut ws, json!({})).await;
+    let pid = server.child.id().unwrap() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let close = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut ws))
+        .await
+        .unwrap();
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1012),
+        other => panic!("expected a 1012 close frame, got {other:?}"),
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn message_floods_are_rate_limited_per_connection() {
+    let fixture = ModelFixture::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kizuna.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmessages_per_minute_per_connection = 6\n",
+    )
+    .unwrap();
+    let mut env = fixture.env();
+    env.push(("KIZUNA_CONFIG", config.display().to_string()));
+    let server = Server::start(dir.path(), &env).await;
+    let mut ws = connect(&server.url()).await;
+    hello(&mut ws, json!({})).await;
+    // Burst allowance is a sixth of the per-minute rate (here 1): the second message is refused.
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "r1", "text": "一通目"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "r2", "text": "二通目"}),
+    )
+    .await;
+    let mut limited = None;
+    for _ in 0..10 {
+        let f = recv(&mut ws, 10).await;
+        if f["type"] == "error" {
+            limited = Some(f);
+            break;
+        }
+    }
+    let limited = limited.expect("a rate_limited error");
+    assert_eq!(
+        (limited["code"].as_str(), limited["id"].as_str()),
+        (Some("rate_limited"), Some("r2"))
+    );
+}
