@@ -137,6 +137,8 @@ pub struct Agent {
     tools: ToolRegistry,
     prompts: Prompts,
     config: AgentConfig,
+    /// Built once: constant, so backends can cache its KV state.
+    system_message: String,
 }
 
 impl Agent {
@@ -146,11 +148,13 @@ impl Agent {
         prompts: Prompts,
         config: AgentConfig,
     ) -> Self {
+        let system_message = prompts.system_message(&tools.specs(), llm.native_tool_calls());
         Self {
             llm,
             tools,
             prompts,
             config,
+            system_message,
         }
     }
 
@@ -163,9 +167,8 @@ impl Agent {
     }
 
     /// The system message this agent sends; constant, so backends can cache its KV state.
-    pub fn system_message(&self) -> String {
-        self.prompts
-            .system_message(&self.tools.specs(), self.llm.native_tool_calls())
+    pub fn system_message(&self) -> &str {
+        &self.system_message
     }
 
     /// Runs one turn. Never fails: when the model cannot answer, the reply is composed from
@@ -181,7 +184,7 @@ impl Agent {
             conversation_id: req.conversation_id.clone(),
             now: req.now,
         };
-        let mut messages = vec![ChatMessage::system(self.system_message())];
+        let mut messages = vec![ChatMessage::system(self.system_message.clone())];
         messages.extend(req.history.iter().cloned());
         messages.push(ChatMessage::user(user_message_with_context(
             &req.user_text,
