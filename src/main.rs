@@ -140,13 +140,11 @@ fn token(config: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the configured model backend. The local model loads in the background so the
-/// server answers health checks at once; `ready` turns true when it can answer chats.
+/// Builds the configured model backend. For the embedded model it also returns the model
+/// itself, so the caller can prefill the agent's system prompt once it exists.
 async fn build_llm(
     settings: &Settings,
-    system_prompt: String,
-    ready: Arc<AtomicBool>,
-) -> anyhow::Result<Arc<dyn LanguageModel>> {
+) -> anyhow::Result<(Arc<dyn LanguageModel>, Option<LocalModel>)> {
     match settings.llm.backend {
         LlmBackend::Openai => {
             let mut cfg = OpenAiConfig::new(
@@ -157,9 +155,8 @@ async fn build_llm(
             cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
             let model =
                 OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
-            ready.store(true, Ordering::Relaxed);
             tracing::info!(base_url = %settings.llm.openai_base_url, model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
-            Ok(Arc::new(model))
+            Ok((Arc::new(model), None))
         }
         LlmBackend::Local => {
             let mut cfg =
@@ -169,18 +166,7 @@ async fn build_llm(
                 "cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)",
             )?;
             tracing::info!(path = %settings.llm.model_path.display(), load_ms = model.load_time().as_millis() as u64, "local model loaded");
-            let warm = model.clone();
-            tokio::spawn(async move {
-                match warm.warm_prefix(&system_prompt).await {
-                    Ok(took) => tracing::info!(
-                        ms = took.as_millis() as u64,
-                        "system prompt prefilled and cached"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "could not prefill the system prompt"),
-                }
-                ready.store(true, Ordering::Relaxed);
-            });
-            Ok(Arc::new(model))
+            Ok((Arc::new(model.clone()), Some(model)))
         }
     }
 }
@@ -204,9 +190,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
         .context("invalid token secret (need ≥ 32 bytes)")?;
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let system_prompt = prompts.system_message(&tools.specs(), false);
-    let llm = build_llm(&settings, system_prompt, ready.clone()).await?;
+    let (llm, local_model) = build_llm(&settings).await?;
     let agent_config = AgentConfig {
         max_steps: settings.llm.max_steps,
         llm_timeout: Duration::from_secs(settings.llm.timeout_secs),
@@ -215,6 +199,23 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         ..AgentConfig::default()
     };
     let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config));
+    // Ready once the model can answer; the embedded one first prefills the exact system
+    // message the agent sends, so every conversation starts from the cached prefix.
+    let ready = Arc::new(AtomicBool::new(local_model.is_none()));
+    if let Some(model) = local_model {
+        let system_message = agent.system_message().to_string();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            match model.warm_prefix(&system_message).await {
+                Ok(took) => tracing::info!(
+                    ms = took.as_millis() as u64,
+                    "system prompt prefilled and cached"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not prefill the system prompt"),
+            }
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
     let hub_config = HubConfig {
         max_message_chars: settings.limits.max_message_chars,
         ..HubConfig::default()

@@ -363,8 +363,11 @@ impl Connection {
             "resumed": conversation_id.is_some(),
         });
         self.identity = Some(identity);
-        self.conversation_id = Some(opened.conversation_id);
+        // A second hello moves the socket to another conversation: let go of the first.
         self.live = Some(opened.live);
+        if let Some(previous) = self.conversation_id.replace(opened.conversation_id) {
+            self.state.hub.release(&previous);
+        }
         self.delivered_seq = last_seq.max(0);
         if let Flow::Close = self.send(socket, welcome.to_string()).await {
             return Flow::Close;

@@ -383,3 +383,14 @@ async fn message_floods_are_rate_limited_per_connection() {
         (Some("rate_limited"), Some("r2"))
     );
 }
+
+#[tokio::test]
+async fn a_second_hello_releases_the_first_conversation() {
+    let fixture = ModelFixture::start(Duration::ZERO).await;
+    let (server, _dir) = start(&fixture).await;
+    let mut ws = connect(&server.url()).await;
+    hello(&mut ws, json!({})).await;
+    hello(&mut ws, json!({})).await;
+    let (_, metrics) = http_get(&server.addr, "/metrics").await.unwrap();
+    assert!(metrics.contains("kizuna_live_conversations 1"), "{metrics}");
+}

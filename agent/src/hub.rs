@@ -616,7 +616,11 @@ async fn worker(
                         map.remove(&conversation_id);
                     }
                     inbox.close();
-                    return;
+                    // A job sent just before the close is still in the channel: answer it
+                    // (recv yields it, then None) rather than drop it.
+                    if inbox.is_empty() {
+                        return;
+                    }
                 }
             }
         }
