@@ -140,14 +140,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await
             .context("cannot load the local model")?;
         let prompts = kizuna_agent::prompts::Prompts::load(std::path::Path::new("prompts"))?;
-        let tools = kizuna_tools::registry(
-            kizuna_store::Store::connect(&format!(
+        let tools = kizuna_tools::registry(kizuna_tools::ToolDeps {
+            store: kizuna_store::Store::connect(&format!(
                 "sqlite://{}?mode=rwc",
                 dir.join("m.db").display()
             ))
             .await?,
-            kizuna_tools::BookingCalendar::default(),
-        )?;
+            calendar: kizuna_tools::BookingCalendar::default(),
+            templates: std::sync::Arc::new(kizuna_tools::followup::StaticTemplates::new(Vec::new())),
+            followup_link: None,
+        })?;
         let system = prompts.system_message(&tools.specs(), false);
         let m = model.measure(Some(&system), 32).await?;
         report.insert("local_model".into(), serde_json::to_value(&m)?);

@@ -25,11 +25,79 @@ pub struct Settings {
     /// Defaults to a SQLite file in `data_dir`.
     pub database_url: Option<String>,
     pub prompts_dir: PathBuf,
+    /// Directory with the built web widget, console and demo page (`scripts/setup` builds it).
+    pub web_dir: PathBuf,
     /// HMAC secret for identity tokens; generated into `data_dir` when unset.
     pub token_secret: Option<String>,
     pub llm: LlmSettings,
     pub limits: Limits,
     pub booking: BookingCalendar,
+    pub knowledge: KnowledgeSettings,
+    pub sentiment: SentimentSettings,
+    /// When a conversation goes to people (thresholds, rule switches).
+    pub escalation: kizuna_agent::escalation::EscalationConfig,
+    /// Who answers escalations and when (business hours, console link).
+    pub handover: kizuna_agent::hub::HandoverConfig,
+    pub slack: SlackSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// Retrieval and direct FAQ answers; off means the agent answers without the knowledge base.
+    pub enabled: bool,
+    /// What `kizuna ingest` and the re-index API read by default.
+    pub content_dir: PathBuf,
+    /// multilingual-e5-small, 4-bit (`scripts/setup-embedder`).
+    pub embedder_path: PathBuf,
+    /// lindera IPADIC dictionary for keyword search (`scripts/setup-lindera`).
+    pub dictionary_dir: PathBuf,
+    /// A Qdrant server or cluster; unset = the in-process engine under the data dir.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    /// Collection name on a Qdrant server.
+    pub collection: String,
+    /// top-k, threshold, hybrid mode, direct-answer thresholds.
+    pub retrieval: kizuna_knowledge::RetrievalConfig,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            content_dir: PathBuf::from("knowledge/content"),
+            embedder_path: PathBuf::from("models/e5-small-q4.bin"),
+            dictionary_dir: PathBuf::from("models/lindera-ipadic"),
+            qdrant_url: None,
+            qdrant_api_key: None,
+            collection: "kizuna_knowledge".into(),
+            retrieval: kizuna_knowledge::RetrievalConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentimentSettings {
+    pub enabled: bool,
+    /// The trained head (`kizuna train-sentiment` writes it).
+    pub model_dir: PathBuf,
+}
+
+impl Default for SentimentSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model_dir: PathBuf::from("sentiment/model"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Incoming-webhook URL for escalation notices (a secret; never logged).
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,10 +136,16 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             prompts_dir: PathBuf::from("prompts"),
+            web_dir: PathBuf::from("web-widget/dist"),
             token_secret: None,
             llm: LlmSettings::default(),
             limits: Limits::default(),
             booking: BookingCalendar::default(),
+            knowledge: KnowledgeSettings::default(),
+            sentiment: SentimentSettings::default(),
+            escalation: Default::default(),
+            handover: Default::default(),
+            slack: SlackSettings::default(),
         }
     }
 }
@@ -122,6 +196,9 @@ pub struct ServeArgs {
     /// Directory with the prompt files.
     #[arg(long, env = "KIZUNA_PROMPTS_DIR")]
     pub prompts_dir: Option<PathBuf>,
+    /// Directory with the built web widget, console and demo page.
+    #[arg(long, env = "KIZUNA_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// HMAC secret (≥ 32 bytes) that signs customer and manager tokens.
     #[arg(long, env = "KIZUNA_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
@@ -149,6 +226,18 @@ pub struct ServeArgs {
     /// Per-call model timeout, in seconds.
     #[arg(long, env = "KIZUNA_LLM_TIMEOUT_SECS")]
     pub llm_timeout_secs: Option<u64>,
+    /// A Qdrant server or cluster for the knowledge base (default: in-process engine).
+    #[arg(long, env = "QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    /// API key for the Qdrant server.
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Slack incoming-webhook URL for escalation notices.
+    #[arg(long, env = "KIZUNA_SLACK_WEBHOOK_URL", hide_env_values = true)]
+    pub slack_webhook_url: Option<String>,
+    /// Public URL of the operator console, linked from escalation notices.
+    #[arg(long, env = "KIZUNA_CONSOLE_URL")]
+    pub console_url: Option<String>,
 }
 
 impl Settings {
@@ -171,6 +260,7 @@ impl Settings {
         set(&mut self.listen, &a.listen);
         set(&mut self.data_dir, &a.data_dir);
         set(&mut self.prompts_dir, &a.prompts_dir);
+        set(&mut self.web_dir, &a.web_dir);
         set(&mut self.llm.backend, &a.llm);
         set(&mut self.llm.model_path, &a.model_path);
         set(&mut self.llm.tokenizer_path, &a.tokenizer_path);
@@ -184,6 +274,16 @@ impl Settings {
         if a.token_secret.is_some() {
             self.token_secret = a.token_secret.clone();
         }
+        if a.qdrant_url.is_some() {
+            self.knowledge.qdrant_url = a.qdrant_url.clone();
+        }
+        if a.qdrant_api_key.is_some() {
+            self.knowledge.qdrant_api_key = a.qdrant_api_key.clone();
+        }
+        if a.slack_webhook_url.is_some() {
+            self.slack.webhook_url = a.slack_webhook_url.clone();
+        }
+        set(&mut self.handover.console_url, &a.console_url);
         if a.openai_api_key.is_some() {
             self.llm.openai_api_key = a.openai_api_key.clone();
         }
@@ -195,6 +295,12 @@ impl Settings {
             .context("invalid [booking] settings")?;
         if self.limits.max_frame_bytes < 256 {
             bail!("limits.max_frame_bytes must be at least 256");
+        }
+        self.escalation
+            .validate()
+            .context("invalid [escalation] settings")?;
+        if self.handover.open_hour >= 24 || self.handover.close_hour > 24 {
+            bail!("handover.open_hour and close_hour must be hours (0–24)");
         }
         if self.llm.max_steps == 0 {
             bail!("llm.max_steps must be at least 1");

@@ -1,11 +1,15 @@
 //! `kizuna`: the customer-success agent server. This binary is thin: command line and
 //! settings, wiring of the crates, and the axum transport.
 
+mod api;
 mod bench;
 mod chat;
 mod config;
+mod data;
+mod eval;
 mod ratelimit;
 mod server;
+mod wiring;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +20,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kizuna_agent::clock::SystemClock;
 use kizuna_agent::engine::{Agent, AgentConfig};
-use kizuna_agent::hub::{ConversationHub, HubConfig};
+use kizuna_agent::hub::{ConversationHub, HubConfig, HubServices, Retriever};
 use kizuna_agent::identity::{Claims, Role, TokenVerifier};
 use kizuna_agent::llm::LanguageModel;
 use kizuna_agent::prompts::Prompts;
@@ -66,6 +70,23 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure memory per idle websocket, per-turn server overhead and local-model speed.
     Bench(bench::BenchArgs),
+    /// Import data (customers from a CRM export).
+    #[command(subcommand)]
+    Import(data::ImportCommand),
+    /// Ingest knowledge documents (FAQ, scenarios, templates) into the vector index;
+    /// unchanged documents are skipped, changed ones replaced, deleted ones removed.
+    Ingest(data::IngestArgs),
+    /// Knowledge base tools: retrieval evaluation and calibration, index statistics.
+    #[command(subcommand)]
+    Knowledge(data::KnowledgeCommand),
+    /// Train the sentiment head over the e5 embedding and report held-out accuracy.
+    TrainSentiment(data::TrainSentimentArgs),
+    /// Classify messages read from stdin, one per line: prints `label<TAB>score` per line.
+    Sentiment(ServeArgs),
+    /// Customer segments: RFM scores and k-means profiles.
+    Segments(data::SegmentsArgs),
+    /// Replay transcripts and score the agent's decisions (see docs/evals.md).
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,13 +119,20 @@ fn main() -> anyhow::Result<()> {
             Command::Token(args) => token(cli.config, args),
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Import(cmd) => data::import(cli.config, cmd).await,
+            Command::Ingest(args) => data::ingest(cli.config, args).await,
+            Command::Knowledge(cmd) => data::knowledge(cli.config, cmd).await,
+            Command::TrainSentiment(args) => data::train_sentiment(cli.config, args).await,
+            Command::Sentiment(args) => data::sentiment(cli.config, args).await,
+            Command::Segments(args) => data::segments(cli.config, args).await,
+            Command::Eval(args) => eval::run(cli.config, args).await,
         }
     })
 }
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KIZUNA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("KIZUNA_LOG").unwrap_or_else(|_| EnvFilter::new("info,qdrant_edge=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -114,7 +142,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn settings(config: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<Settings> {
+pub(crate) fn settings(config: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<Settings> {
     let mut settings = Settings::load(config.as_deref())?;
     settings.apply(args);
     settings.validate()?;
@@ -142,7 +170,7 @@ fn token(config: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
 
 /// Builds the configured model backend. For the embedded model it also returns the model
 /// itself, so the caller can prefill the agent's system prompt once it exists.
-async fn build_llm(
+pub(crate) async fn build_llm(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn LanguageModel>, Option<LocalModel>)> {
     match settings.llm.backend {
@@ -171,6 +199,58 @@ async fn build_llm(
     }
 }
 
+fn agent_config(settings: &Settings) -> AgentConfig {
+    AgentConfig {
+        max_steps: settings.llm.max_steps,
+        llm_timeout: Duration::from_secs(settings.llm.timeout_secs),
+        max_reply_tokens: settings.llm.max_reply_tokens,
+        temperature: settings.llm.temperature,
+        ..AgentConfig::default()
+    }
+}
+
+/// The knowledge base and the sentiment model, which share the embedding model.
+pub struct Knowledge {
+    pub base: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
+    pub sentiment: Option<Arc<dyn kizuna_agent::sentiment::SentimentModel>>,
+}
+
+impl Knowledge {
+    pub async fn load(settings: &Settings) -> anyhow::Result<Self> {
+        if !settings.knowledge.enabled {
+            tracing::warn!("the knowledge base is disabled: no retrieval, no sentiment model");
+            return Ok(Self {
+                base: None,
+                sentiment: None,
+            });
+        }
+        let path = settings.knowledge.embedder_path.clone();
+        let embedder = {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || wiring::load_embedder(&settings))
+                .await
+                .context("embedding model loader panicked")?
+                .with_context(|| format!("{} (or set knowledge.enabled = false)", path.display()))?
+        };
+        let base = wiring::knowledge_base(settings, embedder.clone()).await?;
+        let sentiment = match wiring::sentiment_model(settings, embedder) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no sentiment model: escalation uses its text rules only");
+                None
+            }
+        };
+        Ok(Self {
+            base: Some(base),
+            sentiment,
+        })
+    }
+
+    pub fn retriever(&self) -> Option<Arc<dyn Retriever>> {
+        self.base.clone().map(|b| b as Arc<dyn Retriever>)
+    }
+}
+
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args)?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -186,19 +266,14 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let prompts = Prompts::load(&settings.prompts_dir)?;
-    let tools = kizuna_tools::registry(store.clone(), settings.booking.clone())?;
+    let templates = Arc::new(wiring::ContentTemplates::load(&settings.knowledge.content_dir)?);
+    tracing::info!(count = templates.len(), "message templates loaded");
+    let tools = wiring::tools(&settings, store.clone(), templates)?;
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
         .context("invalid token secret (need ≥ 32 bytes)")?;
 
     let (llm, local_model) = build_llm(&settings).await?;
-    let agent_config = AgentConfig {
-        max_steps: settings.llm.max_steps,
-        llm_timeout: Duration::from_secs(settings.llm.timeout_secs),
-        max_reply_tokens: settings.llm.max_reply_tokens,
-        temperature: settings.llm.temperature,
-        ..AgentConfig::default()
-    };
-    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config));
+    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(&settings)));
     // Ready once the model can answer; the embedded one first prefills the exact system
     // message the agent sends, so every conversation starts from the cached prefix.
     let ready = Arc::new(AtomicBool::new(local_model.is_none()));
@@ -216,15 +291,47 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             ready.store(true, Ordering::Relaxed);
         });
     }
+    let knowledge = Knowledge::load(&settings).await?;
+    let mut handover = settings.handover.clone();
+    let mut senders: std::collections::HashMap<String, Arc<dyn kizuna_notify::NotificationSender>> =
+        std::collections::HashMap::new();
+    if let Some(url) = &settings.slack.webhook_url {
+        let hook = kizuna_notify::slack::SlackWebhook::new(url.clone())
+            .context("invalid Slack webhook URL")?;
+        senders.insert(kizuna_notify::slack::CHANNEL.to_string(), Arc::new(hook));
+        handover.notify_channel = Some(kizuna_notify::slack::CHANNEL.to_string());
+        tracing::info!("escalations are notified on Slack");
+    }
+    let services = HubServices {
+        retriever: knowledge.retriever(),
+        sentiment: knowledge.sentiment.clone(),
+        escalation: Some(wiring::escalation_policy(&settings)),
+        handover,
+    };
     let hub_config = HubConfig {
         max_message_chars: settings.limits.max_message_chars,
         ..HubConfig::default()
     };
-    let hub = ConversationHub::new(store, agent, Arc::new(SystemClock), None, hub_config);
+    let hub = ConversationHub::with_services(
+        store.clone(),
+        agent,
+        Arc::new(SystemClock),
+        services,
+        hub_config,
+    );
     hub.recover().await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(kizuna_notify::Dispatcher::run(
+        store.clone(),
+        senders,
+        kizuna_notify::DispatcherConfig::default(),
+        hub.outbox_wakeup(),
+        shutdown_rx.clone(),
+    ));
     let state = Arc::new(server::AppState {
+        knowledge: knowledge.base.clone(),
+        content_dir: settings.knowledge.content_dir.clone(),
         hub,
         verifier,
         ip_limiter: ratelimit::IpLimiter::new(
@@ -236,6 +343,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         model_ready: ready,
         connections: AtomicUsize::new(0),
         shutdown: shutdown_rx,
+        web_dir: settings.web_dir.clone(),
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

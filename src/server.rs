@@ -35,6 +35,12 @@ pub struct AppState {
     pub model_ready: Arc<AtomicBool>,
     pub connections: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
+    /// Built web assets (widget, console, demo page).
+    pub web_dir: std::path::PathBuf,
+    /// The knowledge base, for the managers' document API.
+    pub knowledge: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
+    /// What a re-index reads.
+    pub content_dir: std::path::PathBuf,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +50,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
+        .merge(crate::api::routes())
+        .merge(web_routes(&state.web_dir))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -51,6 +59,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The widget (`/widget.js`), the operator console (`/console`) and the demo page (`/`),
+/// served from the built `web-widget/dist`. Without a build, `/` says how to make one.
+fn web_routes(dir: &std::path::Path) -> Router<Arc<AppState>> {
+    use tower_http::services::{ServeDir, ServeFile};
+    if !dir.join("index.html").is_file() {
+        tracing::warn!(dir = %dir.display(), "no built web widget; run scripts/setup (or npm run build in web-widget/)");
+        return Router::new().route(
+            "/",
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    "The web widget is not built: run scripts/setup (or `npm ci && npm run build` in web-widget/).",
+                )
+            }),
+        );
+    }
+    Router::new()
+        .route_service("/", ServeFile::new(dir.join("index.html")))
+        .route_service("/console", ServeFile::new(dir.join("console.html")))
+        .fallback_service(ServeDir::new(dir))
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -431,7 +461,13 @@ impl Connection {
                 self.reject(socket, "forbidden", error.to_string(), id)
                     .await
             }
-            HubError::BadRequest(m) => self.reject(socket, "bad_request", m, id).await,
+            HubError::BadRequest(m) | HubError::Conflict(m) => {
+                self.reject(socket, "bad_request", m, id).await
+            }
+            HubError::NotFound => {
+                self.reject(socket, "bad_request", error.to_string(), id)
+                    .await
+            }
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 self.reject(

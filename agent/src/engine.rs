@@ -55,6 +55,23 @@ pub struct Source {
     pub score: f32,
 }
 
+/// The reply to a customer or visitor who asks about someone else's account.
+pub const OTHER_ACCOUNT_REFUSAL: &str = "申し訳ございませんが、ほかのお客様のアカウントや個人情報についてはお答えできません。ご本人のご契約・ご予約についてでしたら、お調べいたします。";
+
+/// Replaces account ids other than the caller's own in a reply to a customer or visitor, so
+/// no model output can leak another account's id.
+fn redact_foreign_ids(identity: &crate::identity::Identity, reply: String) -> String {
+    let foreign = planner::intents::foreign_ids(identity, &reply);
+    if foreign.is_empty() {
+        return reply;
+    }
+    let mut out = reply;
+    for id in foreign {
+        out = out.replace(&id, "（他のお客様）");
+    }
+    out
+}
+
 /// Everything one turn needs.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
@@ -171,6 +188,22 @@ impl Agent {
         &self.system_message
     }
 
+    /// Whether the rule planner would run tools for this message (then a FAQ answer is not
+    /// enough: the tools' facts, e.g. prices for this customer's situation, come first).
+    pub fn has_planned_tools(
+        &self,
+        identity: &crate::identity::Identity,
+        now: DateTime<FixedOffset>,
+        previous_user_messages: &[&str],
+        text: &str,
+    ) -> bool {
+        let ctx = planner::PlanContext { identity, now };
+        !planner::plan_for(&ctx, previous_user_messages, text, &|name| {
+            self.tools.get(name).is_some()
+        })
+        .is_empty()
+    }
+
     /// Runs one turn. Never fails: when the model cannot answer, the reply is composed from
     /// tool results or the fallback prompt, and `fallback` says why.
     pub async fn run_turn(
@@ -178,6 +211,19 @@ impl Agent {
         req: TurnRequest,
         events: mpsc::UnboundedSender<TurnEvent>,
     ) -> TurnResult {
+        if !planner::intents::foreign_ids(&req.identity, &req.user_text).is_empty() {
+            // Another customer's account: refused by rule, before any tool or model, and
+            // without repeating the id asked about.
+            return TurnResult {
+                reply: OTHER_ACCOUNT_REFUSAL.to_string(),
+                tool_calls: Vec::new(),
+                sources: Vec::new(),
+                steps: 0,
+                llm_time: Duration::ZERO,
+                usage: Usage::default(),
+                fallback: None,
+            };
+        }
         let native = self.llm.native_tool_calls();
         let ctx = ToolContext {
             identity: req.identity.clone(),
@@ -204,7 +250,11 @@ impl Agent {
             .filter(|m| m.role == crate::llm::ChatRole::User)
             .map(|m| m.content.as_str())
             .collect();
-        let planned = planner::plan(&previous, &req.user_text, &|name| {
+        let plan_ctx = planner::PlanContext {
+            identity: &req.identity,
+            now: req.now,
+        };
+        let planned = planner::plan_for(&plan_ctx, &previous, &req.user_text, &|name| {
             self.tools.get(name).is_some()
         });
         if !planned.is_empty() {
@@ -330,6 +380,7 @@ impl Agent {
             .collect();
         let reply = drop_repeated_sentences(&reply, &earlier_replies);
         let reply = self.finish_reply(reply, &turn.executed, &mut fallback);
+        let reply = redact_foreign_ids(&req.identity, reply);
         let sources = req
             .context
             .iter()

@@ -21,13 +21,46 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::Clock;
 use crate::engine::{Agent, ContextChunk, TurnEvent, TurnRequest};
+use crate::escalation::EscalationReason;
 use crate::identity::{Identity, Role};
 use crate::llm::ChatMessage;
+use crate::sentiment::{SentimentModel, SentimentReading};
 
-/// Supplies knowledge chunks for a user's message (the knowledge crate implements it).
+mod handover;
+
+pub use handover::{EscalationCheck, EscalationInput, HandoverConfig};
+
+/// What the knowledge base found for a user's message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retrieval {
+    /// Chunks above the similarity threshold, best first, for the model's context.
+    pub chunks: Vec<ContextChunk>,
+    /// A FAQ answer confident enough to send as is, without the model (seed 003 §6.1
+    /// Level 1).
+    pub direct_answer: Option<DirectAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectAnswer {
+    pub doc_id: String,
+    pub title: String,
+    pub text: String,
+    pub score: f32,
+}
+
+/// Supplies knowledge for a user's message (the knowledge crate implements it).
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    async fn retrieve(&self, query: &str, identity: &Identity) -> Vec<ContextChunk>;
+    async fn retrieve(&self, query: &str, identity: &Identity) -> Retrieval;
+}
+
+/// Optional parts of the hub beyond the agent itself.
+#[derive(Default, Clone)]
+pub struct HubServices {
+    pub retriever: Option<Arc<dyn Retriever>>,
+    pub sentiment: Option<Arc<dyn SentimentModel>>,
+    pub escalation: Option<Arc<dyn EscalationCheck>>,
+    pub handover: HandoverConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +113,10 @@ impl OutFrame {
 pub enum HubError {
     #[error("this conversation belongs to someone else")]
     Forbidden,
+    #[error("no such conversation")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -145,6 +182,11 @@ pub struct ConversationHub {
     agent: Arc<Agent>,
     clock: Arc<dyn Clock>,
     retriever: Option<Arc<dyn Retriever>>,
+    sentiment: Option<Arc<dyn SentimentModel>>,
+    escalation: Option<Arc<dyn EscalationCheck>>,
+    handover: HandoverConfig,
+    /// Poked when a notification is queued, so its dispatcher sends it at once.
+    outbox_wakeup: Arc<tokio::sync::Notify>,
     config: HubConfig,
     live: Mutex<HashMap<String, Arc<Live>>>,
     me: Weak<ConversationHub>,
@@ -158,15 +200,47 @@ impl ConversationHub {
         retriever: Option<Arc<dyn Retriever>>,
         config: HubConfig,
     ) -> Arc<Self> {
+        Self::with_services(
+            store,
+            agent,
+            clock,
+            HubServices {
+                retriever,
+                ..HubServices::default()
+            },
+            config,
+        )
+    }
+
+    pub fn with_services(
+        store: Store,
+        agent: Arc<Agent>,
+        clock: Arc<dyn Clock>,
+        services: HubServices,
+        config: HubConfig,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             store,
             agent,
             clock,
-            retriever,
+            retriever: services.retriever,
+            sentiment: services.sentiment,
+            escalation: services.escalation,
+            handover: services.handover,
+            outbox_wakeup: Arc::new(tokio::sync::Notify::new()),
             config,
             live: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
+    }
+
+    /// Notified whenever a notification is queued in the outbox.
+    pub fn outbox_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_wakeup.clone()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn store(&self) -> &Store {
@@ -411,17 +485,85 @@ impl ConversationHub {
 
     async fn answer(&self, conversation_id: &str, live: &Live, job: Job) {
         let started = Instant::now();
-        let history = match self.history(conversation_id, &job.message_id).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(conversation_id, error = %e, "cannot read history; answering without it");
-                Vec::new()
+        match self.store.conversation(conversation_id).await {
+            Ok(Some(conv)) if conv.status == "escalated" || conv.status == "human" => {
+                // People hold it: the message is stored and acknowledged, the bot stays out.
+                if let Err(e) = self.store.hold_message(&job.message_id).await {
+                    tracing::error!(conversation_id, error = %e, "cannot mark a message held");
+                }
+                return;
             }
-        };
-        let context = match &self.retriever {
+            Ok(Some(conv)) if conv.status == "closed" => {
+                // A new message reopens a closed conversation with the bot.
+                let frame = json!({"type": "status", "status": "bot"});
+                match self
+                    .store
+                    .change_handler(conversation_id, "bot", None, &frame, self.now_ms())
+                    .await
+                {
+                    Ok(seq) => {
+                        let _ = live.frames.send(OutFrame::durable(seq, frame));
+                    }
+                    Err(e) => {
+                        tracing::error!(conversation_id, error = %e, "cannot reopen a conversation")
+                    }
+                }
+            }
+            _ => {}
+        }
+        let earlier = self
+            .store
+            .recent_messages(conversation_id, self.config.history_messages + 1)
+            .await
+            .unwrap_or_default();
+        let history = history_messages(&earlier, &job.message_id);
+        let sentiment = self.classify(&job.text).await;
+        if let Some(reading) = &sentiment {
+            let _ = self
+                .store
+                .merge_message_metadata(&job.message_id, &json!({"sentiment": reading}))
+                .await;
+        }
+        let (recent_sentiments, unresolved_streak) = conversation_signals(&earlier, &job.message_id);
+        if let Some((reason, detail)) = self.check_escalation(&EscalationInput {
+            text: &job.text,
+            sentiment: sentiment.as_ref(),
+            recent_sentiments: &recent_sentiments,
+            unresolved_streak,
+            tool_request: None,
+        }) {
+            match self
+                .escalate(conversation_id, live, &job, reason, &detail)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
+                }
+            }
+        }
+        let retrieval = match &self.retriever {
             Some(r) => r.retrieve(&job.text, &job.identity).await,
-            None => Vec::new(),
+            None => Retrieval::default(),
         };
+        let previous_user: Vec<&str> = history
+            .iter()
+            .filter(|m| m.role == crate::llm::ChatRole::User)
+            .map(|m| m.content.as_str())
+            .collect();
+        if let Some(direct) = &retrieval.direct_answer {
+            if !self.agent.has_planned_tools(
+                &job.identity,
+                self.clock.now(),
+                &previous_user,
+                &job.text,
+            ) {
+                self.send_direct_answer(conversation_id, live, &job, direct, started)
+                    .await;
+                return;
+            }
+        }
+        let context = retrieval.chunks;
         let request = TurnRequest {
             conversation_id: conversation_id.to_string(),
             identity: job.identity.clone(),
@@ -448,6 +590,28 @@ impl ConversationHub {
             self.forward_event(live, &job.client_msg_id, &mut index, event);
         }
 
+        if let Some(request) = result.tool_calls.iter().find_map(tool_escalation) {
+            let decision = self.check_escalation(&EscalationInput {
+                text: &job.text,
+                sentiment: sentiment.as_ref(),
+                recent_sentiments: &recent_sentiments,
+                unresolved_streak,
+                tool_request: Some(request.clone()),
+            });
+            let (reason, detail) = decision.unwrap_or(request);
+            *live.progress.lock().expect("progress lock") = None;
+            match self
+                .escalate(conversation_id, live, &job, reason, &detail)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "escalation failed; sending the reply")
+                }
+            }
+        }
+        let unhelpful = result.fallback.is_some_and(|f| f != crate::engine::Fallback::AddedToolFacts)
+            || (result.sources.is_empty() && !result.tool_calls.iter().any(|c| c.ok));
         let reply_id = uuid::Uuid::new_v4().to_string();
         let tool_calls: Vec<Value> = result
             .tool_calls
@@ -470,6 +634,7 @@ impl ConversationHub {
             "llm_ms": result.llm_time.as_millis() as u64,
             "usage": result.usage,
             "model": self.agent.llm().name(),
+            "unhelpful": unhelpful,
         });
         let records: Vec<kizuna_store::ToolCallRecord> = result
             .tool_calls
@@ -559,33 +724,133 @@ impl ConversationHub {
         let _ = live.frames.send(OutFrame::transient(frame));
     }
 
-    /// The conversation before `current_message_id`, as prompt messages.
-    async fn history(
+    async fn classify(&self, text: &str) -> Option<SentimentReading> {
+        let model = self.sentiment.clone()?;
+        let text = text.to_string();
+        match tokio::task::spawn_blocking(move || model.classify(&text)).await {
+            Ok(Ok(reading)) => Some(reading),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "sentiment model failed; deciding without it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sentiment task failed");
+                None
+            }
+        }
+    }
+
+    fn check_escalation(&self, input: &EscalationInput<'_>) -> Option<(EscalationReason, String)> {
+        match &self.escalation {
+            Some(policy) => policy.check(input),
+            None => input.tool_request.clone(),
+        }
+    }
+
+    /// Answers from a confident FAQ match without the model.
+    async fn send_direct_answer(
         &self,
         conversation_id: &str,
-        current_message_id: &str,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
-        let messages = self
+        live: &Live,
+        job: &Job,
+        direct: &DirectAnswer,
+        started: Instant,
+    ) {
+        let reply_id = uuid::Uuid::new_v4().to_string();
+        let sources = json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
+        let payload = json!({
+            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
+            "text": direct.text, "sources": sources, "tool_calls": [], "fallback": null,
+            "direct_answer": true,
+        });
+        let metadata = json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
+        match self
             .store
-            .recent_messages(conversation_id, self.config.history_messages + 1)
-            .await?;
-        Ok(messages
-            .into_iter()
-            .take_while(|m| m.id != current_message_id)
-            .filter(|m| {
-                m.role == "assistant"
-                    || m.role == "human_agent"
-                    || (m.role == "user" && m.status == "answered")
-            })
-            .map(|m| {
-                if m.role == "user" {
-                    ChatMessage::user(m.content)
-                } else {
-                    ChatMessage::assistant(m.content)
-                }
-            })
-            .collect())
+            .record_reply(
+                conversation_id,
+                &job.message_id,
+                &reply_id,
+                "assistant",
+                &direct.text,
+                &metadata,
+                &[],
+                &payload,
+                self.now_ms(),
+            )
+            .await
+        {
+            Ok(seq) => {
+                let _ = live.frames.send(OutFrame::durable(seq, payload));
+                metrics::counter!("kizuna_direct_answers_total").increment(1);
+                tracing::info!(conversation_id, doc_id = %direct.doc_id, score = direct.score, total_ms = started.elapsed().as_millis() as u64, "answered from the FAQ");
+            }
+            Err(e) => {
+                tracing::error!(conversation_id, error = %e, "could not store the FAQ answer; the message stays pending")
+            }
+        }
     }
+}
+
+/// The conversation before `current_message_id`, as prompt messages.
+fn history_messages(messages: &[kizuna_store::StoredMessage], current_message_id: &str) -> Vec<ChatMessage> {
+    messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .filter(|m| {
+            m.role == "assistant"
+                || m.role == "human_agent"
+                || (m.role == "user" && m.status == "answered")
+        })
+        .map(|m| {
+            if m.role == "user" {
+                ChatMessage::user(m.content.clone())
+            } else {
+                ChatMessage::assistant(m.content.clone())
+            }
+        })
+        .collect()
+}
+
+/// Sentiment readings of the customer's earlier messages (oldest first), and how many bot
+/// replies in a row, most recent first, did not help.
+fn conversation_signals(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> (Vec<SentimentReading>, u32) {
+    let earlier: Vec<_> = messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .collect();
+    let readings = earlier
+        .iter()
+        .filter(|m| m.role == "user")
+        .filter_map(|m| serde_json::from_value(m.metadata.get("sentiment")?.clone()).ok())
+        .collect();
+    let mut streak = 0;
+    for m in earlier.iter().rev() {
+        match m.role.as_str() {
+            "assistant" if m.metadata.get("unhelpful") == Some(&Value::Bool(true)) => streak += 1,
+            "assistant" | "human_agent" => break,
+            _ => {}
+        }
+    }
+    (readings, streak)
+}
+
+/// An `escalate_to_human` call of the turn: its reason and summary.
+fn tool_escalation(call: &crate::engine::ExecutedCall) -> Option<(EscalationReason, String)> {
+    if call.name != "escalate_to_human" || !call.ok {
+        return None;
+    }
+    let reason = serde_json::from_value(call.arguments.get("reason")?.clone())
+        .unwrap_or(EscalationReason::CustomerRequest);
+    let summary = call
+        .arguments
+        .get("summary")
+        .and_then(Value::as_str)
+        .unwrap_or("the agent asked for a person")
+        .to_string();
+    Some((reason, summary))
 }
 
 async fn worker(

@@ -3,11 +3,13 @@
 
 pub mod clock;
 pub mod engine;
+pub mod escalation;
 pub mod hub;
 pub mod identity;
 pub mod llm;
 pub mod planner;
 pub mod prompts;
+pub mod sentiment;
 #[cfg(test)]
 mod testing;
 pub mod tool;

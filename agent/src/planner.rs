@@ -6,6 +6,12 @@
 
 use std::sync::OnceLock;
 
+pub mod intents;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::identity::{Identity, Role};
+
 use regex::Regex;
 use serde_json::{json, Map, Value};
 
@@ -247,7 +253,45 @@ const AVAILABILITY_WORDS: &[&str] = &[
     "最短",
 ];
 
-/// Tools to run for this message, given everything the customer said before it.
+/// Who asks and when: role-specific intents and dates depend on it.
+pub struct PlanContext<'a> {
+    pub identity: &'a Identity,
+    pub now: DateTime<FixedOffset>,
+}
+
+/// Tools to run for this message, given everything the caller said before it.
+pub fn plan_for(
+    ctx: &PlanContext<'_>,
+    previous_user_messages: &[&str],
+    message: &str,
+    available: &dyn Fn(&str) -> bool,
+) -> Vec<PlannedCall> {
+    if ctx.identity.role == Role::Manager {
+        let calls = intents::manager_calls(message, available);
+        if !calls.is_empty() {
+            return calls;
+        }
+    }
+    if !intents::foreign_ids(ctx.identity, message).is_empty() {
+        // Someone else's account: no tool runs; the engine refuses.
+        return Vec::new();
+    }
+    if ctx.identity.role == Role::Customer {
+        if let Some(call) = intents::booking_call(previous_user_messages, message, ctx.now, available) {
+            return vec![call];
+        }
+        if let Some(call) = intents::cancel_call(message, available) {
+            return vec![call];
+        }
+        let calls = intents::customer_calls(message, available);
+        if !calls.is_empty() {
+            return calls;
+        }
+    }
+    plan(previous_user_messages, message, available)
+}
+
+/// Tools for the noise problem (plans, slots), given everything the customer said before it.
 pub fn plan(
     previous_user_messages: &[&str],
     message: &str,

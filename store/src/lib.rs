@@ -4,6 +4,10 @@
 //!
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
+mod handover;
+
+pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+
 use std::str::FromStr;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

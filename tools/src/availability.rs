@@ -2,7 +2,7 @@
 //! already made, three candidates proposed (seed 003 §5.1: 候補日時を3つ提示).
 
 use async_trait::async_trait;
-use chrono::{Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Weekday};
 use kizuna_agent::clock::jst;
 use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
@@ -62,7 +62,40 @@ impl BookingCalendar {
         Ok(())
     }
 
-    fn times(&self) -> Result<Vec<NaiveTime>, CalendarError> {
+    /// Whether `start` is a slot this calendar offers at `now`: an open day at one of the
+    /// slot times (JST), no earlier than the lead time and within the booking horizon (the
+    /// same window `check_availability` proposes from).
+    pub fn check_slot(
+        &self,
+        start: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<(), SlotProblem> {
+        let tz = jst();
+        let start = start.with_timezone(&tz);
+        let now = now.with_timezone(&tz);
+        let times = self.times().map_err(|_| SlotProblem::NotOffered)?;
+        let days = self.days().map_err(|_| SlotProblem::NotOffered)?;
+        if start <= now {
+            return Err(SlotProblem::Past);
+        }
+        if !days.contains(&start.weekday()) || !times.contains(&start.time()) {
+            return Err(SlotProblem::NotOffered);
+        }
+        if start < now + Duration::hours(self.min_lead_hours as i64) {
+            return Err(SlotProblem::TooSoon {
+                min_lead_hours: self.min_lead_hours,
+            });
+        }
+        let last_date = now.date_naive() + Duration::days(self.horizon_days as i64);
+        if start.date_naive() > last_date {
+            return Err(SlotProblem::TooFar {
+                horizon_days: self.horizon_days,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn times(&self) -> Result<Vec<NaiveTime>, CalendarError> {
         let mut times = self
             .slot_times
             .iter()
@@ -75,7 +108,7 @@ impl BookingCalendar {
         Ok(times)
     }
 
-    fn days(&self) -> Result<Vec<Weekday>, CalendarError> {
+    pub(crate) fn days(&self) -> Result<Vec<Weekday>, CalendarError> {
         self.open_days
             .iter()
             .map(|d| {
@@ -83,6 +116,38 @@ impl BookingCalendar {
                     .map_err(|_| CalendarError::Day(d.clone()))
             })
             .collect()
+    }
+}
+
+/// Why a requested start time cannot be booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SlotProblem {
+    #[error("the time has already passed")]
+    Past,
+    #[error("no measurement starts at that time")]
+    NotOffered,
+    #[error("bookings need at least {min_lead_hours} hours' notice")]
+    TooSoon { min_lead_hours: u32 },
+    #[error("bookings open only {horizon_days} days ahead")]
+    TooFar { horizon_days: u32 },
+}
+
+impl SlotProblem {
+    /// A polite Japanese explanation for the customer.
+    pub fn message_ja(&self) -> String {
+        match self {
+            SlotProblem::Past => "ご指定の日時はすでに過ぎています。".to_string(),
+            SlotProblem::NotOffered => {
+                "ご指定の日時は測定の受付枠ではありません。空き日時をお調べしてご案内します。"
+                    .to_string()
+            }
+            SlotProblem::TooSoon { min_lead_hours } => {
+                format!("ご予約は{min_lead_hours}時間以上先の日時から承っております。")
+            }
+            SlotProblem::TooFar { horizon_days } => {
+                format!("ご予約は{horizon_days}日先までの日時で承っております。")
+            }
+        }
     }
 }
 
@@ -105,6 +170,26 @@ struct Args {
 }
 
 const WEEKDAY_JA: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
+
+/// `11月23日(月) 19:00`, in JST.
+pub fn slot_label(start: DateTime<FixedOffset>) -> String {
+    let start = start.with_timezone(&jst());
+    format!(
+        "{} {}",
+        date_label(start.date_naive()),
+        start.format("%H:%M")
+    )
+}
+
+/// `11月23日(月)`.
+pub fn date_label(date: NaiveDate) -> String {
+    format!(
+        "{}月{}日({})",
+        date.month(),
+        date.day(),
+        WEEKDAY_JA[date.weekday().num_days_from_monday() as usize]
+    )
+}
 
 #[async_trait]
 impl Tool for CheckAvailability {
@@ -211,15 +296,7 @@ impl Tool for CheckAvailability {
         }
         let labels: Vec<String> = candidates
             .iter()
-            .map(|(start, _)| {
-                format!(
-                    "{}月{}日({}) {}〜",
-                    start.month(),
-                    start.day(),
-                    WEEKDAY_JA[start.weekday().num_days_from_monday() as usize],
-                    start.format("%H:%M")
-                )
-            })
+            .map(|(start, _)| format!("{}〜", slot_label(*start)))
             .collect();
         let display = format!(
             "ご案内できる候補日時です。\n{}\nご希望の日時をお知らせいただければご予約を承ります。",
@@ -339,6 +416,42 @@ mod tests {
             .unwrap();
         assert_eq!(out.data["candidates"], json!([]));
         assert!(out.display.contains("担当者"));
+    }
+
+    #[test]
+    fn slot_checks_at_their_boundaries() {
+        let cal = BookingCalendar::default();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap();
+        // Monday 10:00; the lead time ends exactly at Tuesday 10:00.
+        let now = at("2026-11-23T10:00:00+09:00");
+        assert_eq!(cal.check_slot(at("2026-11-24T10:00:00+09:00"), now), Ok(()));
+        assert_eq!(
+            cal.check_slot(at("2026-11-23T21:00:00+09:00"), now),
+            Err(SlotProblem::TooSoon { min_lead_hours: 24 })
+        );
+        // The horizon's last day (14 days ahead) is in, the day after is out.
+        assert_eq!(cal.check_slot(at("2026-12-07T21:00:00+09:00"), now), Ok(()));
+        assert_eq!(
+            cal.check_slot(at("2026-12-08T10:00:00+09:00"), now),
+            Err(SlotProblem::TooFar { horizon_days: 14 })
+        );
+        // Same instant written in UTC is the same slot.
+        assert_eq!(cal.check_slot(at("2026-11-24T01:00:00Z"), now), Ok(()));
+        assert_eq!(
+            cal.check_slot(at("2026-11-24T10:15:00+09:00"), now),
+            Err(SlotProblem::NotOffered)
+        );
+        assert_eq!(
+            cal.check_slot(at("2026-11-29T10:00:00+09:00"), now),
+            Err(SlotProblem::NotOffered)
+        );
+        assert_eq!(
+            cal.check_slot(at("2026-11-23T10:00:00+09:00"), now),
+            Err(SlotProblem::Past)
+        );
+        assert!(SlotProblem::TooSoon { min_lead_hours: 24 }
+            .message_ja()
+            .contains("24時間"));
     }
 
     #[test]

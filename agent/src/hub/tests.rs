@@ -199,3 +199,163 @@ async fn idle_sockets_leave_nothing_behind() {
     hub.release(&conv);
     assert_eq!(hub.live_conversations(), 1);
 }
+
+/// Escalates any message containing 「弁護士」 (a stand-in for the real policy).
+struct LawyerWord;
+
+impl EscalationCheck for LawyerWord {
+    fn check(&self, input: &EscalationInput<'_>) -> Option<(EscalationReason, String)> {
+        if input.text.contains("弁護士") {
+            return Some((EscalationReason::Legal, "弁護士".into()));
+        }
+        input.tool_request.clone()
+    }
+}
+
+async fn hub_with_policy(
+    model: Arc<ScriptedModel>,
+    notify_channel: Option<&str>,
+) -> (Arc<ConversationHub>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("h.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(PriceTool)).unwrap();
+    let prompts =
+        Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
+            .unwrap();
+    let agent = Arc::new(Agent::new(model, tools, prompts, AgentConfig::default()));
+    let services = HubServices {
+        escalation: Some(Arc::new(LawyerWord)),
+        handover: HandoverConfig {
+            notify_channel: notify_channel.map(str::to_string),
+            ..HandoverConfig::default()
+        },
+        ..HubServices::default()
+    };
+    let hub = ConversationHub::with_services(
+        store,
+        agent,
+        Arc::new(SystemClock),
+        services,
+        HubConfig::default(),
+    );
+    (hub, dir)
+}
+
+#[tokio::test]
+async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
+    // Only one model step exists: if the bot answered while people hold the conversation,
+    // the second bot answer would have no script.
+    let model = ScriptedModel::new(false, vec![Step::Text("AIがお答えします。")]);
+    let (hub, _dir) = hub_with_policy(model.clone(), Some("slack")).await;
+    let me = Identity::customer("C-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+
+    hub.submit(&me, &conv, "m-1", "弁護士に相談して訴えたいです")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let status = next_durable(&mut opened.live).await;
+    assert_eq!(
+        (status["type"].as_str(), status["status"].as_str(), status["reason"].as_str()),
+        (Some("status"), Some("escalated"), Some("legal"))
+    );
+    let holding = next_durable(&mut opened.live).await;
+    assert_eq!(holding["type"], "reply");
+    assert!(holding["text"].as_str().unwrap().contains("担当者"));
+    assert_eq!(holding["tool_calls"][0]["name"], "escalate_to_human");
+    assert!(model.requests.lock().unwrap().is_empty(), "the model was not asked");
+    let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'escalation'")
+        .fetch_one(hub.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox, 1, "the notification is queued with the escalation");
+
+    // While escalated, messages are acknowledged but the bot does not answer.
+    hub.submit(&me, &conv, "m-2", "まだですか？").await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+
+    let csm = Identity {
+        display_name: Some("佐藤".into()),
+        ..Identity::manager("csm-1")
+    };
+    let queue = hub.escalations(&csm, 10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].reason, "legal");
+    assert_eq!(queue[0].last_message.as_deref(), Some("まだですか？"));
+    assert!(matches!(
+        hub.human_reply(&conv, &csm, "担当の佐藤です。").await,
+        Err(HubError::Conflict(_))
+    ));
+    assert!(matches!(hub.takeover(&conv, &me).await, Err(HubError::Forbidden)));
+
+    hub.takeover(&conv, &csm).await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["status"], "human");
+    hub.human_reply(&conv, &csm, "担当の佐藤です。ご事情を伺います。")
+        .await
+        .unwrap();
+    let human = next_durable(&mut opened.live).await;
+    assert_eq!(
+        (human["type"].as_str(), human["agent_name"].as_str()),
+        (Some("human"), Some("佐藤"))
+    );
+    hub.submit(&me, &conv, "m-3", "よろしくお願いします").await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+
+    hub.handback(&conv, &csm).await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["status"], "bot");
+    assert!(hub.escalations(&csm, 10).await.unwrap().is_empty());
+    hub.submit(&me, &conv, "m-4", "ありがとうございました").await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["text"], "AIがお答えします。");
+    assert_eq!(model.requests.lock().unwrap().len(), 1);
+
+    // A reconnecting socket sees the whole story in order.
+    let replay = hub.open(&me, Some(&conv), 0).await.unwrap().replay;
+    let kinds: Vec<String> = replay
+        .iter()
+        .map(|f| {
+            let v: Value = serde_json::from_str(&f.json).unwrap();
+            format!("{}{}", v["type"].as_str().unwrap(), v["status"].as_str().map(|s| format!(":{s}")).unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ack", "status:escalated", "reply", "ack", "status:human", "human", "ack",
+            "status:bot", "ack", "reply"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn escalated_messages_are_not_answered_after_a_restart() {
+    let model = ScriptedModel::new(false, vec![]);
+    let (hub, dir) = hub_with_policy(model.clone(), None).await;
+    let me = Identity::customer("C-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&me, &conv, "m-1", "弁護士を立てます").await.unwrap();
+    for _ in 0..3 {
+        next_durable(&mut opened.live).await;
+    }
+    hub.submit(&me, &conv, "m-2", "返事をください").await.unwrap();
+    next_durable(&mut opened.live).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(hub);
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("h.db").display()
+    ))
+    .await
+    .unwrap();
+    let pending = store.pending_messages(None).await.unwrap();
+    assert!(pending.is_empty(), "held messages are not pending: {pending:?}");
+}

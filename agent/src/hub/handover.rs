@@ -1,0 +1,426 @@
+//! Hand-offs to people: escalation (the bot stops and says a person will reply), takeover
+//! by a CSM, the CSM's replies, hand-back to the bot and closing. Every change is one
+//! transaction with the durable frame that announces it, so sockets that reconnect see it.
+
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use kizuna_store::{EscalationInsert, EscalationRow, OutboxInsert, StoredFrame};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ConversationHub, HubError, Job, Live, OutFrame};
+use crate::escalation::EscalationReason;
+use crate::identity::{Identity, Role};
+use crate::sentiment::SentimentReading;
+
+/// Who answers escalations, and when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandoverConfig {
+    /// Days people answer (1 = Monday … 7 = Sunday), JST.
+    pub weekdays: Vec<u32>,
+    /// First hour people answer (JST, 0–23).
+    pub open_hour: u32,
+    /// Hour they stop (exclusive).
+    pub close_hour: u32,
+    /// The console link put in notifications, e.g. `https://cs.example.com/console`.
+    pub console_url: String,
+    /// Outbox channel for escalation notices (`slack`), or none when nothing is configured.
+    pub notify_channel: Option<String>,
+}
+
+impl Default for HandoverConfig {
+    fn default() -> Self {
+        Self {
+            weekdays: vec![1, 2, 3, 4, 5],
+            open_hour: 9,
+            close_hour: 18,
+            console_url: "http://127.0.0.1:8080/console".into(),
+            notify_channel: None,
+        }
+    }
+}
+
+impl HandoverConfig {
+    pub fn is_open(&self, now: DateTime<FixedOffset>) -> bool {
+        self.weekdays
+            .contains(&now.weekday().number_from_monday())
+            && now.hour() >= self.open_hour
+            && now.hour() < self.close_hour
+    }
+
+    /// What the customer reads when the bot steps back.
+    pub fn holding_message(&self, reason: EscalationReason, now: DateTime<FixedOffset>) -> String {
+        let lead = match reason {
+            EscalationReason::Legal => "法的なご相談につきましては、専門の担当者が対応いたします。",
+            EscalationReason::RefundOrCancel => "返金・解約のご依頼は担当者が確認のうえ対応いたします。",
+            EscalationReason::Complaint | EscalationReason::NegativeSentiment => {
+                "ご不便とご心配をおかけして申し訳ございません。"
+            }
+            EscalationReason::Unresolved => "十分なご案内ができず申し訳ございません。",
+            EscalationReason::CustomerRequest => "承知いたしました。",
+        };
+        if self.is_open(now) {
+            format!("{lead}担当者におつなぎしています。まもなく担当者からこのチャットでご連絡いたしますので、少々お待ちください。")
+        } else {
+            format!(
+                "{lead}担当者におつなぎしています。ただいま営業時間外（{}）のため、次の営業時間に担当者からこのチャットでご連絡いたします。",
+                self.hours_label()
+            )
+        }
+    }
+
+    fn hours_label(&self) -> String {
+        let weekdays = if self.weekdays == [1, 2, 3, 4, 5] {
+            "平日".to_string()
+        } else {
+            const NAMES: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
+            self.weekdays
+                .iter()
+                .filter_map(|d| NAMES.get((*d as usize).wrapping_sub(1)))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("・")
+        };
+        format!("{weekdays} {}:00〜{}:00", self.open_hour, self.close_hour)
+    }
+}
+
+/// What the escalation check sees for one customer message.
+#[derive(Debug, Clone)]
+pub struct EscalationInput<'a> {
+    pub text: &'a str,
+    pub sentiment: Option<&'a SentimentReading>,
+    /// Readings of the customer's earlier messages, oldest first.
+    pub recent_sentiments: &'a [SentimentReading],
+    /// Consecutive earlier bot turns that did not help.
+    pub unresolved_streak: u32,
+    /// An `escalate_to_human` tool call of this turn: reason and summary.
+    pub tool_request: Option<(EscalationReason, String)>,
+}
+
+/// Decides whether a message hands the conversation to people (the escalation policy).
+pub trait EscalationCheck: Send + Sync {
+    fn check(&self, input: &EscalationInput<'_>) -> Option<(EscalationReason, String)>;
+}
+
+fn reason_str(reason: EscalationReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn require_staff(identity: &Identity) -> Result<(), HubError> {
+    if identity.role == Role::Manager {
+        Ok(())
+    } else {
+        Err(HubError::Forbidden)
+    }
+}
+
+impl ConversationHub {
+    /// Hands the conversation of `job` to people: the holding reply answers the message, a
+    /// `status` frame says `escalated`, and the notification is queued, all in one commit.
+    pub(super) async fn escalate(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        reason: EscalationReason,
+        detail: &str,
+    ) -> Result<(), HubError> {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let reason_name = reason_str(reason);
+        let holding = self.handover.holding_message(reason, now);
+        let status_frame = json!({
+            "type": "status", "status": "escalated", "reason": reason_name, "message": holding,
+        });
+        let reply_id = uuid::Uuid::new_v4().to_string();
+        let call = json!({
+            "id": "escalation", "name": "escalate_to_human",
+            "arguments": {"reason": reason_name, "summary": detail},
+            "ok": true, "result": {"escalate": true, "reason": reason_name},
+        });
+        let reply_frame = json!({
+            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
+            "text": holding, "sources": [], "tool_calls": [call], "fallback": null,
+            "escalation": {"reason": reason_name},
+        });
+        let metadata = json!({"escalation": {"reason": reason_name, "detail": detail}});
+        let notification = match &self.handover.notify_channel {
+            Some(channel) => {
+                let recent = self
+                    .store
+                    .recent_messages(conversation_id, 6)
+                    .await
+                    .unwrap_or_default();
+                let conv = self.store.conversation(conversation_id).await?;
+                let last_messages: Vec<_> = recent
+                    .iter()
+                    .map(|m| {
+                        let role = match m.role.as_str() {
+                            "user" => "customer",
+                            "human_agent" => "human",
+                            _ => "bot",
+                        };
+                        json!({"role": role, "text": m.content})
+                    })
+                    .collect();
+                Some(OutboxInsert {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    channel: channel.clone(),
+                    kind: "escalation".into(),
+                    payload: json!({
+                        "conversation_id": conversation_id,
+                        "customer_id": conv.as_ref().and_then(|c| c.customer_id.clone()),
+                        "customer_name": job.identity.display_name,
+                        "reason": reason_name,
+                        "detail": detail,
+                        "last_messages": last_messages,
+                        "takeover_url": format!("{}#{}", self.handover.console_url, conversation_id),
+                        "escalated_at": now.to_rfc3339(),
+                    }),
+                })
+            }
+            None => None,
+        };
+        let escalation_id = uuid::Uuid::new_v4().to_string();
+        let (status_seq, reply_seq) = self
+            .store
+            .record_escalation(
+                &EscalationInsert {
+                    escalation_id: &escalation_id,
+                    conversation_id,
+                    user_message_id: &job.message_id,
+                    reason: &reason_name,
+                    detail,
+                    status_frame: &status_frame,
+                    reply_message_id: &reply_id,
+                    reply_text: &holding,
+                    reply_metadata: &metadata,
+                    reply_frame: &reply_frame,
+                    notification: notification.as_ref(),
+                },
+                now_ms,
+            )
+            .await?;
+        if notification.is_some() {
+            self.outbox_wakeup.notify_one();
+        }
+        let _ = live.frames.send(OutFrame::durable(status_seq, status_frame));
+        let _ = live.frames.send(OutFrame::durable(reply_seq, reply_frame));
+        metrics::counter!("kizuna_escalations_total", "reason" => reason_name.clone()).increment(1);
+        tracing::info!(conversation_id, reason = %reason_name, "conversation escalated to a person");
+        Ok(())
+    }
+
+    async fn change_handler(
+        &self,
+        conversation_id: &str,
+        staff: &Identity,
+        status: &str,
+        allowed_from: &[&str],
+        message: String,
+    ) -> Result<i64, HubError> {
+        require_staff(staff)?;
+        let conv = self
+            .store
+            .conversation(conversation_id)
+            .await?
+            .ok_or(HubError::NotFound)?;
+        if !allowed_from.contains(&conv.status.as_str()) {
+            return Err(HubError::Conflict(format!(
+                "the conversation is {}, not {}",
+                conv.status,
+                allowed_from.join(" or ")
+            )));
+        }
+        let frame = json!({
+            "type": "status", "status": status, "message": message,
+            "agent_name": staff.display_name.clone().unwrap_or_else(|| staff.subject.clone()),
+        });
+        let seq = self
+            .store
+            .change_handler(
+                conversation_id,
+                status,
+                Some(&staff.subject),
+                &frame,
+                self.now_ms(),
+            )
+            .await?;
+        self.broadcast(conversation_id, OutFrame::durable(seq, frame));
+        tracing::info!(conversation_id, status, staff = %staff.subject, "conversation handler changed");
+        Ok(seq)
+    }
+
+    /// A CSM takes the conversation: the bot stays silent until it is handed back.
+    pub async fn takeover(&self, conversation_id: &str, staff: &Identity) -> Result<i64, HubError> {
+        let name = staff.display_name.clone().unwrap_or_else(|| "担当者".into());
+        self.change_handler(
+            conversation_id,
+            staff,
+            "human",
+            &["escalated", "bot", "closed"],
+            format!("担当の{name}が対応いたします。"),
+        )
+        .await
+    }
+
+    /// The CSM gives the conversation back to the bot.
+    pub async fn handback(&self, conversation_id: &str, staff: &Identity) -> Result<i64, HubError> {
+        self.change_handler(
+            conversation_id,
+            staff,
+            "bot",
+            &["escalated", "human"],
+            "ここからはAIアシスタントがご案内いたします。".into(),
+        )
+        .await
+    }
+
+    /// Ends the conversation; a later customer message reopens it with the bot.
+    pub async fn close(&self, conversation_id: &str, staff: &Identity) -> Result<i64, HubError> {
+        self.change_handler(
+            conversation_id,
+            staff,
+            "closed",
+            &["escalated", "human", "bot"],
+            "お問い合わせありがとうございました。このご相談は終了いたしました。".into(),
+        )
+        .await
+    }
+
+    /// A CSM's reply, shown live in the customer's chat. Only while the CSM holds it.
+    pub async fn human_reply(
+        &self,
+        conversation_id: &str,
+        staff: &Identity,
+        text: &str,
+    ) -> Result<i64, HubError> {
+        require_staff(staff)?;
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > self.config.max_message_chars {
+            return Err(HubError::BadRequest(format!(
+                "the reply must be 1–{} characters",
+                self.config.max_message_chars
+            )));
+        }
+        let conv = self
+            .store
+            .conversation(conversation_id)
+            .await?
+            .ok_or(HubError::NotFound)?;
+        if conv.status != "human" {
+            return Err(HubError::Conflict(format!(
+                "take the conversation over first (it is {})",
+                conv.status
+            )));
+        }
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let agent_name = staff
+            .display_name
+            .clone()
+            .unwrap_or_else(|| staff.subject.clone());
+        let frame = json!({
+            "type": "human", "message_id": message_id, "text": text, "agent_name": agent_name,
+        });
+        let seq = self
+            .store
+            .record_human_reply(
+                conversation_id,
+                &message_id,
+                text,
+                &json!({"staff_id": staff.subject, "agent_name": agent_name}),
+                &frame,
+                self.now_ms(),
+            )
+            .await?;
+        self.broadcast(conversation_id, OutFrame::durable(seq, frame));
+        Ok(seq)
+    }
+
+    /// The CSM queue.
+    pub async fn escalations(
+        &self,
+        staff: &Identity,
+        limit: i64,
+    ) -> Result<Vec<EscalationRow>, HubError> {
+        require_staff(staff)?;
+        Ok(self.store.open_escalations(limit).await?)
+    }
+
+    /// Durable frames of any conversation, for staff.
+    pub async fn frames_for_staff(
+        &self,
+        conversation_id: &str,
+        staff: &Identity,
+        after: i64,
+    ) -> Result<Vec<StoredFrame>, HubError> {
+        require_staff(staff)?;
+        if self.store.conversation(conversation_id).await?.is_none() {
+            return Err(HubError::NotFound);
+        }
+        Ok(self.store.frames_after(conversation_id, after.max(0)).await?)
+    }
+
+    /// Starts (or continues) a conversation with an agent-initiated message, e.g. outreach.
+    /// The customer's answer then goes through the normal agent loop. Returns the seq.
+    pub async fn post_proactive(
+        &self,
+        customer: &Identity,
+        conversation_id: &str,
+        text: &str,
+        campaign_id: &str,
+        trigger: &str,
+    ) -> Result<i64, HubError> {
+        if customer.role != Role::Customer {
+            return Err(HubError::BadRequest(
+                "proactive messages go to customers".into(),
+            ));
+        }
+        let now_ms = self.now_ms();
+        match self.store.conversation(conversation_id).await? {
+            Some(conv) => super::check_owner(&conv, customer)?,
+            None => {
+                let id = super::validate_conversation_id(conversation_id)?;
+                self.store
+                    .create_conversation(
+                        &id,
+                        customer.role.as_str(),
+                        &customer.subject,
+                        customer.customer_id.as_deref(),
+                        now_ms,
+                    )
+                    .await?;
+            }
+        }
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let frame = json!({
+            "type": "proactive", "message_id": message_id, "text": text,
+            "campaign_id": campaign_id, "trigger": trigger,
+        });
+        let seq = self
+            .store
+            .record_proactive(
+                conversation_id,
+                &message_id,
+                text,
+                &json!({"proactive": {"campaign_id": campaign_id, "trigger": trigger}}),
+                &frame,
+                now_ms,
+            )
+            .await?;
+        self.broadcast(conversation_id, OutFrame::durable(seq, frame));
+        Ok(seq)
+    }
+
+    /// Sends a frame to the conversation's sockets, if any are watching.
+    fn broadcast(&self, conversation_id: &str, frame: OutFrame) {
+        let map = self.live.lock().expect("live lock");
+        if let Some(live) = map.get(conversation_id) {
+            let _ = live.frames.send(frame);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Builds the parts `kizuna serve`, `kizuna eval` and the data commands share: the
+//! knowledge base, the sentiment model, the escalation policy and the tools.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use kizuna_agent::escalation::EscalationPolicy;
+use kizuna_agent::sentiment::SentimentModel;
+use kizuna_knowledge::embed::E5Model;
+use kizuna_knowledge::{
+    DocumentKind, EdgeIndex, EmbedError, Embedder, KnowledgeBase, ServerIndex, SparseEncoder,
+    VectorIndex,
+};
+use kizuna_store::Store;
+use kizuna_tools::followup::{MessageTemplate, TemplateSource, TemplateSourceError};
+
+use crate::config::Settings;
+
+/// Query embeddings shared by retrieval and the sentiment model: the customer's message is
+/// embedded once per turn whichever asks first.
+pub struct SharedQueryCache {
+    inner: Arc<dyn Embedder>,
+    cache: Mutex<(HashMap<String, Vec<f32>>, VecDeque<String>)>,
+    capacity: usize,
+}
+
+impl SharedQueryCache {
+    pub fn new(inner: Arc<dyn Embedder>, capacity: usize) -> Self {
+        Self {
+            inner,
+            cache: Mutex::new((HashMap::new(), VecDeque::new())),
+            capacity,
+        }
+    }
+}
+
+impl Embedder for SharedQueryCache {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.len() != 1 {
+            return self.inner.embed_queries(texts);
+        }
+        if let Some(v) = self.cache.lock().expect("cache lock").0.get(texts[0]) {
+            return Ok(vec![v.clone()]);
+        }
+        let out = self.inner.embed_queries(texts)?;
+        let mut guard = self.cache.lock().expect("cache lock");
+        let (map, order) = &mut *guard;
+        if map.insert(texts[0].to_string(), out[0].clone()).is_none() {
+            order.push_back(texts[0].to_string());
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed_passages(texts)
+    }
+}
+
+/// The embedding model, loaded once.
+pub fn load_embedder(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
+    let path = &settings.knowledge.embedder_path;
+    let started = std::time::Instant::now();
+    let model = E5Model::load(path).with_context(|| {
+        format!(
+            "cannot load the embedding model {} (run scripts/setup)",
+            path.display()
+        )
+    })?;
+    tracing::info!(path = %path.display(), load_ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+    Ok(Arc::new(SharedQueryCache::new(Arc::new(model), 256)))
+}
+
+/// The vector index: a Qdrant server when configured, else the in-process engine.
+pub async fn open_index(settings: &Settings) -> anyhow::Result<Arc<dyn VectorIndex>> {
+    match &settings.knowledge.qdrant_url {
+        Some(url) => {
+            let index = ServerIndex::connect(
+                url,
+                settings.knowledge.qdrant_api_key.clone(),
+                &settings.knowledge.collection,
+            )
+            .context("cannot set up the Qdrant client")?;
+            Ok(Arc::new(index))
+        }
+        None => {
+            let dir = settings.data_dir.join("knowledge");
+            let index = EdgeIndex::open(&dir)
+                .await
+                .with_context(|| format!("cannot open the knowledge index in {}", dir.display()))?;
+            Ok(Arc::new(index))
+        }
+    }
+}
+
+/// The knowledge base over the configured index and embedder. Keyword search needs the
+/// lindera dictionary; without it retrieval is dense only (with a warning).
+pub async fn knowledge_base(
+    settings: &Settings,
+    embedder: Arc<dyn Embedder>,
+) -> anyhow::Result<Arc<KnowledgeBase>> {
+    let index = open_index(settings).await?;
+    let dict = &settings.knowledge.dictionary_dir;
+    let sparse = if dict.exists() {
+        Some(Arc::new(SparseEncoder::load(dict).with_context(|| {
+            format!("cannot load the lindera dictionary {}", dict.display())
+        })?))
+    } else {
+        tracing::warn!(dir = %dict.display(), "no lindera dictionary (run scripts/setup): keyword search is off");
+        None
+    };
+    Ok(Arc::new(KnowledgeBase::new(
+        index,
+        embedder,
+        sparse,
+        settings.knowledge.retrieval.clone(),
+    )))
+}
+
+/// The sentiment head over the shared embedder, if trained.
+pub fn sentiment_model(
+    settings: &Settings,
+    embedder: Arc<dyn Embedder>,
+) -> anyhow::Result<Option<Arc<dyn SentimentModel>>> {
+    if !settings.sentiment.enabled {
+        return Ok(None);
+    }
+    let classifier = kizuna_sentiment::load(&settings.sentiment.model_dir, embedder)
+        .with_context(|| {
+            format!(
+                "cannot load the sentiment model from {} (kizuna train-sentiment makes it)",
+                settings.sentiment.model_dir.display()
+            )
+        })?;
+    Ok(Some(Arc::new(classifier)))
+}
+
+pub fn escalation_policy(settings: &Settings) -> Arc<EscalationPolicy> {
+    Arc::new(EscalationPolicy::new(settings.escalation.clone()))
+}
+
+/// Message templates for `generate_followup`: the knowledge base's `template` documents,
+/// read from its content directory.
+pub struct ContentTemplates {
+    templates: Vec<(String, MessageTemplate)>,
+}
+
+impl ContentTemplates {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let outcome = kizuna_knowledge::document::load_dir(dir)
+            .with_context(|| format!("cannot read templates under {}", dir.display()))?;
+        for problem in &outcome.problems {
+            tracing::warn!(%problem, "skipping a bad knowledge file");
+        }
+        let templates = outcome
+            .documents
+            .into_iter()
+            .filter(|d| d.kind == DocumentKind::Template)
+            .map(|d| {
+                let meta = |k: &str| d.metadata_str(k).unwrap_or_default().to_string();
+                let purpose = meta("purpose");
+                let template = MessageTemplate {
+                    id: d.id.clone(),
+                    title: d.title.clone(),
+                    body: d.text.clone(),
+                    tone: meta("tone"),
+                    channel: meta("channel"),
+                    trigger: meta("trigger"),
+                };
+                (format!("{purpose}|{}", d.audience.as_str()), template)
+            })
+            .collect();
+        Ok(Self { templates })
+    }
+
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+}
+
+#[async_trait]
+impl TemplateSource for ContentTemplates {
+    async fn templates(
+        &self,
+        purpose: &str,
+        audience: &str,
+    ) -> Result<Vec<MessageTemplate>, TemplateSourceError> {
+        // A purpose names either the template's purpose or its trigger slug.
+        Ok(self
+            .templates
+            .iter()
+            .filter(|(key, t)| {
+                let (p, a) = key.split_once('|').unwrap_or((key, "all"));
+                (p == purpose || t.trigger == purpose || t.trigger.starts_with(purpose))
+                    && (a == audience || a == "all")
+            })
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+}
+
+/// Every tool, over `store`.
+pub fn tools(
+    settings: &Settings,
+    store: Store,
+    templates: Arc<dyn TemplateSource>,
+) -> anyhow::Result<kizuna_agent::tool::ToolRegistry> {
+    Ok(kizuna_tools::registry(kizuna_tools::ToolDeps {
+        store,
+        calendar: settings.booking.clone(),
+        templates,
+        followup_link: None,
+    })?)
+}

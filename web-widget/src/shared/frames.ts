@@ -1,0 +1,127 @@
+// Frames of the chat websocket (docs/protocol.md) and the console API, as the client sees them.
+
+export interface Source {
+  doc_id?: string;
+  title?: string;
+  url?: string;
+  score?: number;
+}
+
+export interface ToolCall {
+  id?: string;
+  name: string;
+  arguments?: unknown;
+  ok: boolean;
+  result?: unknown;
+}
+
+export type ConversationStatus = "bot" | "escalated" | "human" | "closed";
+
+export interface WelcomeFrame {
+  type: "welcome";
+  conversation_id: string;
+  last_seq: number;
+  role: string;
+  resumed: boolean;
+}
+
+export interface AckFrame {
+  type: "ack";
+  seq?: number;
+  id: string;
+  message_id: string;
+  duplicate?: boolean;
+  status?: string;
+  /** The user's text, when the server includes it (needed to rebuild history elsewhere). */
+  text?: string;
+}
+
+export interface DeltaFrame {
+  type: "delta";
+  reply_to: string;
+  index: number;
+  text: string;
+  replace?: boolean;
+}
+
+export interface ToolFrame {
+  type: "tool";
+  reply_to: string;
+  name: string;
+  status: "started" | "done" | "failed";
+}
+
+export interface ReplyFrame {
+  type: "reply";
+  seq: number;
+  reply_to: string;
+  message_id: string;
+  text: string;
+  sources?: Source[];
+  tool_calls?: ToolCall[];
+  fallback?: string | null;
+}
+
+export interface StatusFrame {
+  type: "status";
+  seq: number;
+  status: ConversationStatus;
+  reason?: string;
+  message?: string;
+  /** The CSM who took over or handed back. */
+  agent_name?: string;
+}
+
+export interface HumanFrame {
+  type: "human";
+  seq: number;
+  message_id: string;
+  text: string;
+  agent_name?: string;
+}
+
+export interface ProactiveFrame {
+  type: "proactive";
+  seq: number;
+  message_id: string;
+  text: string;
+  campaign_id?: string;
+  trigger?: string;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  message: string;
+  id?: string;
+}
+
+export interface PongFrame {
+  type: "pong";
+}
+
+export type ServerFrame =
+  | WelcomeFrame
+  | AckFrame
+  | DeltaFrame
+  | ToolFrame
+  | ReplyFrame
+  | StatusFrame
+  | HumanFrame
+  | ProactiveFrame
+  | ErrorFrame
+  | PongFrame;
+
+/** Parses one incoming frame; anything that is not an object with a string `type` is dropped. */
+export function parseFrame(data: unknown): ServerFrame | null {
+  if (typeof data !== "string") return null;
+  try {
+    const value: unknown = JSON.parse(data);
+    if (value && typeof value === "object" && typeof (value as { type?: unknown }).type === "string") {
+      return value as ServerFrame;
+    }
+  } catch {
+    // Not JSON: ignore it rather than break the widget.
+  }
+  return null;
+}
