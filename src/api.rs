@@ -27,7 +27,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/conversations/{id}/close", post(close))
         .route("/api/accounts/at-risk", get(at_risk))
         .route("/api/customers/import", post(import_customers))
-        .route("/api/knowledge/documents", get(list_documents).post(upsert_document))
+        .route(
+            "/api/knowledge/documents",
+            get(list_documents).post(upsert_document),
+        )
         .route(
             "/api/knowledge/documents/{id}",
             axum::routing::delete(delete_document),
@@ -258,7 +261,11 @@ async fn at_risk(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "at-risk query failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry later")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "retry later",
+            )
         })?;
     let accounts: Vec<Value> = accounts
         .into_iter()
@@ -276,7 +283,9 @@ async fn at_risk(
             })
         })
         .collect();
-    Ok(Json(json!({"as_of": today.to_string(), "accounts": accounts})))
+    Ok(Json(
+        json!({"as_of": today.to_string(), "accounts": accounts}),
+    ))
 }
 
 /// The body is the file itself (CSV or JSON Lines; `Content-Type: text/csv` or
@@ -300,7 +309,9 @@ async fn import_customers(
         Format::sniff(&body)
     };
     match import_customers(state.hub.store(), &body, format).await {
-        Ok(report) => Ok(Json(json!({"inserted": report.inserted, "updated": report.updated}))),
+        Ok(report) => Ok(Json(
+            json!({"inserted": report.inserted, "updated": report.updated}),
+        )),
         Err(ImportError::Invalid(errors)) => Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid_rows",
@@ -329,7 +340,11 @@ fn knowledge_base(state: &AppState) -> Result<&Arc<kizuna_knowledge::KnowledgeBa
 
 fn knowledge_error(e: kizuna_knowledge::KnowledgeError) -> ApiError {
     tracing::error!(error = %e, "knowledge operation failed");
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
 }
 
 async fn list_documents(

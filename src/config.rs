@@ -39,6 +39,22 @@ pub struct Settings {
     /// Who answers escalations and when (business hours, console link).
     pub handover: kizuna_agent::hub::HandoverConfig,
     pub slack: SlackSettings,
+    pub outreach: OutreachSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutreachSettings {
+    /// The customer's page filled into templates' `{{link}}` (e.g. a my-page URL).
+    pub link: String,
+}
+
+impl Default for OutreachSettings {
+    fn default() -> Self {
+        Self {
+            link: "https://zenbu.example.jp/mypage".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +162,7 @@ impl Default for Settings {
             escalation: Default::default(),
             handover: Default::default(),
             slack: SlackSettings::default(),
+            outreach: OutreachSettings::default(),
         }
     }
 }

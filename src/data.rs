@@ -64,10 +64,18 @@ pub enum KnowledgeCommand {
 #[derive(Debug, Args)]
 pub struct TrainSentimentArgs {
     /// Labelled training messages (JSON Lines: text, label).
-    #[arg(long, env = "KIZUNA_SENTIMENT_TRAIN", default_value = "sentiment/data/train.jsonl")]
+    #[arg(
+        long,
+        env = "KIZUNA_SENTIMENT_TRAIN",
+        default_value = "sentiment/data/train.jsonl"
+    )]
     pub train: PathBuf,
     /// Held-out messages, written separately, for the reported accuracy.
-    #[arg(long, env = "KIZUNA_SENTIMENT_HELDOUT", default_value = "sentiment/data/heldout.jsonl")]
+    #[arg(
+        long,
+        env = "KIZUNA_SENTIMENT_HELDOUT",
+        default_value = "sentiment/data/heldout.jsonl"
+    )]
     pub heldout: PathBuf,
     /// Where to write the head (default: sentiment.model_dir).
     #[arg(long, env = "KIZUNA_SENTIMENT_OUT")]
@@ -96,9 +104,12 @@ async fn store(settings: &Settings) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let url = settings.database_url();
-    Store::connect(&url)
-        .await
-        .with_context(|| format!("cannot open the database {}", kizuna_store::redact_url(&url)))
+    Store::connect(&url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            kizuna_store::redact_url(&url)
+        )
+    })
 }
 
 pub async fn import(config: Option<PathBuf>, command: ImportCommand) -> anyhow::Result<()> {
@@ -177,7 +188,10 @@ pub async fn knowledge(config: Option<PathBuf>, command: KnowledgeCommand) -> an
     }
 }
 
-pub async fn train_sentiment(config: Option<PathBuf>, args: TrainSentimentArgs) -> anyhow::Result<()> {
+pub async fn train_sentiment(
+    config: Option<PathBuf>,
+    args: TrainSentimentArgs,
+) -> anyhow::Result<()> {
     let settings = settings(config, &args.serve)?;
     let out = args
         .out
@@ -185,9 +199,16 @@ pub async fn train_sentiment(config: Option<PathBuf>, args: TrainSentimentArgs) 
         .unwrap_or_else(|| settings.sentiment.model_dir.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let embedder = wiring::load_embedder(&settings)?;
-        let (train, eval) =
-            kizuna_sentiment::train_from_files(&args.train, &args.heldout, &out, embedder.as_ref())?;
-        println!("{train}\n\nheld-out evaluation ({}):\n{eval}", args.heldout.display());
+        let (train, eval) = kizuna_sentiment::train_from_files(
+            &args.train,
+            &args.heldout,
+            &out,
+            embedder.as_ref(),
+        )?;
+        println!(
+            "{train}\n\nheld-out evaluation ({}):\n{eval}",
+            args.heldout.display()
+        );
         println!("weights written to {}", out.display());
         Ok(())
     })
@@ -216,11 +237,9 @@ pub async fn sentiment(config: Option<PathBuf>, serve: ServeArgs) -> anyhow::Res
 pub async fn segments(config: Option<PathBuf>, args: SegmentsArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args.serve)?;
     let store = store(&settings).await?;
-    let customers = kizuna_tools::crm::list_customers(
-        &store,
-        &kizuna_tools::crm::CustomerFilter::default(),
-    )
-    .await?;
+    let customers =
+        kizuna_tools::crm::list_customers(&store, &kizuna_tools::crm::CustomerFilter::default())
+            .await?;
     if customers.is_empty() {
         bail!("no customers: import some first (kizuna import customers FILE)");
     }

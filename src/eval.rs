@@ -43,6 +43,10 @@ pub struct EvalArgs {
     /// Exit 0 even when transcripts fail.
     #[arg(long, env = "KIZUNA_EVAL_REPORT_ONLY")]
     pub report_only: bool,
+    /// Fail only when checks of these kinds fail (comma-separated: escalation, tools,
+    /// retrieval, reply, run); the others are reported. Default: any failed transcript fails.
+    #[arg(long, env = "KIZUNA_EVAL_GATE", value_delimiter = ',')]
+    pub gate: Vec<String>,
     /// Longest wait for one reply, in seconds.
     #[arg(long, env = "KIZUNA_EVAL_TURN_TIMEOUT_SECS", default_value_t = 300)]
     pub turn_timeout_secs: u64,
@@ -150,15 +154,24 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
                 // Same cached prefix as the server (its system message lists the tools, so
                 // build a throwaway agent with them): every conversation starts from it.
                 let store = Store::connect("sqlite::memory:").await?;
-                let templates = Arc::new(wiring::ContentTemplates::load(&settings.knowledge.content_dir)?);
+                let templates = Arc::new(wiring::ContentTemplates::load(
+                    &settings.knowledge.content_dir,
+                )?);
                 let tools = wiring::tools(&settings, store, templates)?;
-                let agent = Agent::new(llm.clone(), tools, prompts.clone(), crate::agent_config(&settings));
+                let agent = Agent::new(
+                    llm.clone(),
+                    tools,
+                    prompts.clone(),
+                    crate::agent_config(&settings),
+                );
                 model
                     .warm_prefix(agent.system_message())
                     .await
                     .context("cannot prefill the system prompt")?;
             }
-            let templates = Arc::new(wiring::ContentTemplates::load(&settings.knowledge.content_dir)?);
+            let templates = Arc::new(wiring::ContentTemplates::load(
+                &settings.knowledge.content_dir,
+            )?);
             let knowledge = Knowledge::load(&settings).await?;
             Box::new(InProcessTarget {
                 factory: Arc::new(ServerWiring {
@@ -187,13 +200,27 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
     let report = kizuna_evals::run_all(target.as_ref(), transcripts, &options).await;
     let markdown = report.markdown();
     if let Some(path) = &args.markdown {
-        std::fs::write(path, &markdown).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, &markdown)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         eprintln!("{markdown}");
     } else {
         println!("{markdown}");
+    }
+    if !args.gate.is_empty() {
+        let failing: Vec<String> = report
+            .totals
+            .kinds
+            .iter()
+            .filter(|(kind, rate)| args.gate.contains(kind) && rate.passed < rate.total)
+            .map(|(kind, rate)| format!("{kind} {}/{}", rate.passed, rate.total))
+            .collect();
+        if !failing.is_empty() && !args.report_only {
+            bail!("gated checks failed: {}", failing.join(", "));
+        }
+        return Ok(());
     }
     if !report.passed && !args.report_only {
         bail!(

@@ -132,7 +132,8 @@ fn main() -> anyhow::Result<()> {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KIZUNA_LOG").unwrap_or_else(|_| EnvFilter::new("info,qdrant_edge=error"));
+    let filter = EnvFilter::try_from_env("KIZUNA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,qdrant_edge=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -266,7 +267,9 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let prompts = Prompts::load(&settings.prompts_dir)?;
-    let templates = Arc::new(wiring::ContentTemplates::load(&settings.knowledge.content_dir)?);
+    let templates = Arc::new(wiring::ContentTemplates::load(
+        &settings.knowledge.content_dir,
+    )?);
     tracing::info!(count = templates.len(), "message templates loaded");
     let tools = wiring::tools(&settings, store.clone(), templates)?;
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())

@@ -19,11 +19,14 @@ use kizuna_tools::followup::{MessageTemplate, TemplateSource, TemplateSourceErro
 
 use crate::config::Settings;
 
+/// Recently embedded queries and their insertion order (oldest first).
+type QueryLru = (HashMap<String, Vec<f32>>, VecDeque<String>);
+
 /// Query embeddings shared by retrieval and the sentiment model: the customer's message is
 /// embedded once per turn whichever asks first.
 pub struct SharedQueryCache {
     inner: Arc<dyn Embedder>,
-    cache: Mutex<(HashMap<String, Vec<f32>>, VecDeque<String>)>,
+    cache: Mutex<QueryLru>,
     capacity: usize,
 }
 
@@ -140,8 +143,8 @@ pub fn sentiment_model(
     if !settings.sentiment.enabled {
         return Ok(None);
     }
-    let classifier = kizuna_sentiment::load(&settings.sentiment.model_dir, embedder)
-        .with_context(|| {
+    let classifier =
+        kizuna_sentiment::load(&settings.sentiment.model_dir, embedder).with_context(|| {
             format!(
                 "cannot load the sentiment model from {} (kizuna train-sentiment makes it)",
                 settings.sentiment.model_dir.display()
@@ -224,6 +227,6 @@ pub fn tools(
         store,
         calendar: settings.booking.clone(),
         templates,
-        followup_link: None,
+        followup_link: Some(settings.outreach.link.clone()),
     })?)
 }

@@ -411,6 +411,13 @@ impl Agent {
         let displays: Vec<&ToolOutput> =
             executed.iter().filter_map(|c| c.output.as_ref()).collect();
         let mut reply = reply.trim().to_string();
+        if looks_like_tool_call(&reply) {
+            // A tool call the parser could not read must never reach the customer as text.
+            reply.clear();
+            if fallback.is_none() {
+                *fallback = Some(Fallback::MalformedToolCall);
+            }
+        }
         if reply.is_empty() {
             if fallback.is_none() {
                 *fallback = Some(Fallback::EmptyReply);
@@ -595,13 +602,30 @@ impl Agent {
 
 /// The user's message with retrieved context in front of it. Context goes into the user turn,
 /// not the system prompt, so the system prefix stays constant and cacheable.
+/// Raw tool-call syntax (`{"name": …, "arguments": …}` or tags) in what would be a reply.
+fn looks_like_tool_call(reply: &str) -> bool {
+    let compact: String = reply.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.contains("<tool_call>")
+        || (compact.contains("\"name\":") && compact.contains("\"arguments\""))
+}
+
+/// Most characters of knowledge context put into the prompt: a small local model reads
+/// every token (prefill dominates its latency) and has a 4k context.
+const MAX_CONTEXT_CHARS: usize = 1200;
+
 fn user_message_with_context(text: &str, context: &[ContextChunk]) -> String {
     if context.is_empty() {
         return text.to_string();
     }
     let mut out = String::from("参考情報:\n");
+    let mut budget = MAX_CONTEXT_CHARS;
     for chunk in context {
-        out.push_str(&format!("[{}] {}\n", chunk.doc_id, chunk.text.trim()));
+        if budget == 0 {
+            break;
+        }
+        let body: String = chunk.text.trim().chars().take(budget).collect();
+        budget = budget.saturating_sub(body.chars().count());
+        out.push_str(&format!("[{}] {}\n", chunk.doc_id, body));
     }
     out.push_str("\n質問: ");
     out.push_str(text);

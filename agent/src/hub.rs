@@ -358,7 +358,9 @@ impl ConversationHub {
             }
         }
         let message_id = uuid::Uuid::new_v4().to_string();
-        let ack = json!({"type": "ack", "id": client_msg_id, "message_id": message_id});
+        // The text rides along so a replay (another device, the console) can show it.
+        let ack =
+            json!({"type": "ack", "id": client_msg_id, "message_id": message_id, "text": text});
         match self
             .store
             .insert_user_message(conversation_id, &message_id, client_msg_id, text, &ack, now)
@@ -524,7 +526,8 @@ impl ConversationHub {
                 .merge_message_metadata(&job.message_id, &json!({"sentiment": reading}))
                 .await;
         }
-        let (recent_sentiments, unresolved_streak) = conversation_signals(&earlier, &job.message_id);
+        let (recent_sentiments, unresolved_streak) =
+            conversation_signals(&earlier, &job.message_id);
         if let Some((reason, detail)) = self.check_escalation(&EscalationInput {
             text: &job.text,
             sentiment: sentiment.as_ref(),
@@ -610,7 +613,9 @@ impl ConversationHub {
                 }
             }
         }
-        let unhelpful = result.fallback.is_some_and(|f| f != crate::engine::Fallback::AddedToolFacts)
+        let unhelpful = result
+            .fallback
+            .is_some_and(|f| f != crate::engine::Fallback::AddedToolFacts)
             || (result.sources.is_empty() && !result.tool_calls.iter().any(|c| c.ok));
         let reply_id = uuid::Uuid::new_v4().to_string();
         let tool_calls: Vec<Value> = result
@@ -757,13 +762,15 @@ impl ConversationHub {
         started: Instant,
     ) {
         let reply_id = uuid::Uuid::new_v4().to_string();
-        let sources = json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
+        let sources =
+            json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
         let payload = json!({
             "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
             "text": direct.text, "sources": sources, "tool_calls": [], "fallback": null,
             "direct_answer": true,
         });
-        let metadata = json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
+        let metadata =
+            json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
         match self
             .store
             .record_reply(
@@ -792,7 +799,10 @@ impl ConversationHub {
 }
 
 /// The conversation before `current_message_id`, as prompt messages.
-fn history_messages(messages: &[kizuna_store::StoredMessage], current_message_id: &str) -> Vec<ChatMessage> {
+fn history_messages(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> Vec<ChatMessage> {
     messages
         .iter()
         .take_while(|m| m.id != current_message_id)

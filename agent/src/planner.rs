@@ -243,6 +243,8 @@ const PLAN_WORDS: &[&str] = &[
 ];
 const AVAILABILITY_WORDS: &[&str] = &[
     "空き",
+    "空いて",
+    "空いてる",
     "予約",
     "日程",
     "候補日",
@@ -277,7 +279,9 @@ pub fn plan_for(
         return Vec::new();
     }
     if ctx.identity.role == Role::Customer {
-        if let Some(call) = intents::booking_call(previous_user_messages, message, ctx.now, available) {
+        if let Some(call) =
+            intents::booking_call(previous_user_messages, message, ctx.now, available)
+        {
             return vec![call];
         }
         if let Some(call) = intents::cancel_call(message, available) {

@@ -45,7 +45,9 @@ impl std::str::FromStr for SentimentLabel {
         SentimentLabel::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| format!("unknown sentiment label {s:?} (anger, anxious, neutral, positive)"))
+            .ok_or_else(|| {
+                format!("unknown sentiment label {s:?} (anger, anxious, neutral, positive)")
+            })
     }
 }
 

@@ -161,13 +161,28 @@ pub fn score_turn(turn: usize, expect: &Expect, outcome: TurnOutcome) -> TurnRes
         );
     }
     for s in &expect.reply_not_contains {
-        check("reply", "reply_not_contains", !contains(reply, s), s.clone());
+        check(
+            "reply",
+            "reply_not_contains",
+            !contains(reply, s),
+            s.clone(),
+        );
     }
     for id in &expect.mentions_customers {
-        check("reply", "mentions_customers", contains(reply, id), id.clone());
+        check(
+            "reply",
+            "mentions_customers",
+            contains(reply, id),
+            id.clone(),
+        );
     }
     for id in &expect.not_mentions_customers {
-        check("reply", "not_mentions_customers", !contains(reply, id), id.clone());
+        check(
+            "reply",
+            "not_mentions_customers",
+            !contains(reply, id),
+            id.clone(),
+        );
     }
     TurnResult {
         turn,
@@ -248,8 +263,16 @@ impl Report {
                         latencies.push(turn.outcome.latency_ms);
                     }
                     for c in &turn.checks {
-                        totals.kinds.entry(c.kind.to_string()).or_default().add(c.passed);
-                        totals.keys.entry(c.key.to_string()).or_default().add(c.passed);
+                        totals
+                            .kinds
+                            .entry(c.kind.to_string())
+                            .or_default()
+                            .add(c.passed);
+                        totals
+                            .keys
+                            .entry(c.key.to_string())
+                            .or_default()
+                            .add(c.passed);
                     }
                     let e = &mut totals.escalation;
                     match turn.escalation_pair {
@@ -296,8 +319,15 @@ impl Report {
         } else {
             "pass".into()
         };
-        let _ = writeln!(out, "# Evaluation ({}, {} trial(s))\n", self.target, self.trials);
-        let _ = writeln!(out, "| measure | passed | total | rate |\n| --- | --- | --- | --- |");
+        let _ = writeln!(
+            out,
+            "# Evaluation ({}, {} trial(s))\n",
+            self.target, self.trials
+        );
+        let _ = writeln!(
+            out,
+            "| measure | passed | total | rate |\n| --- | --- | --- | --- |"
+        );
         let _ = writeln!(
             out,
             "| transcripts ({pass_label}) | {} | {} | {:.1}% |",
@@ -331,7 +361,10 @@ impl Report {
             );
         }
         let e = &t.escalation;
-        let fmt = |v: Option<f64>| v.map(|v| format!("{:.3}", v)).unwrap_or_else(|| "n/a".into());
+        let fmt = |v: Option<f64>| {
+            v.map(|v| format!("{:.3}", v))
+                .unwrap_or_else(|| "n/a".into())
+        };
         let _ = writeln!(
             out,
             "\nEscalation: precision {} recall {} (TP {}, FP {}, FN {}, TN {})",
@@ -408,7 +441,12 @@ mod tests {
         o.reply = "C-1002様の情報です。12,800円".into();
         o.tools.clear();
         let r = score_turn(1, &expect, o);
-        let failed: Vec<&str> = r.checks.iter().filter(|c| !c.passed).map(|c| c.key).collect();
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.key)
+            .collect();
         assert_eq!(failed, ["tools_called", "not_mentions_customers"]);
     }
 
@@ -428,7 +466,11 @@ mod tests {
             turns: vec![],
             path: "t.yaml".into(),
         };
-        let report = Report::new("test".into(), 2, vec![TranscriptResult::new(&t, vec![pass, fail])]);
+        let report = Report::new(
+            "test".into(),
+            2,
+            vec![TranscriptResult::new(&t, vec![pass, fail])],
+        );
         assert!(!report.passed);
         assert_eq!(report.totals.escalation.true_positive, 1);
         assert_eq!(report.totals.escalation.false_negative, 1);

@@ -132,13 +132,9 @@ async fn run_one(target: &dyn Target, transcript: &Transcript) -> TrialResult {
 /// The identity a transcript's actor speaks with.
 pub fn actor_identity(transcript: &Transcript) -> Identity {
     match transcript.actor.role {
-        ActorRole::Customer => Identity::customer(
-            transcript
-                .actor
-                .customer_id
-                .clone()
-                .unwrap_or_default(),
-        ),
+        ActorRole::Customer => {
+            Identity::customer(transcript.actor.customer_id.clone().unwrap_or_default())
+        }
         ActorRole::Manager => Identity::manager("eval-manager"),
         ActorRole::Anonymous => Identity::anonymous(format!("eval-{}", uuid::Uuid::new_v4())),
     }
@@ -462,17 +458,21 @@ impl Target for WebsocketTarget {
         let identity = actor_identity(transcript);
         let token = match (identity.role, &self.signer) {
             (Role::Anonymous, _) => None,
-            (_, Some(signer)) => Some(signer.sign(&Claims {
-                role: identity.role,
-                sub: identity.customer_id.clone().unwrap_or(identity.subject.clone()),
-                name: None,
-                exp: chrono::Utc::now().timestamp() + 3600,
-            })),
-            (_, None) => {
-                return Err(EvalError::Target(
-                    "customer and manager actors need the server's token secret (KIZUNA_TOKEN_SECRET)".into(),
-                ))
-            }
+            (_, Some(signer)) => Some(
+                signer.sign(&Claims {
+                    role: identity.role,
+                    sub: identity
+                        .customer_id
+                        .clone()
+                        .unwrap_or(identity.subject.clone()),
+                    name: None,
+                    exp: chrono::Utc::now().timestamp() + 3600,
+                }),
+            ),
+            (_, None) => return Err(EvalError::Target(
+                "customer and manager actors need the server's token secret (KIZUNA_TOKEN_SECRET)"
+                    .into(),
+            )),
         };
         let (mut ws, _) = tokio_tungstenite::connect_async(self.url.as_str())
             .await
@@ -504,7 +504,9 @@ impl Target for WebsocketTarget {
 }
 
 struct WebsocketSession {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     held: bool,
     timeout: Duration,
 }
@@ -552,7 +554,10 @@ impl Session for WebsocketSession {
 
     async fn proactive(&mut self, _trigger: &str, _customer_id: &str) -> TurnOutcome {
         TurnOutcome {
-            error: Some("proactive turns run in-process only (they trigger outreach inside the server)".into()),
+            error: Some(
+                "proactive turns run in-process only (they trigger outreach inside the server)"
+                    .into(),
+            ),
             ..TurnOutcome::default()
         }
     }
@@ -583,7 +588,10 @@ mod tests {
         let mut c = Collector::new("m1".into(), false);
         assert!(c.take(&json!({"type": "reply", "reply_to": "m1", "text": "x", "tool_calls": [{"name": "lookup_health", "ok": false}, {"name": "recommend_plan", "ok": true}], "sources": [{"doc_id": "faq-price-001"}]})));
         assert_eq!(c.outcome.tools, ["recommend_plan"]);
-        assert_eq!(c.outcome.attempted_tools, ["lookup_health", "recommend_plan"]);
+        assert_eq!(
+            c.outcome.attempted_tools,
+            ["lookup_health", "recommend_plan"]
+        );
         assert_eq!(c.outcome.sources, ["faq-price-001"]);
     }
 }

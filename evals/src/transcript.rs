@@ -189,7 +189,10 @@ turns:
         let t = Transcript::parse(Path::new("/x/t.yaml"), SPEC_EXAMPLE).unwrap();
         assert_eq!(t.id, "b2c-footsteps-001");
         assert_eq!(t.turns.len(), 3);
-        assert_eq!(t.turns[1].expect.escalation_reason.as_deref(), Some("legal"));
+        assert_eq!(
+            t.turns[1].expect.escalation_reason.as_deref(),
+            Some("legal")
+        );
         assert_eq!(t.turns[2].proactive.as_ref().unwrap().trigger, "usage_drop");
         assert_eq!(
             t.customers_fixture().unwrap(),

@@ -216,10 +216,19 @@ mod tests {
         let parts = split_sentences(text);
         assert_eq!(
             parts,
-            vec!["騒音ですか？", "「はい。」", "と答えた！\n", "次の行です\n", "最後"]
+            vec![
+                "騒音ですか？",
+                "「はい。」",
+                "と答えた！\n",
+                "次の行です\n",
+                "最後"
+            ]
         );
         assert_eq!(parts.concat(), text);
-        assert_eq!(split_sentences("本当ですか！？ はい"), vec!["本当ですか！？", " はい"]);
+        assert_eq!(
+            split_sentences("本当ですか！？ はい"),
+            vec!["本当ですか！？", " はい"]
+        );
     }
 
     #[test]

@@ -173,7 +173,9 @@ pub fn validate_id(id: &str) -> Result<(), String> {
         return Err("the id is empty".into());
     }
     if id.len() > MAX_ID_LEN {
-        return Err(format!("the id {id:?} is longer than {MAX_ID_LEN} characters"));
+        return Err(format!(
+            "the id {id:?} is longer than {MAX_ID_LEN} characters"
+        ));
     }
     let first_ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = id
@@ -357,17 +359,15 @@ pub fn load_file(path: &Path, relative: &Path) -> (Vec<Document>, Vec<LoadProble
     for record in records {
         match record.fields {
             Err(message) => problems.push(problem(record.line, message)),
-            Ok(fields) => {
-                match document_from_fields(fields, record.body, default_kind, relative) {
-                    Ok(mut doc) => {
-                        if let Some(line) = record.line {
-                            doc.metadata.insert(LINE_KEY.into(), Value::from(line));
-                        }
-                        documents.push(doc);
+            Ok(fields) => match document_from_fields(fields, record.body, default_kind, relative) {
+                Ok(mut doc) => {
+                    if let Some(line) = record.line {
+                        doc.metadata.insert(LINE_KEY.into(), Value::from(line));
                     }
-                    Err(message) => problems.push(problem(record.line, message)),
+                    documents.push(doc);
                 }
-            }
+                Err(message) => problems.push(problem(record.line, message)),
+            },
         }
     }
     (documents, problems)
@@ -461,7 +461,10 @@ fn markdown_record(text: &str) -> Result<Vec<RawRecord>, FileError> {
         front.push_str(line);
     }
     if !closed {
-        return Err((Some(1), "the front matter is not closed by a '---' line".into()));
+        return Err((
+            Some(1),
+            "the front matter is not closed by a '---' line".into(),
+        ));
     }
     let body: String = lines.collect();
     let fields = match serde_yaml::from_str::<Value>(&front) {
@@ -533,7 +536,10 @@ fn jsonl_records(text: &str) -> Result<Vec<RawRecord>, FileError> {
             line: Some(i + 1),
             fields: match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(map)) => Ok(map),
-                Ok(other) => Err(format!("expected a JSON object, found {}", json_type(&other))),
+                Ok(other) => Err(format!(
+                    "expected a JSON object, found {}",
+                    json_type(&other)
+                )),
                 Err(e) => Err(format!("invalid JSON: {e}")),
             },
             body: None,
@@ -735,7 +741,10 @@ mod tests {
         let scenario = by_id["sc-noise"];
         assert_eq!(scenario.kind, DocumentKind::Scenario);
         assert!(scenario.text.contains("まず状況を伺います。"));
-        assert_eq!(scenario.metadata_str("trigger"), Some("隣人の騒音に困っている"));
+        assert_eq!(
+            scenario.metadata_str("trigger"),
+            Some("隣人の騒音に困っている")
+        );
         let template = by_id["tpl-welcome"];
         assert_eq!(template.kind, DocumentKind::Template);
         assert_eq!(template.text, "{{name}}様、ご契約ありがとうございます。");
@@ -755,7 +764,11 @@ mod tests {
             "faq/a.yaml",
             "- id: ok-1\n  question: 質問\n  answer: 回答\n- id: bad id\n  question: 質問\n  answer: 回答\n- id: no-answer\n  question: 質問\n",
         );
-        write(dir.path(), "faq/broken.yaml", "- id: x\n  question: [unclosed\n");
+        write(
+            dir.path(),
+            "faq/broken.yaml",
+            "- id: x\n  question: [unclosed\n",
+        );
         write(dir.path(), "notes.md", "no front matter here\n");
         write(
             dir.path(),
@@ -771,9 +784,10 @@ mod tests {
         let ids: Vec<_> = outcome.documents.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, vec!["ok-1", "c-1", "j-1"]);
         let found = |file: &str, line: Option<usize>, needle: &str| {
-            outcome.problems.iter().any(|p| {
-                p.path.ends_with(file) && p.line == line && p.message.contains(needle)
-            })
+            outcome
+                .problems
+                .iter()
+                .any(|p| p.path.ends_with(file) && p.line == line && p.message.contains(needle))
         };
         assert!(found("a.yaml", Some(4), "bad id"), "{:?}", outcome.problems);
         assert!(found("a.yaml", Some(7), "answer"), "{:?}", outcome.problems);
@@ -796,7 +810,11 @@ mod tests {
     #[test]
     fn duplicate_ids_keep_the_first_and_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.jsonl", "{\"id\":\"d\",\"title\":\"一\",\"text\":\"最初\"}\n");
+        write(
+            dir.path(),
+            "a.jsonl",
+            "{\"id\":\"d\",\"title\":\"一\",\"text\":\"最初\"}\n",
+        );
         write(
             dir.path(),
             "b.jsonl",
@@ -824,7 +842,10 @@ mod tests {
 
     #[test]
     fn audiences_visible_to_a_reader() {
-        assert_eq!(Audience::B2c.visible_to(), vec![Audience::B2c, Audience::All]);
+        assert_eq!(
+            Audience::B2c.visible_to(),
+            vec![Audience::B2c, Audience::All]
+        );
         assert_eq!(Audience::All.visible_to().len(), 3);
     }
 }

@@ -74,12 +74,7 @@ pub fn load_eval_set(path: &Path) -> Result<Vec<EvalQuestion>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| KnowledgeError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml")
-                )
-            })
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
             .collect();
         files.sort();
         files
@@ -350,7 +345,11 @@ pub async fn calibrate(kb: &KnowledgeBase, set: &[EvalQuestion]) -> Result<Calib
     })
 }
 
-fn threshold_metrics(set: &[EvalQuestion], hits: &[LabelledHit], threshold: f32) -> ThresholdMetrics {
+fn threshold_metrics(
+    set: &[EvalQuestion],
+    hits: &[LabelledHit],
+    threshold: f32,
+) -> ThresholdMetrics {
     let kept = |h: &&LabelledHit| h.score >= threshold;
     let relevant_total = hits.iter().filter(|h| h.relevant).count();
     let kept_total = hits.iter().filter(kept).count();
@@ -362,15 +361,14 @@ fn threshold_metrics(set: &[EvalQuestion], hits: &[LabelledHit], threshold: f32)
     } else {
         0.0
     };
-    let on_topic: Vec<usize> = (0..set.len())
-        .filter(|&i| !set[i].is_off_topic())
-        .collect();
-    let off_topic: Vec<usize> = (0..set.len())
-        .filter(|&i| set[i].is_off_topic())
-        .collect();
+    let on_topic: Vec<usize> = (0..set.len()).filter(|&i| !set[i].is_off_topic()).collect();
+    let off_topic: Vec<usize> = (0..set.len()).filter(|&i| set[i].is_off_topic()).collect();
     let answerable = on_topic
         .iter()
-        .filter(|&&i| hits.iter().any(|h| h.question == i && h.relevant && h.score >= threshold))
+        .filter(|&&i| {
+            hits.iter()
+                .any(|h| h.question == i && h.relevant && h.score >= threshold)
+        })
         .count();
     let rejected = off_topic
         .iter()
@@ -519,7 +517,11 @@ impl fmt::Display for EvalReport {
             "Retrieval evaluation: {} questions ({} off-topic)",
             self.questions, self.off_topic
         )?;
-        writeln!(f, "  {:<7} {:>9} {:>9} {:>7}", "mode", "recall@1", "recall@5", "MRR")?;
+        writeln!(
+            f,
+            "  {:<7} {:>9} {:>9} {:>7}",
+            "mode", "recall@1", "recall@5", "MRR"
+        )?;
         for m in &self.modes {
             writeln!(
                 f,

@@ -69,17 +69,23 @@ pub struct RetrievalConfig {
     /// Chunks given to the agent.
     pub top_k: usize,
     /// Hits below this cosine are dropped. e5 scores cluster in 0.7–1.0, so the design
-    /// card's 0.75 keeps nearly everything; use [`crate::evaluate::calibrate`] to choose.
+    /// card's 0.75 keeps everything (no off-topic question rejected). 0.87 comes from
+    /// [`crate::evaluate::calibrate`] on the labelled set (question-level optimum, rounded
+    /// down): 85% of on-topic questions keep a relevant hit, 56% of off-topic ones get none.
     pub threshold: f32,
     pub mode: RetrievalMode,
     /// Kinds searched for the agent. Templates are left out by default: they are outreach
     /// messages with placeholders, found by kind when drafting, not answers to questions.
     pub kinds: Vec<DocumentKind>,
-    /// How hybrid search combines the dense and keyword lists.
+    /// How hybrid search combines the dense and keyword lists. Score fusion with weight
+    /// 0.01 measured best (recall@5 0.909, recall@1 0.706, MRR 0.789 against dense 0.887,
+    /// 0.697, 0.781); RRF at any weight lowered recall@1 (the keyword side alone reaches
+    /// only 0.41).
     pub fusion: FusionMethod,
     /// Parameters of the fusion (`k` for RRF; `sparse_weight` for both).
     pub hybrid: HybridFusion,
-    /// The best FAQ is answered directly (without the LLM) at or above this cosine…
+    /// The best FAQ is answered directly (without the LLM) at or above this cosine… (0.92:
+    /// on the labelled set, 19 of the 20 questions it answered got the right FAQ.)
     pub direct_answer_threshold: f32,
     /// …when it leads the next FAQ by at least this much.
     pub direct_answer_margin: f32,
@@ -95,7 +101,7 @@ impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
             top_k: 5,
-            threshold: 0.75,
+            threshold: 0.87,
             mode: RetrievalMode::Hybrid,
             kinds: vec![
                 DocumentKind::Faq,
@@ -400,14 +406,14 @@ impl KnowledgeBase {
         let candidates = limit * crate::index::HYBRID_CANDIDATES_PER_RESULT;
         let dense_hits = self.index.search_dense(dense, candidates, filter).await?;
         let sparse_hits = self.index.search_sparse(sparse, candidates, filter).await?;
-        let best_bm25 = sparse_hits
-            .iter()
-            .map(|h| h.score)
-            .fold(0.0f32, f32::max);
+        let best_bm25 = sparse_hits.iter().map(|h| h.score).fold(0.0f32, f32::max);
         let mut fused: HashMap<(String, usize), (ScoredChunk, f32)> = HashMap::new();
         for hit in dense_hits {
             let cosine = hit.score;
-            fused.insert((hit.payload.doc_id.clone(), hit.payload.chunk), (hit, cosine));
+            fused.insert(
+                (hit.payload.doc_id.clone(), hit.payload.chunk),
+                (hit, cosine),
+            );
         }
         for hit in sparse_hits {
             let bonus = if best_bm25 > 0.0 {
@@ -507,11 +513,7 @@ impl KnowledgeBase {
     }
 
     /// Brings the index in line with a content directory (only what changed is embedded).
-    pub async fn ingest(
-        &self,
-        dir: &Path,
-        progress: impl IngestProgress,
-    ) -> Result<IngestReport> {
+    pub async fn ingest(&self, dir: &Path, progress: impl IngestProgress) -> Result<IngestReport> {
         crate::ingest::ingest(self, dir, false, progress).await
     }
 

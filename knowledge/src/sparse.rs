@@ -36,9 +36,35 @@ const AVERAGE_TERMS: f32 = 60.0;
 
 /// Words that are content words by part of speech but say nothing about a topic.
 const STOP_WORDS: &[&str] = &[
-    "する", "ある", "いる", "なる", "できる", "れる", "られる", "こと", "もの", "よう", "ため",
-    "とき", "ところ", "これ", "それ", "あれ", "どれ", "ここ", "そこ", "いう", "思う", "ください",
-    "くださる", "いただく", "おる", "もらう", "くれる", "いたす", "ござる",
+    "する",
+    "ある",
+    "いる",
+    "なる",
+    "できる",
+    "れる",
+    "られる",
+    "こと",
+    "もの",
+    "よう",
+    "ため",
+    "とき",
+    "ところ",
+    "これ",
+    "それ",
+    "あれ",
+    "どれ",
+    "ここ",
+    "そこ",
+    "いう",
+    "思う",
+    "ください",
+    "くださる",
+    "いただく",
+    "おる",
+    "もらう",
+    "くれる",
+    "いたす",
+    "ござる",
 ];
 
 /// A sparse vector: sorted, distinct dimensions and their weights.
@@ -251,7 +277,9 @@ pub(crate) mod tests {
 
     #[test]
     fn keeps_content_words_with_base_forms() {
-        let Some(encoder) = test_encoder() else { return };
+        let Some(encoder) = test_encoder() else {
+            return;
+        };
         let words = encoder
             .content_words("騒音を測定したいのですが、料金はいくらかかりますか？")
             .unwrap();
@@ -260,17 +288,24 @@ pub(crate) mod tests {
         assert!(words.contains(&"料金".to_string()), "{words:?}");
         assert!(words.contains(&"かかる".to_string()), "{words:?}");
         for dropped in ["を", "の", "です", "は", "か", "？", "、", "する", "たい"] {
-            assert!(!words.contains(&dropped.to_string()), "{dropped} in {words:?}");
+            assert!(
+                !words.contains(&dropped.to_string()),
+                "{dropped} in {words:?}"
+            );
         }
         // NFKC and lowercase: full-width letters and digits match their ASCII forms.
-        let wide = encoder.content_words("ＺＥＮＢＵの３０００円プラン").unwrap();
+        let wide = encoder
+            .content_words("ＺＥＮＢＵの３０００円プラン")
+            .unwrap();
         assert!(wide.contains(&"zenbu".to_string()), "{wide:?}");
         assert!(wide.iter().any(|w| w.contains("3000")), "{wide:?}");
     }
 
     #[test]
     fn document_weights_saturate_and_queries_are_binary() {
-        let Some(encoder) = test_encoder() else { return };
+        let Some(encoder) = test_encoder() else {
+            return;
+        };
         let doc = encoder.encode_document("騒音。騒音。騒音。測定。").unwrap();
         let noise = term_id("騒音");
         let measure = term_id("測定");

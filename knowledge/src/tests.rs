@@ -15,7 +15,7 @@ use crate::error::KnowledgeError;
 use crate::index::edge::EdgeIndex;
 use crate::index::SearchFilter;
 use crate::ingest::{NoProgress, UpsertOutcome};
-use crate::kb::{KnowledgeBase, RetrievalConfig, RetrievalMode, SearchOptions};
+use crate::kb::{FusionMethod, KnowledgeBase, RetrievalConfig, RetrievalMode, SearchOptions};
 
 /// Hashes character bigrams and trigrams into a small normalised vector; counts the texts
 /// it embeds.
@@ -208,10 +208,7 @@ async fn reingest_is_idempotent_and_follows_changes_and_deletions() {
     assert!(!docs.iter().any(|d| d.doc_id == "tpl-thanks"));
     assert!(docs.iter().all(|d| d.content_hash.is_some()));
     // Old chunks of the longer scenario are gone, not just overwritten.
-    assert_eq!(
-        kb.index().count().await.unwrap(),
-        4 + new_scenario_chunks
-    );
+    assert_eq!(kb.index().count().await.unwrap(), 4 + new_scenario_chunks);
     let hits = kb
         .search_with(
             "料金",
@@ -275,7 +272,11 @@ async fn bad_files_are_reported_and_do_not_cost_their_stored_documents() {
     assert!(report.to_string().contains("broken.yaml"));
 
     // The FAQ file breaks: its documents stay searchable instead of being deleted.
-    write(content_dir.path(), "faq/basics.yaml", "- id: faq-price\n  question: [\n");
+    write(
+        content_dir.path(),
+        "faq/basics.yaml",
+        "- id: faq-price\n  question: [\n",
+    );
     let report = kb.ingest(content_dir.path(), NoProgress).await.unwrap();
     assert_eq!(report.deleted, 0);
     assert!(report
@@ -349,7 +350,10 @@ async fn audiences_thresholds_and_direct_answers() {
     let manager = kb.retrieve(question, &Identity::manager("m-1")).await;
     assert_eq!(manager.chunks[0].doc_id, "faq-invoice");
     assert!(manager.chunks[0].text.starts_with("Q: 法人で請求書払い"));
-    let b2b = kb.search(question, &Audience::B2b.visible_to()).await.unwrap();
+    let b2b = kb
+        .search(question, &Audience::B2b.visible_to())
+        .await
+        .unwrap();
     assert_eq!(b2b[0].doc_id, "faq-invoice");
     assert!(b2b.iter().all(|h| h.audience != Audience::B2c));
 
@@ -379,7 +383,10 @@ async fn audiences_thresholds_and_direct_answers() {
         .unwrap()
         .is_none());
     let retrieval = kb
-        .retrieve("防音カーテンは効果がありますか？", &Identity::anonymous("v"))
+        .retrieve(
+            "防音カーテンは効果がありますか？",
+            &Identity::anonymous("v"),
+        )
         .await;
     assert_eq!(
         retrieval.direct_answer.map(|d| d.doc_id).as_deref(),
@@ -389,12 +396,7 @@ async fn audiences_thresholds_and_direct_answers() {
     // A threshold above every score leaves nothing.
     let mut strict = kb.config().clone();
     strict.threshold = 0.999;
-    let strict_kb = KnowledgeBase::new(
-        kb.index().clone(),
-        kb.embedder().clone(),
-        None,
-        strict,
-    );
+    let strict_kb = KnowledgeBase::new(kb.index().clone(), kb.embedder().clone(), None, strict);
     assert!(strict_kb
         .search("今日の天気はどうですか", &[])
         .await
@@ -501,7 +503,9 @@ async fn lindera_sparse_search_finds_exact_keywords() {
         .unwrap();
     assert_eq!(sparse[0].doc_id, "faq-curtain", "{sparse:?}");
     // Only documents sharing a content word come back.
-    assert!(sparse.iter().all(|h| h.text.contains("防音") || h.text.contains("カーテン")));
+    assert!(sparse
+        .iter()
+        .all(|h| h.text.contains("防音") || h.text.contains("カーテン")));
     let invoice = kb
         .search_with("請求書", &options(RetrievalMode::Sparse))
         .await
@@ -515,27 +519,55 @@ async fn lindera_sparse_search_finds_exact_keywords() {
         .unwrap()
         .is_empty());
 
-    let hybrid = kb
-        .search_with("カーテンで防音したい", &options(RetrievalMode::Hybrid))
-        .await
-        .unwrap();
-    assert_eq!(hybrid[0].doc_id, "faq-curtain");
-    // Hybrid hits carry their dense cosine (for the threshold), not the RRF score.
-    assert!(hybrid[0].score > 0.0 && hybrid[0].score <= 1.0001);
-    assert!(hybrid[0].rank_score < 0.05);
-    // The filter applies to both sides of the fusion.
-    let filtered = kb
-        .search_with(
-            "請求書",
-            &SearchOptions {
-                filter: SearchFilter {
-                    audiences: Audience::B2c.visible_to(),
-                    ..SearchFilter::default()
+    for fusion in [FusionMethod::Rrf, FusionMethod::Score] {
+        let mut config = kb.config().clone();
+        config.fusion = fusion;
+        // A keyword weight large enough to matter with the test embedder.
+        config.hybrid.sparse_weight = 0.5;
+        let fused = KnowledgeBase::new(
+            kb.index().clone(),
+            kb.embedder().clone(),
+            kb.sparse().cloned(),
+            config,
+        );
+        let hybrid = fused
+            .search_with("カーテンで防音したい", &options(RetrievalMode::Hybrid))
+            .await
+            .unwrap();
+        assert_eq!(hybrid[0].doc_id, "faq-curtain", "{fusion:?}");
+        // Hits carry their dense cosine (for the threshold) besides the fused score.
+        assert!(hybrid[0].score > 0.0 && hybrid[0].score <= 1.0001);
+        match fusion {
+            // First of the dense list (k = 2: 1/2) plus first of the keyword list
+            // (weight 0.5: 1/(1/0.5 + 1) = 1/3), or less.
+            FusionMethod::Rrf => assert!(
+                hybrid[0].rank_score <= 0.5 + 1.0 / 3.0 + 1e-4,
+                "{}",
+                hybrid[0].rank_score
+            ),
+            // The best keyword match gets the whole bonus on top of its cosine.
+            FusionMethod::Score => assert!(
+                (hybrid[0].rank_score - hybrid[0].score - 0.5).abs() < 1e-4,
+                "{} vs {}",
+                hybrid[0].rank_score,
+                hybrid[0].score
+            ),
+        }
+        // The filter applies to both sides of the fusion.
+        let filtered = fused
+            .search_with(
+                "請求書",
+                &SearchOptions {
+                    filter: SearchFilter {
+                        audiences: Audience::B2c.visible_to(),
+                        ..SearchFilter::default()
+                    },
+                    ..options(RetrievalMode::Hybrid)
                 },
-                ..options(RetrievalMode::Hybrid)
-            },
-        )
-        .await
-        .unwrap();
-    assert!(filtered.iter().all(|h| h.doc_id != "faq-invoice"));
+            )
+            .await
+            .unwrap();
+        assert!(!filtered.is_empty());
+        assert!(filtered.iter().all(|h| h.doc_id != "faq-invoice"));
+    }
 }

@@ -4,7 +4,9 @@
 
 use kizuna_knowledge::index::{ChunkPayload, ChunkPoint, HybridFusion, VectorIndex};
 use kizuna_knowledge::sparse::SparseVector;
-use kizuna_knowledge::{Audience, DocumentKind, EdgeIndex, KnowledgeError, SearchFilter, ServerIndex};
+use kizuna_knowledge::{
+    Audience, DocumentKind, EdgeIndex, KnowledgeError, SearchFilter, ServerIndex,
+};
 
 fn point(
     doc_id: &str,
@@ -56,11 +58,51 @@ async fn conformance(index: &dyn VectorIndex) {
     index.ensure_collection(4).await.expect("ensure again");
     index
         .upsert(vec![
-            point("a", DocumentKind::Faq, Audience::B2c, 0, 1, [1.0, 0.0, 0.0, 0.0], &[(7, 1.0)]),
-            point("b", DocumentKind::Scenario, Audience::All, 0, 3, [0.0, 1.0, 0.0, 0.0], &[(8, 1.0)]),
-            point("b", DocumentKind::Scenario, Audience::All, 1, 3, [0.0, 1.0, 0.2, 0.0], &[(8, 0.5)]),
-            point("b", DocumentKind::Scenario, Audience::All, 2, 3, [0.0, 1.0, 0.4, 0.0], &[(7, 1.0), (8, 0.2)]),
-            point("c", DocumentKind::Faq, Audience::B2b, 0, 1, [0.9, 0.1, 0.0, 0.0], &[(9, 1.0)]),
+            point(
+                "a",
+                DocumentKind::Faq,
+                Audience::B2c,
+                0,
+                1,
+                [1.0, 0.0, 0.0, 0.0],
+                &[(7, 1.0)],
+            ),
+            point(
+                "b",
+                DocumentKind::Scenario,
+                Audience::All,
+                0,
+                3,
+                [0.0, 1.0, 0.0, 0.0],
+                &[(8, 1.0)],
+            ),
+            point(
+                "b",
+                DocumentKind::Scenario,
+                Audience::All,
+                1,
+                3,
+                [0.0, 1.0, 0.2, 0.0],
+                &[(8, 0.5)],
+            ),
+            point(
+                "b",
+                DocumentKind::Scenario,
+                Audience::All,
+                2,
+                3,
+                [0.0, 1.0, 0.4, 0.0],
+                &[(7, 1.0), (8, 0.2)],
+            ),
+            point(
+                "c",
+                DocumentKind::Faq,
+                Audience::B2b,
+                0,
+                1,
+                [0.9, 0.1, 0.0, 0.0],
+                &[(9, 1.0)],
+            ),
         ])
         .await
         .expect("upsert");
@@ -68,7 +110,10 @@ async fn conformance(index: &dyn VectorIndex) {
     let docs = index.stored_documents().await.expect("documents");
     assert_eq!(docs.len(), 3);
     let b = docs.iter().find(|d| d.doc_id == "b").expect("b stored");
-    assert_eq!((b.chunk_count, b.content_hash.as_deref()), (3, Some("hash-b")));
+    assert_eq!(
+        (b.chunk_count, b.content_hash.as_deref()),
+        (3, Some("hash-b"))
+    );
     assert_eq!(b.kind, DocumentKind::Scenario);
     assert_eq!(b.source, "b.yaml");
 
@@ -179,7 +224,11 @@ async fn edge_index_conformance() {
         .expect("open");
     // Reading a collection that does not exist yet is empty, not an error.
     assert_eq!(index.count().await.expect("count"), 0);
-    assert!(index.stored_documents().await.expect("documents").is_empty());
+    assert!(index
+        .stored_documents()
+        .await
+        .expect("documents")
+        .is_empty());
     conformance(&index).await;
     assert!(index.size_on_disk().await.expect("size").unwrap_or(0) > 0);
 }
@@ -205,5 +254,8 @@ async fn qdrant_server_conformance() {
     }
     assert_eq!(index.count().await.expect("count"), 0);
     conformance(&index).await;
-    index.delete_collection().await.expect("drop test collection");
+    index
+        .delete_collection()
+        .await
+        .expect("drop test collection");
 }

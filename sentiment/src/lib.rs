@@ -28,8 +28,8 @@ pub use eval::{ClassScores, EvalReport};
 pub use head::{HeadArchitecture, SentimentHead};
 pub use pipeline::{
     embed_messages, load, read_metadata, score_lines, train_from_files, train_from_files_with,
-    HeadMetadata, DEFAULT_HELDOUT_PATH, DEFAULT_MODEL_DIR, DEFAULT_TRAIN_PATH, HEAD_METADATA_FILE,
-    HEAD_WEIGHTS_FILE,
+    DataFileSummary, HeadMetadata, DEFAULT_HELDOUT_PATH, DEFAULT_MODEL_DIR, DEFAULT_TRAIN_PATH,
+    HEAD_METADATA_FILE, HEAD_WEIGHTS_FILE,
 };
 pub use train::{
     train, CandidateScore, EmbeddedExample, HeadSpec, TrainConfig, TrainReport, TrainedHead,

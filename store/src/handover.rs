@@ -52,7 +52,11 @@ impl Store {
     /// Hands a conversation to people in one transaction: status `escalated`, the escalation
     /// record, the holding reply (answering the user's message), both frames, and the
     /// notification. Returns the sequence numbers of the status and reply frames.
-    pub async fn record_escalation(&self, e: &EscalationInsert<'_>, now_ms: i64) -> Result<(i64, i64)> {
+    pub async fn record_escalation(
+        &self,
+        e: &EscalationInsert<'_>,
+        now_ms: i64,
+    ) -> Result<(i64, i64)> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE conversations SET status = 'escalated', updated_at = $1 WHERE id = $2")
             .bind(now_ms)
@@ -117,12 +121,13 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE conversations SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status)
-            .bind(now_ms)
-            .bind(conversation_id)
-            .execute(&mut *tx)
-            .await?;
+        let updated =
+            sqlx::query("UPDATE conversations SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status)
+                .bind(now_ms)
+                .bind(conversation_id)
+                .execute(&mut *tx)
+                .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NoSuchConversation(conversation_id.to_string()));
         }
@@ -244,7 +249,11 @@ impl Store {
     }
 
     /// Adds keys to a message's metadata (e.g. its sentiment reading).
-    pub async fn merge_message_metadata(&self, message_id: &str, extra: &serde_json::Value) -> Result<()> {
+    pub async fn merge_message_metadata(
+        &self,
+        message_id: &str,
+        extra: &serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT metadata FROM messages WHERE id = $1")
             .bind(message_id)

@@ -86,7 +86,8 @@ describe("escalation and the operator console", { timeout: 600_000 }, () => {
     const transcript = operator.locator("#transcript");
     await transcript.locator(".kz-msg--bot").first().waitFor();
     await transcript.locator(".kz-system[data-status=escalated]").waitFor();
-    // The customer's own words are in the transcript the CSM reads.
+    // The customer's own words are in the transcript the CSM reads. NEEDS THE SERVER to put
+    // `text` in the durable `ack` frame (the frames API replays acks, which lack it today).
     await transcript.locator(".kz-msg--user", { hasText: LEGAL }).waitFor({ timeout: 5_000 });
 
     // Take over: the widget says who is handling it.
@@ -129,6 +130,7 @@ describe("escalation and the operator console", { timeout: 600_000 }, () => {
     await operator.locator("#detail-status .chip-closed").waitFor({ timeout: 10_000 });
   });
 
+  // NEEDS THE SERVER's GET /api/accounts/at-risk (not implemented yet: 404).
   test("the at-risk accounts view lists what the API returns", async () => {
     await operator.click("[data-view=accounts]");
     await operator.locator("#view-accounts").waitFor({ state: "visible" });

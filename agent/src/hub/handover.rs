@@ -42,8 +42,7 @@ impl Default for HandoverConfig {
 
 impl HandoverConfig {
     pub fn is_open(&self, now: DateTime<FixedOffset>) -> bool {
-        self.weekdays
-            .contains(&now.weekday().number_from_monday())
+        self.weekdays.contains(&now.weekday().number_from_monday())
             && now.hour() >= self.open_hour
             && now.hour() < self.close_hour
     }
@@ -52,7 +51,9 @@ impl HandoverConfig {
     pub fn holding_message(&self, reason: EscalationReason, now: DateTime<FixedOffset>) -> String {
         let lead = match reason {
             EscalationReason::Legal => "法的なご相談につきましては、専門の担当者が対応いたします。",
-            EscalationReason::RefundOrCancel => "返金・解約のご依頼は担当者が確認のうえ対応いたします。",
+            EscalationReason::RefundOrCancel => {
+                "返金・解約のご依頼は担当者が確認のうえ対応いたします。"
+            }
             EscalationReason::Complaint | EscalationReason::NegativeSentiment => {
                 "ご不便とご心配をおかけして申し訳ございません。"
             }
@@ -208,7 +209,9 @@ impl ConversationHub {
         if notification.is_some() {
             self.outbox_wakeup.notify_one();
         }
-        let _ = live.frames.send(OutFrame::durable(status_seq, status_frame));
+        let _ = live
+            .frames
+            .send(OutFrame::durable(status_seq, status_frame));
         let _ = live.frames.send(OutFrame::durable(reply_seq, reply_frame));
         metrics::counter!("kizuna_escalations_total", "reason" => reason_name.clone()).increment(1);
         tracing::info!(conversation_id, reason = %reason_name, "conversation escalated to a person");
@@ -257,7 +260,10 @@ impl ConversationHub {
 
     /// A CSM takes the conversation: the bot stays silent until it is handed back.
     pub async fn takeover(&self, conversation_id: &str, staff: &Identity) -> Result<i64, HubError> {
-        let name = staff.display_name.clone().unwrap_or_else(|| "担当者".into());
+        let name = staff
+            .display_name
+            .clone()
+            .unwrap_or_else(|| "担当者".into());
         self.change_handler(
             conversation_id,
             staff,
@@ -362,7 +368,10 @@ impl ConversationHub {
         if self.store.conversation(conversation_id).await?.is_none() {
             return Err(HubError::NotFound);
         }
-        Ok(self.store.frames_after(conversation_id, after.max(0)).await?)
+        Ok(self
+            .store
+            .frames_after(conversation_id, after.max(0))
+            .await?)
     }
 
     /// Starts (or continues) a conversation with an agent-initiated message, e.g. outreach.

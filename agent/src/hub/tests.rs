@@ -263,14 +263,21 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
     let status = next_durable(&mut opened.live).await;
     assert_eq!(
-        (status["type"].as_str(), status["status"].as_str(), status["reason"].as_str()),
+        (
+            status["type"].as_str(),
+            status["status"].as_str(),
+            status["reason"].as_str()
+        ),
         (Some("status"), Some("escalated"), Some("legal"))
     );
     let holding = next_durable(&mut opened.live).await;
     assert_eq!(holding["type"], "reply");
     assert!(holding["text"].as_str().unwrap().contains("担当者"));
     assert_eq!(holding["tool_calls"][0]["name"], "escalate_to_human");
-    assert!(model.requests.lock().unwrap().is_empty(), "the model was not asked");
+    assert!(
+        model.requests.lock().unwrap().is_empty(),
+        "the model was not asked"
+    );
     let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'escalation'")
         .fetch_one(hub.store().pool())
         .await
@@ -293,7 +300,10 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
         hub.human_reply(&conv, &csm, "担当の佐藤です。").await,
         Err(HubError::Conflict(_))
     ));
-    assert!(matches!(hub.takeover(&conv, &me).await, Err(HubError::Forbidden)));
+    assert!(matches!(
+        hub.takeover(&conv, &me).await,
+        Err(HubError::Forbidden)
+    ));
 
     hub.takeover(&conv, &csm).await.unwrap();
     assert_eq!(next_durable(&mut opened.live).await["status"], "human");
@@ -305,13 +315,17 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
         (human["type"].as_str(), human["agent_name"].as_str()),
         (Some("human"), Some("佐藤"))
     );
-    hub.submit(&me, &conv, "m-3", "よろしくお願いします").await.unwrap();
+    hub.submit(&me, &conv, "m-3", "よろしくお願いします")
+        .await
+        .unwrap();
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
 
     hub.handback(&conv, &csm).await.unwrap();
     assert_eq!(next_durable(&mut opened.live).await["status"], "bot");
     assert!(hub.escalations(&csm, 10).await.unwrap().is_empty());
-    hub.submit(&me, &conv, "m-4", "ありがとうございました").await.unwrap();
+    hub.submit(&me, &conv, "m-4", "ありがとうございました")
+        .await
+        .unwrap();
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
     let reply = next_durable(&mut opened.live).await;
     assert_eq!(reply["text"], "AIがお答えします。");
@@ -323,14 +337,29 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
         .iter()
         .map(|f| {
             let v: Value = serde_json::from_str(&f.json).unwrap();
-            format!("{}{}", v["type"].as_str().unwrap(), v["status"].as_str().map(|s| format!(":{s}")).unwrap_or_default())
+            format!(
+                "{}{}",
+                v["type"].as_str().unwrap(),
+                v["status"]
+                    .as_str()
+                    .map(|s| format!(":{s}"))
+                    .unwrap_or_default()
+            )
         })
         .collect();
     assert_eq!(
         kinds,
         [
-            "ack", "status:escalated", "reply", "ack", "status:human", "human", "ack",
-            "status:bot", "ack", "reply"
+            "ack",
+            "status:escalated",
+            "reply",
+            "ack",
+            "status:human",
+            "human",
+            "ack",
+            "status:bot",
+            "ack",
+            "reply"
         ]
     );
 }
@@ -342,11 +371,15 @@ async fn escalated_messages_are_not_answered_after_a_restart() {
     let me = Identity::customer("C-1");
     let mut opened = hub.open(&me, None, 0).await.unwrap();
     let conv = opened.conversation_id.clone();
-    hub.submit(&me, &conv, "m-1", "弁護士を立てます").await.unwrap();
+    hub.submit(&me, &conv, "m-1", "弁護士を立てます")
+        .await
+        .unwrap();
     for _ in 0..3 {
         next_durable(&mut opened.live).await;
     }
-    hub.submit(&me, &conv, "m-2", "返事をください").await.unwrap();
+    hub.submit(&me, &conv, "m-2", "返事をください")
+        .await
+        .unwrap();
     next_durable(&mut opened.live).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(hub);
@@ -357,5 +390,8 @@ async fn escalated_messages_are_not_answered_after_a_restart() {
     .await
     .unwrap();
     let pending = store.pending_messages(None).await.unwrap();
-    assert!(pending.is_empty(), "held messages are not pending: {pending:?}");
+    assert!(
+        pending.is_empty(),
+        "held messages are not pending: {pending:?}"
+    );
 }

@@ -74,7 +74,12 @@ const UPSELL_WORDS: &[&str] = &[
     "提案できる",
     "クロスセル",
 ];
-const FOLLOWUP_WORDS: &[&str] = &["フォローアップ", "フォローのメッセージ", "メッセージを作", "文面"];
+const FOLLOWUP_WORDS: &[&str] = &[
+    "フォローアップ",
+    "フォローのメッセージ",
+    "メッセージを作",
+    "文面",
+];
 const SEGMENT_WORDS: &[&str] = &["セグメント", "顧客層", "クラスタ", "RFM"];
 
 /// Calls for a manager's question about accounts.
@@ -110,8 +115,7 @@ pub fn manager_calls(message: &str, available: &dyn Fn(&str) -> bool) -> Vec<Pla
         return calls;
     }
     let renewal = renewal_days(&text);
-    if (has_any(&lower, AT_RISK_WORDS) || renewal.is_some()) && available("list_at_risk_accounts")
-    {
+    if (has_any(&lower, AT_RISK_WORDS) || renewal.is_some()) && available("list_at_risk_accounts") {
         let mut args = Map::new();
         let red = has_any(&lower, &["レッド", "red", "赤"]);
         let yellow = has_any(&lower, &["イエロー", "yellow", "黄"]);
@@ -154,9 +158,8 @@ fn renewal_days(text: &str) -> Option<u32> {
         return None;
     }
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"(\d+)\s*(日|ヶ月|か月|カ月|ケ月)").expect("valid regex")
-    });
+    let re =
+        RE.get_or_init(|| Regex::new(r"(\d+)\s*(日|ヶ月|か月|カ月|ケ月)").expect("valid regex"));
     match re.captures(text) {
         Some(c) => {
             let n: u32 = c[1].parse().ok()?;
@@ -217,7 +220,14 @@ pub fn booking_call(
     let text: String = message.nfkc().collect::<String>();
     if !has_any(
         &text,
-        &["予約", "お願いします", "でお願い", "にします", "で申し込", "申し込み"],
+        &[
+            "予約",
+            "お願いします",
+            "でお願い",
+            "にします",
+            "で申し込",
+            "申し込み",
+        ],
     ) {
         return None;
     }
@@ -284,9 +294,8 @@ pub fn slot_start(text: &str, now: DateTime<FixedOffset>) -> Option<DateTime<Fix
         Regex::new(r"(\d{1,2})\s*(?:月|/)\s*(\d{1,2})\s*日?").expect("valid regex")
     });
     let day_re = DAY.get_or_init(|| Regex::new(r"(\d{1,2})\s*日").expect("valid regex"));
-    let time_re = TIME.get_or_init(|| {
-        Regex::new(r"(午前|午後)?\s*(\d{1,2})\s*(?:時|:00)").expect("valid regex")
-    });
+    let time_re = TIME
+        .get_or_init(|| Regex::new(r"(午前|午後)?\s*(\d{1,2})\s*(?:時|:00)").expect("valid regex"));
     let today = now.date_naive();
     let (date_match, month, day) = if let Some(c) = date_re.captures(text) {
         (

