@@ -392,15 +392,9 @@ impl EscalationPolicy {
 
 /// The hub's hook: the policy decides, and the CSM gets the decision's detail.
 impl crate::hub::EscalationCheck for EscalationPolicy {
-    fn check(&self, input: &crate::hub::EscalationInput<'_>) -> Option<(EscalationReason, String)> {
-        self.assess(&TurnSignals {
-            text: input.text,
-            sentiment: input.sentiment,
-            recent_sentiments: input.recent_sentiments,
-            unresolved_streak: input.unresolved_streak,
-            tool_request: input.tool_request.clone(),
-        })
-        .map(|decision| (decision.reason, decision.detail))
+    fn check(&self, input: &TurnSignals<'_>) -> Option<(EscalationReason, String)> {
+        self.assess(input)
+            .map(|decision| (decision.reason, decision.detail))
     }
 }
 

@@ -269,7 +269,12 @@ impl ConversationHub {
     ) -> Result<Opened, HubError> {
         let id = match conversation_id {
             Some(id) => validate_conversation_id(id)?,
-            None => uuid::Uuid::new_v4().to_string(),
+            // A customer arriving without a conversation first sees the one the agent
+            // started for them (outreach) and they have not answered yet.
+            None => match self.pending_proactive(identity).await? {
+                Some(id) => id,
+                None => uuid::Uuid::new_v4().to_string(),
+            },
         };
         let existing = self.store.conversation(&id).await?;
         if let Some(conv) = &existing {

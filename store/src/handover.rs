@@ -30,6 +30,15 @@ pub struct EscalationRow {
     pub last_message: Option<String>,
 }
 
+struct FinalMessage<'a> {
+    conversation_id: &'a str,
+    message_id: &'a str,
+    role: &'a str,
+    text: &'a str,
+    metadata: &'a serde_json::Value,
+    frame: &'a serde_json::Value,
+}
+
 /// What [`Store::record_escalation`] writes.
 #[derive(Debug, Clone)]
 pub struct EscalationInsert<'a> {
@@ -153,7 +162,8 @@ impl Store {
         Ok(seq)
     }
 
-    /// A CSM's reply: stored as a `human_agent` message with its frame. Returns the seq.
+    /// A CSM's reply: stored as a `human_agent` message with its frame. Messages the
+    /// customer sent while waiting count as seen by the person now. Returns the seq.
     pub async fn record_human_reply(
         &self,
         conversation_id: &str,
@@ -163,26 +173,15 @@ impl Store {
         frame: &serde_json::Value,
         now_ms: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at)
-             VALUES ($1, $2, NULL, 'human_agent', $3, NULL, 'final', $4, $5)",
-        )
-        .bind(message_id)
-        .bind(conversation_id)
-        .bind(text)
-        .bind(metadata.to_string())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        // Messages the customer sent while waiting count as seen by the person now.
-        sqlx::query("UPDATE messages SET status = 'answered' WHERE conversation_id = $1 AND status = 'held'")
-            .bind(conversation_id)
-            .execute(&mut *tx)
-            .await?;
-        let seq = append_frame(&mut tx, conversation_id, frame, now_ms).await?;
-        tx.commit().await?;
-        Ok(seq)
+        let message = FinalMessage {
+            conversation_id,
+            message_id,
+            role: "human_agent",
+            text,
+            metadata,
+            frame,
+        };
+        self.insert_final_message(&message, true, now_ms).await
     }
 
     /// An agent-initiated message (outreach): stored as the assistant's with its `proactive`
@@ -196,21 +195,90 @@ impl Store {
         frame: &serde_json::Value,
         now_ms: i64,
     ) -> Result<i64> {
+        let message = FinalMessage {
+            conversation_id,
+            message_id,
+            role: "assistant",
+            text,
+            metadata,
+            frame,
+        };
+        self.insert_final_message(&message, false, now_ms).await
+    }
+
+    /// One message that answers nothing in particular, with its frame, in one transaction.
+    async fn insert_final_message(
+        &self,
+        m: &FinalMessage<'_>,
+        release_held: bool,
+        now_ms: i64,
+    ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at)
-             VALUES ($1, $2, NULL, 'assistant', $3, NULL, 'final', $4, $5)",
+             VALUES ($1, $2, NULL, $3, $4, NULL, 'final', $5, $6)",
         )
-        .bind(message_id)
-        .bind(conversation_id)
-        .bind(text)
-        .bind(metadata.to_string())
+        .bind(m.message_id)
+        .bind(m.conversation_id)
+        .bind(m.role)
+        .bind(m.text)
+        .bind(m.metadata.to_string())
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        let seq = append_frame(&mut tx, conversation_id, frame, now_ms).await?;
+        if release_held {
+            sqlx::query(
+                "UPDATE messages SET status = 'answered' WHERE conversation_id = $1 AND status = 'held'",
+            )
+            .bind(m.conversation_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let seq = append_frame(&mut tx, m.conversation_id, m.frame, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// The owner's most recently active conversation.
+    pub async fn latest_conversation(
+        &self,
+        owner_role: &str,
+        owner_id: &str,
+    ) -> Result<Option<crate::Conversation>> {
+        let row = sqlx::query(
+            "SELECT id FROM conversations WHERE owner_role = $1 AND owner_id = $2
+             ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(owner_role)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => self.conversation(&r.try_get::<String, _>("id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The owner's newest conversation whose last message is an agent-initiated one.
+    pub async fn unanswered_proactive_conversation(
+        &self,
+        owner_role: &str,
+        owner_id: &str,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT c.id FROM conversations c
+             WHERE c.owner_role = $1 AND c.owner_id = $2 AND c.status = 'bot'
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                           AND m.role = 'assistant' AND m.client_msg_id IS NULL AND m.reply_to IS NULL
+                           AND m.created_at = (SELECT MAX(m2.created_at) FROM messages m2
+                                               WHERE m2.conversation_id = c.id))
+             ORDER BY c.updated_at DESC, c.id DESC LIMIT 1",
+        )
+        .bind(owner_role)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 
     /// Conversations waiting for or held by people, newest escalation first, with the latest

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::{ConversationHub, HubError, Job, Live, OutFrame};
 use crate::escalation::EscalationReason;
 use crate::identity::{Identity, Role};
-use crate::sentiment::SentimentReading;
 
 /// Who answers escalations, and when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,18 +85,8 @@ impl HandoverConfig {
     }
 }
 
-/// What the escalation check sees for one customer message.
-#[derive(Debug, Clone)]
-pub struct EscalationInput<'a> {
-    pub text: &'a str,
-    pub sentiment: Option<&'a SentimentReading>,
-    /// Readings of the customer's earlier messages, oldest first.
-    pub recent_sentiments: &'a [SentimentReading],
-    /// Consecutive earlier bot turns that did not help.
-    pub unresolved_streak: u32,
-    /// An `escalate_to_human` tool call of this turn: reason and summary.
-    pub tool_request: Option<(EscalationReason, String)>,
-}
+/// What the escalation check sees for one customer message (the policy's own input type).
+pub use crate::escalation::TurnSignals as EscalationInput;
 
 /// Decides whether a message hands the conversation to people (the escalation policy).
 pub trait EscalationCheck: Send + Sync {
@@ -423,6 +412,50 @@ impl ConversationHub {
             .await?;
         self.broadcast(conversation_id, OutFrame::durable(seq, frame));
         Ok(seq)
+    }
+
+    /// Delivers an agent-initiated message to a customer: into their latest conversation the
+    /// bot handles (a connected widget shows it at once), else into a new conversation that
+    /// their next visit opens. Returns the conversation id and whether a socket was watching.
+    pub async fn deliver_proactive(
+        &self,
+        customer_id: &str,
+        text: &str,
+        campaign_id: &str,
+        trigger: &str,
+    ) -> Result<(String, bool), HubError> {
+        let customer = Identity::customer(customer_id);
+        let conversation_id = match self
+            .store
+            .latest_conversation(customer.role.as_str(), &customer.subject)
+            .await?
+        {
+            Some(conv) if conv.status == "bot" || conv.status == "closed" => conv.id,
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        self.post_proactive(&customer, &conversation_id, text, campaign_id, trigger)
+            .await?;
+        let live = self
+            .live
+            .lock()
+            .expect("live lock")
+            .get(&conversation_id)
+            .is_some_and(|l| l.frames.receiver_count() > 0);
+        Ok((conversation_id, live))
+    }
+
+    /// The customer's newest conversation that the agent started and they have not answered.
+    pub(super) async fn pending_proactive(
+        &self,
+        identity: &Identity,
+    ) -> Result<Option<String>, HubError> {
+        if identity.role != Role::Customer {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .unanswered_proactive_conversation(identity.role.as_str(), &identity.subject)
+            .await?)
     }
 
     /// Sends a frame to the conversation's sockets, if any are watching.

@@ -395,3 +395,55 @@ async fn escalated_messages_are_not_answered_after_a_restart() {
         "held messages are not pending: {pending:?}"
     );
 }
+
+#[tokio::test]
+async fn outreach_waits_for_the_next_visit_and_the_answer_continues_with_the_bot() {
+    let model = ScriptedModel::new(false, vec![Step::Text("ご連絡ありがとうございます。")]);
+    let (hub, _dir) = hub(model.clone()).await;
+    let (conv, live) = hub
+        .deliver_proactive(
+            "C-7",
+            "利用状況のご案内です。",
+            "usage_drop:tpl-1",
+            "usage_drop",
+        )
+        .await
+        .unwrap();
+    assert!(!live, "nobody was connected");
+
+    // The customer's next visit (no conversation id) opens the conversation the agent started.
+    let me = Identity::customer("C-7");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    assert_eq!(opened.conversation_id, conv);
+    let first: Value = serde_json::from_str(&opened.replay[0].json).unwrap();
+    assert_eq!(
+        (first["type"].as_str(), first["trigger"].as_str()),
+        (Some("proactive"), Some("usage_drop"))
+    );
+    // Someone else never gets it.
+    let other = hub.open(&Identity::customer("C-8"), None, 0).await.unwrap();
+    assert_ne!(other.conversation_id, conv);
+
+    hub.submit(&me, &conv, "m-1", "詳しく教えてください")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    assert_eq!(next_durable(&mut opened.live).await["type"], "reply");
+    // Answered: the next visit starts fresh.
+    let later = hub.open(&me, None, 0).await.unwrap();
+    assert_ne!(later.conversation_id, conv);
+
+    // A connected customer gets the next message live, in the conversation they are in.
+    let (again, live) = hub
+        .deliver_proactive(
+            "C-7",
+            "更新のご案内です。",
+            "renewal_90d:tpl-2",
+            "renewal_90d",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, conv);
+    assert!(live);
+    assert_eq!(next_durable(&mut opened.live).await["type"], "proactive");
+}

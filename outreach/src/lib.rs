@@ -1,0 +1,42 @@
+//! Proactive outreach (seed 003 §5.1–5.4): triggers evaluated over the CRM data and booking
+//! reminders, guard rails (opt-out, frequency cap, quiet hours, idempotency, approval of
+//! important accounts), delivery through the server's [`Delivery`], and campaign measurement.
+//!
+//! Idempotency lives in the database: `outreach_sends` has a UNIQUE key on
+//! (customer, trigger, cause) and a send is claimed by INSERT before it is delivered, so a
+//! cause sends once across runs, restarts and replicas.
+
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod optout;
+pub mod trigger;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{ConfigError, FrequencyCap, OutreachConfig, QuietHours};
+pub use engine::{
+    approve_and_deliver, pending_approvals, variant_for, Delivery, DeliveryOutcome,
+    OutboundMessage, Outcome, OutreachEngine, PendingApproval, RunEntry, RunReport, SkipReason,
+    StaffTask, StaffTaskKind,
+};
+pub use events::{campaign_report, record_event, CampaignReport, EventKind, VariantStats};
+pub use optout::is_opt_out_request;
+pub use trigger::{evaluate, Candidate, Trigger};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutreachError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Customers(#[from] kizuna_tools::crm::CustomerError),
+    #[error(transparent)]
+    Booking(#[from] kizuna_tools::booking::BookingError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no outreach send {0}")]
+    UnknownSend(String),
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+}
