@@ -47,12 +47,18 @@ pub struct Settings {
 pub struct OutreachSettings {
     /// The customer's page filled into templates' `{{link}}` (e.g. a my-page URL).
     pub link: String,
+    /// How often `kizuna serve` evaluates the triggers, in seconds; 0 turns the scheduler off.
+    pub interval_secs: u64,
+    /// Triggers, frequency cap, quiet hours, approval threshold (docs/outreach.md).
+    pub rules: kizuna_outreach::OutreachConfig,
 }
 
 impl Default for OutreachSettings {
     fn default() -> Self {
         Self {
             link: "https://zenbu.example.jp/mypage".into(),
+            interval_secs: 900,
+            rules: kizuna_outreach::OutreachConfig::default(),
         }
     }
 }
@@ -316,6 +322,10 @@ impl Settings {
         self.escalation
             .validate()
             .context("invalid [escalation] settings")?;
+        self.outreach
+            .rules
+            .validate()
+            .context("invalid [outreach.rules] settings")?;
         if self.handover.open_hour >= 24 || self.handover.close_hour > 24 {
             bail!("handover.open_hour and close_hour must be hours (0–24)");
         }

@@ -100,7 +100,7 @@ fn settings(config: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<Setting
     crate::settings(config, args)
 }
 
-async fn store(settings: &Settings) -> anyhow::Result<Store> {
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let url = settings.database_url();
@@ -116,7 +116,7 @@ pub async fn import(config: Option<PathBuf>, command: ImportCommand) -> anyhow::
     let ImportCommand::Customers { file, serve } = command;
     let settings = settings(config, &serve)?;
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let store = store(&settings).await?;
+    let store = open_store(&settings).await?;
     let format = kizuna_tools::crm::Format::detect(&file, &bytes);
     match kizuna_tools::crm::import_customers(&store, &bytes, format).await {
         Ok(report) => {
@@ -236,7 +236,7 @@ pub async fn sentiment(config: Option<PathBuf>, serve: ServeArgs) -> anyhow::Res
 
 pub async fn segments(config: Option<PathBuf>, args: SegmentsArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args.serve)?;
-    let store = store(&settings).await?;
+    let store = open_store(&settings).await?;
     let customers =
         kizuna_tools::crm::list_customers(&store, &kizuna_tools::crm::CustomerFilter::default())
             .await?;

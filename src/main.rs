@@ -7,6 +7,7 @@ mod chat;
 mod config;
 mod data;
 mod eval;
+mod outreach;
 mod ratelimit;
 mod server;
 mod wiring;
@@ -87,6 +88,9 @@ enum Command {
     Segments(data::SegmentsArgs),
     /// Replay transcripts and score the agent's decisions (see docs/evals.md).
     Eval(eval::EvalArgs),
+    /// Proactive outreach: preview a trigger run, or report campaign rates.
+    #[command(subcommand)]
+    Outreach(outreach::OutreachCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sentiment(args) => data::sentiment(cli.config, args).await,
             Command::Segments(args) => data::segments(cli.config, args).await,
             Command::Eval(args) => eval::run(cli.config, args).await,
+            Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
         }
     })
 }
@@ -271,7 +276,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         &settings.knowledge.content_dir,
     )?);
     tracing::info!(count = templates.len(), "message templates loaded");
-    let tools = wiring::tools(&settings, store.clone(), templates)?;
+    let tools = wiring::tools(&settings, store.clone(), templates.clone())?;
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
         .context("invalid token secret (need ≥ 32 bytes)")?;
 
@@ -332,6 +337,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         hub.outbox_wakeup(),
         shutdown_rx.clone(),
     ));
+    outreach::spawn_scheduler(&settings, hub.clone(), templates, shutdown_rx.clone())?;
     let state = Arc::new(server::AppState {
         knowledge: knowledge.base.clone(),
         content_dir: settings.knowledge.content_dir.clone(),
