@@ -43,8 +43,9 @@ pub struct EvalArgs {
     /// Exit 0 even when transcripts fail.
     #[arg(long, env = "KIZUNA_EVAL_REPORT_ONLY")]
     pub report_only: bool,
-    /// Fail only when checks of these kinds fail (comma-separated: escalation, tools,
-    /// retrieval, reply, run); the others are reported. Default: any failed transcript fails.
+    /// Fail only on these kinds of checks (comma-separated `KIND` or `KIND=MIN_RATE`, kinds:
+    /// escalation, tools, retrieval, reply, run; a bare kind needs a rate of 1.0); the others
+    /// are reported. Default: any failed transcript fails.
     #[arg(long, env = "KIZUNA_EVAL_GATE", value_delimiter = ',')]
     pub gate: Vec<String>,
     /// Longest wait for one reply, in seconds.
@@ -210,13 +211,28 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
         println!("{markdown}");
     }
     if !args.gate.is_empty() {
-        let failing: Vec<String> = report
-            .totals
-            .kinds
-            .iter()
-            .filter(|(kind, rate)| args.gate.contains(kind) && rate.passed < rate.total)
-            .map(|(kind, rate)| format!("{kind} {}/{}", rate.passed, rate.total))
-            .collect();
+        let mut failing = Vec::new();
+        for gate in &args.gate {
+            let (kind, min) = match gate.split_once('=') {
+                Some((kind, rate)) => (
+                    kind,
+                    rate.parse::<f64>()
+                        .with_context(|| format!("bad gate rate in {gate:?}"))?,
+                ),
+                None => (gate.as_str(), 1.0),
+            };
+            if let Some(rate) = report.totals.kinds.get(kind) {
+                if rate.rate + 1e-9 < min {
+                    failing.push(format!(
+                        "{kind} {}/{} ({:.1}% < {:.1}%)",
+                        rate.passed,
+                        rate.total,
+                        rate.rate * 100.0,
+                        min * 100.0
+                    ));
+                }
+            }
+        }
         if !failing.is_empty() && !args.report_only {
             bail!("gated checks failed: {}", failing.join(", "));
         }

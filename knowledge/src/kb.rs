@@ -174,9 +174,12 @@ pub struct IndexStats {
 
 /// The document audiences a caller may read: managers everything, others b2c and all.
 pub fn audiences_for(identity: &Identity) -> Vec<Audience> {
+    // Signed-in customers may be B2B (管理会社) and the identity does not say which, so they
+    // see every audience (nothing in the knowledge base is confidential); anonymous visitors
+    // on the public site see the B2C and general documents.
     match identity.role {
-        Role::Manager => Vec::new(),
-        Role::Customer | Role::Anonymous => Audience::B2c.visible_to(),
+        Role::Manager | Role::Customer => Vec::new(),
+        Role::Anonymous => Audience::B2c.visible_to(),
     }
 }
 
