@@ -151,14 +151,14 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
         None => {
             let (llm, local) = crate::build_llm(&settings).await?;
             let prompts = Prompts::load(&settings.prompts_dir)?;
+            let templates = Arc::new(wiring::ContentTemplates::load(
+                &settings.knowledge.content_dir,
+            )?);
             if let Some(model) = local {
                 // Same cached prefix as the server (its system message lists the tools, so
                 // build a throwaway agent with them): every conversation starts from it.
                 let store = Store::connect("sqlite::memory:").await?;
-                let templates = Arc::new(wiring::ContentTemplates::load(
-                    &settings.knowledge.content_dir,
-                )?);
-                let tools = wiring::tools(&settings, store, templates)?;
+                let tools = wiring::tools(&settings, store, templates.clone())?;
                 let agent = Agent::new(
                     llm.clone(),
                     tools,
@@ -170,9 +170,6 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
                     .await
                     .context("cannot prefill the system prompt")?;
             }
-            let templates = Arc::new(wiring::ContentTemplates::load(
-                &settings.knowledge.content_dir,
-            )?);
             let knowledge = Knowledge::load(&settings).await?;
             Box::new(InProcessTarget {
                 factory: Arc::new(ServerWiring {
