@@ -1,79 +1,21 @@
 //! Builds the parts `kizuna serve`, `kizuna eval` and the data commands share: the
 //! knowledge base, the sentiment model, the escalation policy and the tools.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use kizuna_agent::escalation::EscalationPolicy;
 use kizuna_agent::sentiment::SentimentModel;
-use kizuna_knowledge::embed::E5Model;
+use kizuna_knowledge::embed::{CachedQueryEmbedder, E5Model};
 use kizuna_knowledge::{
-    DocumentKind, EdgeIndex, EmbedError, Embedder, KnowledgeBase, ServerIndex, SparseEncoder,
-    VectorIndex,
+    DocumentKind, EdgeIndex, Embedder, KnowledgeBase, ServerIndex, SparseEncoder, VectorIndex,
 };
 use kizuna_store::Store;
 use kizuna_tools::followup::{MessageTemplate, TemplateSource, TemplateSourceError};
 
 use crate::config::Settings;
-
-/// Recently embedded queries and their insertion order (oldest first).
-type QueryLru = (HashMap<String, Vec<f32>>, VecDeque<String>);
-
-/// Query embeddings shared by retrieval and the sentiment model: the customer's message is
-/// embedded once per turn whichever asks first.
-pub struct SharedQueryCache {
-    inner: Arc<dyn Embedder>,
-    cache: Mutex<QueryLru>,
-    capacity: usize,
-}
-
-impl SharedQueryCache {
-    pub fn new(inner: Arc<dyn Embedder>, capacity: usize) -> Self {
-        Self {
-            inner,
-            cache: Mutex::new((HashMap::new(), VecDeque::new())),
-            capacity,
-        }
-    }
-}
-
-impl Embedder for SharedQueryCache {
-    fn model_id(&self) -> &str {
-        self.inner.model_id()
-    }
-
-    fn dim(&self) -> usize {
-        self.inner.dim()
-    }
-
-    fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.len() != 1 {
-            return self.inner.embed_queries(texts);
-        }
-        if let Some(v) = self.cache.lock().expect("cache lock").0.get(texts[0]) {
-            return Ok(vec![v.clone()]);
-        }
-        let out = self.inner.embed_queries(texts)?;
-        let mut guard = self.cache.lock().expect("cache lock");
-        let (map, order) = &mut *guard;
-        if map.insert(texts[0].to_string(), out[0].clone()).is_none() {
-            order.push_back(texts[0].to_string());
-            while order.len() > self.capacity {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.inner.embed_passages(texts)
-    }
-}
 
 /// The embedding model, loaded once.
 pub fn load_embedder(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
@@ -86,7 +28,12 @@ pub fn load_embedder(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
         )
     })?;
     tracing::info!(path = %path.display(), load_ms = started.elapsed().as_millis() as u64, "embedding model loaded");
-    Ok(Arc::new(SharedQueryCache::new(Arc::new(model), 256)))
+    // One cache in front of the model: retrieval and the sentiment head share each turn's
+    // query embedding.
+    Ok(Arc::new(CachedQueryEmbedder::new(
+        Arc::new(model),
+        settings.knowledge.retrieval.query_cache_size,
+    )))
 }
 
 /// The vector index: a Qdrant server when configured, else the in-process engine.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kizuna_agent::engine::ContextChunk;
@@ -93,7 +93,8 @@ pub struct RetrievalConfig {
     pub chunk_chars: usize,
     /// Chunks per embedding call during ingestion.
     pub embed_batch: usize,
-    /// Query embeddings kept in memory.
+    /// Query embeddings the server keeps in memory (its embedder is a
+    /// [`crate::embed::CachedQueryEmbedder`] of this size, shared with the sentiment model).
     pub query_cache_size: usize,
 }
 
@@ -183,57 +184,12 @@ pub fn audiences_for(identity: &Identity) -> Vec<Audience> {
     }
 }
 
-/// A small least-recently-used map of query embeddings.
-struct QueryCache {
-    capacity: usize,
-    tick: u64,
-    entries: HashMap<String, (Arc<Vec<f32>>, u64)>,
-}
-
-impl QueryCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            tick: 0,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, key: &str) -> Option<Arc<Vec<f32>>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(key).map(|(v, used)| {
-            *used = tick;
-            v.clone()
-        })
-    }
-
-    fn insert(&mut self, key: String, value: Arc<Vec<f32>>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
-            }
-        }
-        self.tick += 1;
-        self.entries.insert(key, (value, self.tick));
-    }
-}
-
 /// Retrieval over a vector index with an embedder and (optionally) the lindera encoder.
 pub struct KnowledgeBase {
     index: Arc<dyn VectorIndex>,
     embedder: Arc<dyn Embedder>,
     sparse: Option<Arc<SparseEncoder>>,
     config: RetrievalConfig,
-    cache: Mutex<QueryCache>,
     /// Ingests and document edits one at a time.
     writes: tokio::sync::Mutex<()>,
 }
@@ -257,13 +213,11 @@ impl KnowledgeBase {
         sparse: Option<Arc<SparseEncoder>>,
         config: RetrievalConfig,
     ) -> Self {
-        let cache = QueryCache::new(config.query_cache_size);
         Self {
             index,
             embedder,
             sparse,
             config,
-            cache: Mutex::new(cache),
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -294,16 +248,12 @@ impl KnowledgeBase {
         self.writes.lock().await
     }
 
-    /// The query embedding of `text`, from the cache when it was embedded recently (the
-    /// sentiment model can reuse the embedding retrieval already computed).
-    pub async fn embed_query_cached(&self, text: &str) -> Result<Arc<Vec<f32>>> {
-        let key = text.trim().to_string();
-        if let Some(hit) = self.cache.lock().expect("cache lock").get(&key) {
-            return Ok(hit);
-        }
+    /// The query embedding of `text`. Repeats are cheap when the embedder is a
+    /// [`crate::embed::CachedQueryEmbedder`] (the server's is, shared with the sentiment model).
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
         let embedder = self.embedder.clone();
-        let input = key.clone();
-        let vector = tokio::task::spawn_blocking(move || embedder.embed_queries(&[&input]))
+        let input = text.trim().to_string();
+        tokio::task::spawn_blocking(move || embedder.embed_queries(&[&input]))
             .await??
             .into_iter()
             .next()
@@ -311,13 +261,7 @@ impl KnowledgeBase {
                 KnowledgeError::Embed(crate::EmbedError::Inference(
                     "the embedder returned no vector".into(),
                 ))
-            })?;
-        let vector = Arc::new(vector);
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(key, vector.clone());
-        Ok(vector)
+            })
     }
 
     /// The top chunks for a question, with the configured mode, k and threshold, among
@@ -338,7 +282,7 @@ impl KnowledgeBase {
 
     /// A search with explicit options.
     pub async fn search_with(&self, query: &str, options: &SearchOptions) -> Result<Vec<Hit>> {
-        let dense = self.embed_query_cached(query).await?;
+        let dense = self.embed_query(query).await?;
         // With a threshold, fetch extra candidates so dropping low-cosine hits that ranked
         // high (hybrid) still leaves up to `limit` hits.
         let candidates = if options.threshold.is_some() {

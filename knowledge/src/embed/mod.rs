@@ -1,8 +1,10 @@
 //! Sentence embeddings. [`Embedder`] is what retrieval (and the sentiment model) needs; the
 //! shipped implementation is multilingual-e5-small run with candle on the CPU.
 
+mod cache;
 mod e5;
 
+pub use cache::CachedQueryEmbedder;
 pub use e5::{E5Model, E5Tokenizer, TextKind};
 
 /// Errors from loading or running an embedding model.
