@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 use crate::server::AppState;
 
+mod outreach;
+
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/escalations", get(escalations))
@@ -36,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             axum::routing::delete(delete_document),
         )
         .route("/api/knowledge/reindex", post(reindex))
+        .merge(outreach::routes())
 }
 
 /// An API failure as `{"error": {"code", "message"}}` with its HTTP status.
@@ -116,7 +119,7 @@ pub fn staff(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError
     Ok(identity)
 }
 
-fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     jst()
         .timestamp_millis_opt(ms)
         .single()

@@ -51,6 +51,8 @@ pub struct OutreachSettings {
     pub interval_secs: u64,
     /// Triggers, frequency cap, quiet hours, approval threshold (docs/outreach.md).
     pub rules: kizuna_outreach::OutreachConfig,
+    /// Extra channels besides the chat: email (SMTP) and a webhook for SMS providers.
+    pub channels: kizuna_outreach::ChannelsConfig,
 }
 
 impl Default for OutreachSettings {
@@ -59,6 +61,7 @@ impl Default for OutreachSettings {
             link: "https://zenbu.example.jp/mypage".into(),
             interval_secs: 900,
             rules: kizuna_outreach::OutreachConfig::default(),
+            channels: kizuna_outreach::ChannelsConfig::default(),
         }
     }
 }
@@ -261,6 +264,19 @@ pub struct ServeArgs {
     /// Public URL of the operator console, linked from escalation notices.
     #[arg(long, env = "KIZUNA_CONSOLE_URL")]
     pub console_url: Option<String>,
+    /// SMTP server for outreach email, e.g. smtps://user:pass@mail.example.jp:465
+    /// (turns the email channel on; needs a sender).
+    #[arg(long, env = "KIZUNA_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of outreach email, e.g. "ZENBU <support@zenbu.example.jp>".
+    #[arg(long, env = "KIZUNA_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Webhook that receives outreach messages for SMS (turns the webhook channel on).
+    #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_URL", hide_env_values = true)]
+    pub outreach_webhook_url: Option<String>,
+    /// Bearer token sent to the outreach webhook.
+    #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub outreach_webhook_token: Option<String>,
 }
 
 impl Settings {
@@ -307,6 +323,23 @@ impl Settings {
             self.slack.webhook_url = a.slack_webhook_url.clone();
         }
         set(&mut self.handover.console_url, &a.console_url);
+        let channels = &mut self.outreach.channels;
+        if a.smtp_url.is_some() || a.smtp_from.is_some() {
+            let email = channels
+                .email
+                .get_or_insert_with(|| kizuna_outreach::EmailConfig::new("", ""));
+            set(&mut email.smtp_url, &a.smtp_url);
+            set(&mut email.from, &a.smtp_from);
+        }
+        if a.outreach_webhook_url.is_some() || a.outreach_webhook_token.is_some() {
+            let webhook = channels
+                .webhook
+                .get_or_insert_with(|| kizuna_outreach::WebhookConfig::new(""));
+            set(&mut webhook.url, &a.outreach_webhook_url);
+            if a.outreach_webhook_token.is_some() {
+                webhook.bearer_token = a.outreach_webhook_token.clone();
+            }
+        }
         if a.openai_api_key.is_some() {
             self.llm.openai_api_key = a.openai_api_key.clone();
         }
@@ -326,6 +359,9 @@ impl Settings {
             .rules
             .validate()
             .context("invalid [outreach.rules] settings")?;
+        self.outreach.channels.validate().context(
+            "invalid [outreach.channels] settings (or KIZUNA_SMTP_* / KIZUNA_OUTREACH_WEBHOOK_*)",
+        )?;
         if self.handover.open_hour >= 24 || self.handover.close_hour > 24 {
             bail!("handover.open_hour and close_hour must be hours (0–24)");
         }
@@ -413,5 +449,41 @@ mod tests {
         let a = s.token_secret().unwrap();
         assert!(a.len() >= 32);
         assert_eq!(a, s.token_secret().unwrap());
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kizuna.example.toml");
+        let s = Settings::load(Some(&path)).unwrap();
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn outreach_channels_from_flags() {
+        let mut s = Settings::default();
+        s.apply(&ServeArgs {
+            smtp_url: Some("smtp://127.0.0.1:2525".into()),
+            ..Default::default()
+        });
+        // An SMTP server without a sender is a clear error, not a silent default.
+        let err = format!("{:#}", s.validate().unwrap_err());
+        assert!(err.contains("outreach.channels"), "{err}");
+        s.apply(&ServeArgs {
+            smtp_from: Some("ZENBU <support@zenbu.example.jp>".into()),
+            outreach_webhook_url: Some("https://sms.example.jp/hook".into()),
+            outreach_webhook_token: Some("t".into()),
+            ..Default::default()
+        });
+        s.validate().unwrap();
+        let email = s.outreach.channels.email.as_ref().unwrap();
+        assert_eq!(email.smtp_url, "smtp://127.0.0.1:2525");
+        let webhook = s.outreach.channels.webhook.as_ref().unwrap();
+        assert_eq!(webhook.bearer_token.as_deref(), Some("t"));
+        // Secrets stay out of Debug output (it reaches logs).
+        let debug = format!("{:?}", s.outreach);
+        assert!(
+            !debug.contains("sms.example.jp/hook") && !debug.contains("\"t\""),
+            "{debug}"
+        );
     }
 }

@@ -257,6 +257,30 @@ impl Knowledge {
     }
 }
 
+/// A hub over the configured store and agent, for commands that post into conversations
+/// without serving (`kizuna outreach run`): no retrieval or escalation is needed to post.
+pub(crate) async fn delivery_hub(settings: &Settings) -> anyhow::Result<Arc<ConversationHub>> {
+    let store = data::open_store(settings).await?;
+    let prompts = Prompts::load(&settings.prompts_dir)?;
+    let templates = Arc::new(wiring::ContentTemplates::load(
+        &settings.knowledge.content_dir,
+    )?);
+    let tools = wiring::tools(settings, store.clone(), templates)?;
+    let (llm, _) = build_llm(settings).await?;
+    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(settings)));
+    let services = HubServices {
+        handover: settings.handover.clone(),
+        ..HubServices::default()
+    };
+    Ok(ConversationHub::with_services(
+        store,
+        agent,
+        Arc::new(SystemClock),
+        services,
+        HubConfig::default(),
+    ))
+}
+
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args)?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -308,8 +332,18 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             .context("invalid Slack webhook URL")?;
         senders.insert(kizuna_notify::slack::CHANNEL.to_string(), Arc::new(hook));
         handover.notify_channel = Some(kizuna_notify::slack::CHANNEL.to_string());
-        tracing::info!("escalations are notified on Slack");
+        tracing::info!("escalations and outreach tasks are notified on Slack");
     }
+    let outreach_senders = settings
+        .outreach
+        .channels
+        .senders(&store)
+        .context("invalid [outreach.channels] settings")?;
+    if !outreach_senders.is_empty() {
+        let channels: Vec<&String> = outreach_senders.keys().collect();
+        tracing::info!(?channels, "outreach also goes out on these channels");
+    }
+    senders.extend(outreach_senders);
     let services = HubServices {
         retriever: knowledge.retriever(),
         sentiment: knowledge.sentiment.clone(),
@@ -337,10 +371,17 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         hub.outbox_wakeup(),
         shutdown_rx.clone(),
     ));
-    outreach::spawn_scheduler(&settings, hub.clone(), templates, shutdown_rx.clone())?;
+    let outreach_delivery = Arc::new(outreach::ServerDelivery::new(hub.clone(), &settings));
+    outreach::spawn_scheduler(
+        &settings,
+        outreach_delivery.clone(),
+        templates,
+        shutdown_rx.clone(),
+    )?;
     let state = Arc::new(server::AppState {
         knowledge: knowledge.base.clone(),
         content_dir: settings.knowledge.content_dir.clone(),
+        outreach: outreach_delivery,
         hub,
         verifier,
         ip_limiter: ratelimit::IpLimiter::new(

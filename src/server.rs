@@ -41,6 +41,8 @@ pub struct AppState {
     pub knowledge: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
     /// What a re-index reads.
     pub content_dir: std::path::PathBuf,
+    /// Delivers outreach a person approved (chat, extra channels, staff notices).
+    pub outreach: Arc<crate::outreach::ServerDelivery>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

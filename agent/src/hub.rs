@@ -27,8 +27,12 @@ use crate::llm::ChatMessage;
 use crate::sentiment::{SentimentModel, SentimentReading};
 
 mod handover;
+pub mod optout;
+mod outreach;
 
 pub use handover::{EscalationCheck, EscalationInput, HandoverConfig};
+pub use optout::{is_opt_in_request, is_opt_out_request};
+use outreach::Preference;
 
 /// What the knowledge base found for a user's message.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -279,6 +283,10 @@ impl ConversationHub {
         let existing = self.store.conversation(&id).await?;
         if let Some(conv) = &existing {
             check_owner(conv, identity)?;
+            if identity.role == Role::Customer {
+                // The customer now sees what the agent sent them.
+                self.record_outreach_opened(&id).await;
+            }
         }
         // Subscribe before reading the log so no frame falls between the two.
         let live = self.live(&id);
@@ -492,11 +500,21 @@ impl ConversationHub {
 
     async fn answer(&self, conversation_id: &str, live: &Live, job: Job) {
         let started = Instant::now();
+        // 配信停止 / 配信再開 is a request about messages, not an answer to one.
+        let preference = Preference::of(&job.text);
         match self.store.conversation(conversation_id).await {
             Ok(Some(conv)) if conv.status == "escalated" || conv.status == "human" => {
                 // People hold it: the message is stored and acknowledged, the bot stays out.
                 if let Err(e) = self.store.hold_message(&job.message_id).await {
                     tracing::error!(conversation_id, error = %e, "cannot mark a message held");
+                }
+                // A stop request is still honoured at once.
+                match preference {
+                    Some(preference) => {
+                        self.apply_preference_while_held(conversation_id, &job, preference)
+                            .await
+                    }
+                    None => self.record_outreach_replied(conversation_id).await,
                 }
                 return;
             }
@@ -518,6 +536,13 @@ impl ConversationHub {
             }
             _ => {}
         }
+        if let Some(preference) = preference {
+            // Before sentiment, escalation and the model: answered by rule, never escalated.
+            self.answer_preference(conversation_id, live, &job, preference, started)
+                .await;
+            return;
+        }
+        self.record_outreach_replied(conversation_id).await;
         let earlier = self
             .store
             .recent_messages(conversation_id, self.config.history_messages + 1)
@@ -596,6 +621,9 @@ impl ConversationHub {
         };
         while let Ok(event) = events_rx.try_recv() {
             self.forward_event(live, &job.client_msg_id, &mut index, event);
+        }
+        if outreach::booked_measurement(&result.tool_calls) {
+            self.record_outreach_converted(conversation_id).await;
         }
 
         if let Some(request) = result.tool_calls.iter().find_map(tool_escalation) {

@@ -348,6 +348,7 @@ impl<F: HubFactory + 'static> Session for HubSession<F> {
                 &message.text,
                 &message.campaign_id,
                 trigger,
+                None,
             )
             .await
         {

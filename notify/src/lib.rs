@@ -14,7 +14,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};
-pub use slack::{SlackWebhook, SlackWebhookError};
+pub use slack::{
+    error_chain, outreach_task_blocks, parse_retry_after, truncate_chars, SlackWebhook,
+    SlackWebhookError,
+};
 
 /// Outbox kind of an escalation notice (payload: [`EscalationNotice`]).
 pub const KIND_ESCALATION: &str = "escalation";
@@ -38,6 +41,30 @@ pub struct EscalationNotice {
     pub takeover_url: String,
     /// RFC 3339 time of the escalation.
     pub escalated_at: String,
+}
+
+/// Outbox kind of an outreach staff task (payload: [`OutreachTaskNotice`]).
+pub const KIND_OUTREACH_TASK: &str = "outreach_task";
+
+/// The payload of an `outreach_task` outbox row: proactive outreach needs a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutreachTaskNotice {
+    /// `approval` (an important account: approve the draft first), `human_task` (a person
+    /// acts instead of a message) or `csm_alert` (NPS detractor: the message went out too).
+    pub task: String,
+    pub send_id: String,
+    pub customer_id: String,
+    #[serde(default)]
+    pub customer_name: Option<String>,
+    /// The trigger's slug (`payment_overdue_21`, `low_nps`, …).
+    pub trigger: String,
+    /// The composed message: the draft for approvals and human tasks.
+    pub draft: String,
+    /// Where a person handles it (the console), when configured.
+    #[serde(default)]
+    pub console_url: Option<String>,
+    /// RFC 3339 time the task was raised.
+    pub created_at: String,
 }
 
 /// One message quoted in a notice.

@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
-use crate::{EscalationNotice, NotificationSender, SendError, KIND_ESCALATION};
+use crate::{
+    EscalationNotice, NotificationSender, OutreachTaskNotice, SendError, KIND_ESCALATION,
+    KIND_OUTREACH_TASK,
+};
 
 /// The outbox channel this sender serves.
 pub const CHANNEL: &str = "slack";
@@ -67,7 +70,7 @@ fn role_label(role: &str) -> String {
 }
 
 /// Keeps the first `max` characters (not bytes), marking a cut with `…`.
-fn truncate_chars(text: &str, max: usize) -> String {
+pub fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
@@ -194,6 +197,77 @@ pub fn escalation_blocks(notice: &EscalationNotice) -> Value {
     json!({"text": fallback, "blocks": blocks})
 }
 
+/// The Japanese label of an outreach trigger; unknown slugs are shown as they are.
+fn trigger_label(trigger: &str) -> Option<&'static str> {
+    Some(match trigger {
+        "health_red" => "ヘルススコア赤",
+        "usage_drop" => "利用率低下",
+        "payment_overdue_7" => "支払い遅延7日",
+        "payment_overdue_14" => "支払い遅延14日",
+        "payment_overdue_21" => "支払い遅延21日",
+        "low_nps" => "NPS低評価",
+        "renewal_90d_at_risk" => "更新90日前（要注意）",
+        "renewal_90d_healthy" => "更新90日前（良好）",
+        _ => return None,
+    })
+}
+
+/// The Block Kit message for an outreach task: what a person must do, for whom, the draft
+/// quoted, and a link to the console.
+pub fn outreach_task_blocks(notice: &OutreachTaskNotice) -> Value {
+    let title = match notice.task.as_str() {
+        "approval" => "重要顧客へのご案内：送信前に承認してください",
+        "human_task" => "担当者の対応が必要です（自動送信の代わり）",
+        "csm_alert" => "NPS低評価：CSMの確認が必要です（ご案内は送信済み）",
+        _ => "プロアクティブ配信：担当者の確認が必要です",
+    };
+    let trigger = trigger_label(&notice.trigger)
+        .map(str::to_string)
+        .unwrap_or_else(|| escape_mrkdwn(&notice.trigger));
+    let name = notice
+        .customer_name
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| format!("{} 様", customer_text(s, MAX_FIELD_CHARS)))
+        .unwrap_or_else(|| "（不明）".into());
+    let customer_id = customer_text(&notice.customer_id, MAX_FIELD_CHARS);
+    let quote = customer_text(&notice.draft, MAX_DETAIL_CHARS)
+        .lines()
+        .map(|line| format!(">{line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": title, "emoji": true}}),
+        json!({
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": format!("*お客様ID*\n{customer_id}")},
+                {"type": "mrkdwn", "text": format!("*お名前*\n{name}")},
+                {"type": "mrkdwn", "text": format!("*トリガー*\n{trigger}")},
+                {"type": "mrkdwn", "text": format!("*日時*\n{}", jst_time_label(&notice.created_at))},
+            ],
+        }),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*文面*\n{quote}")}}),
+        json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!("送信ID：{}", escape_mrkdwn(&notice.send_id))}],
+        }),
+    ];
+    if let Some(url) = notice.console_url.as_deref().filter(|u| is_button_url(u)) {
+        blocks.push(json!({
+            "type": "actions",
+            "elements": [{
+                "type": "button",
+                "action_id": "open_console",
+                "text": {"type": "plain_text", "text": "コンソールを開く", "emoji": true},
+                "url": url,
+            }],
+        }));
+    }
+    let fallback = format!("{title}：{name}（{trigger}）");
+    json!({"text": fallback, "blocks": blocks})
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SlackWebhookError {
     #[error("the Slack webhook URL must start with https:// (or http:// for a local receiver)")]
@@ -291,19 +365,33 @@ impl SlackWebhook {
 #[async_trait::async_trait]
 impl NotificationSender for SlackWebhook {
     async fn send(&self, _channel: &str, kind: &str, payload: &Value) -> Result<(), SendError> {
-        if kind != KIND_ESCALATION {
-            return Err(SendError::permanent(format!(
-                "the Slack sender has no message for outbox kind {kind:?}"
-            )));
-        }
-        let notice: EscalationNotice = serde_json::from_value(payload.clone())
-            .map_err(|e| SendError::permanent(format!("unreadable escalation payload: {e}")))?;
-        self.post(&escalation_blocks(&notice)).await
+        let message = match kind {
+            KIND_ESCALATION => {
+                let notice: EscalationNotice =
+                    serde_json::from_value(payload.clone()).map_err(|e| {
+                        SendError::permanent(format!("unreadable escalation payload: {e}"))
+                    })?;
+                escalation_blocks(&notice)
+            }
+            KIND_OUTREACH_TASK => {
+                let notice: OutreachTaskNotice =
+                    serde_json::from_value(payload.clone()).map_err(|e| {
+                        SendError::permanent(format!("unreadable outreach task payload: {e}"))
+                    })?;
+                outreach_task_blocks(&notice)
+            }
+            _ => {
+                return Err(SendError::permanent(format!(
+                    "the Slack sender has no message for outbox kind {kind:?}"
+                )))
+            }
+        };
+        self.post(&message).await
     }
 }
 
 /// An error and its causes on one line (reqwest puts the useful part in the sources).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -315,7 +403,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After`: delay seconds or an HTTP date, capped at an hour.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let delay = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
@@ -380,6 +468,45 @@ mod tests {
             Value::Object(map) => map.values().for_each(|v| all_text(v, out)),
             _ => {}
         }
+    }
+
+    #[test]
+    fn outreach_task_names_the_task_customer_and_quotes_the_draft() {
+        let notice = OutreachTaskNotice {
+            task: "approval".into(),
+            send_id: "send-1".into(),
+            customer_id: "B2B-0001".into(),
+            customer_name: Some("<!channel> 管理".into()),
+            trigger: "renewal_90d_at_risk".into(),
+            draft: "更新のご案内です。\n二行目".into(),
+            console_url: Some("https://cs.example.com/console".into()),
+            created_at: "2026-11-21T01:00:00+00:00".into(),
+        };
+        let message = outreach_task_blocks(&notice);
+        let mut text = Vec::new();
+        all_text(&message, &mut text);
+        let joined = text.join("\n");
+        assert!(joined.contains("承認"), "{joined}");
+        assert!(joined.contains("B2B-0001"));
+        assert!(joined.contains("更新90日前（要注意）"));
+        assert!(joined.contains(">更新のご案内です。\n>二行目"), "{joined}");
+        assert!(joined.contains("2026/11/21 10:00（JST）"));
+        assert!(
+            !joined.contains("<!channel>"),
+            "customer text must be escaped"
+        );
+        assert_eq!(
+            message["blocks"].as_array().unwrap().last().unwrap()["elements"][0]["url"],
+            "https://cs.example.com/console"
+        );
+        // A task without a console link still renders, without the button.
+        let bare = outreach_task_blocks(&OutreachTaskNotice {
+            task: "human_task".into(),
+            console_url: None,
+            ..notice
+        });
+        assert!(!bare.to_string().contains("open_console"));
+        assert!(bare["text"].as_str().unwrap().contains("担当者の対応"));
     }
 
     #[test]

@@ -1,12 +1,19 @@
 //! Evaluates the triggers over 100,000 generated customers and prints the time taken and the
-//! process's peak resident memory (VmHWM).
+//! process's peak resident memory (VmHWM), then the first run's health-state write (one row
+//! per B2B customer, batched in one transaction) into a temporary SQLite store, and a second
+//! evaluation against the stored states.
 //!
 //! `cargo run --release -p kizuna-outreach --example scale [customers]`
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use chrono::{Duration, NaiveDate};
-use kizuna_outreach::{evaluate, Trigger};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use kizuna_outreach::{
+    evaluate, health_changes, load_health_states, save_health_states, Candidate, HealthState,
+    Trigger,
+};
+use kizuna_store::Store;
 use kizuna_tools::crm::{Customer, CustomerKind};
 
 /// A small deterministic generator (xorshift), so runs are comparable.
@@ -65,34 +72,85 @@ fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn main() {
+fn per_trigger(candidates: &[Candidate]) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for c in candidates {
+        *counts.entry(c.trigger.as_str()).or_insert(0usize) += 1;
+    }
+    counts
+}
+
+fn print_peak(label: &str) {
+    match peak_rss_kib() {
+        Some(kib) => println!("peak RSS (VmHWM) {label}: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS: unavailable (no /proc/self/status)"),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
     let count: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
     let today = NaiveDate::from_ymd_opt(2026, 11, 21).expect("valid date");
+    let now: DateTime<FixedOffset> =
+        DateTime::parse_from_rfc3339("2026-11-21T10:00:00+09:00").expect("valid time");
     let started = Instant::now();
     let customers = generate(count, today);
     let generated = started.elapsed();
-    let started = Instant::now();
-    let candidates = evaluate(&customers, &[], today, &Trigger::ALL);
-    let evaluated = started.elapsed();
-    let mut per_trigger = std::collections::BTreeMap::new();
-    for c in &candidates {
-        *per_trigger.entry(c.trigger.as_str()).or_insert(0usize) += 1;
-    }
     println!("customers: {count} (generated in {generated:?})");
+
+    // First run: nothing stored yet, every red account counts as turned red today.
+    let no_history: HashMap<String, HealthState> = HashMap::new();
+    let started = Instant::now();
+    let candidates = evaluate(&customers, &[], today, &Trigger::ALL, &no_history);
+    let changes = health_changes(&customers, today, &no_history);
+    let evaluated = started.elapsed();
     println!(
-        "evaluate: {} candidates in {:?} ({:.2} µs per customer)",
+        "evaluate (first run): {} candidates and {} health states in {:?} ({:.2} µs per customer)",
         candidates.len(),
+        changes.len(),
         evaluated,
         evaluated.as_secs_f64() * 1e6 / count as f64
     );
-    for (trigger, n) in per_trigger {
+    for (trigger, n) in per_trigger(&candidates) {
         println!("  {trigger}: {n}");
     }
-    match peak_rss_kib() {
-        Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("peak RSS: unavailable (no /proc/self/status)"),
-    }
+    print_peak("after evaluation");
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("scale.db").display()
+    );
+    let store = Store::connect(&url).await.expect("temporary store");
+    let started = Instant::now();
+    let written = save_health_states(&store, &changes, now)
+        .await
+        .expect("store health states");
+    let write = started.elapsed();
+    println!(
+        "first-run health-state write: {written} rows in {write:?} (one transaction, batched; SQLite, synchronous=FULL)"
+    );
+
+    // The next day: the stored states are loaded and nothing changed.
+    let tomorrow = today + Duration::days(1);
+    let started = Instant::now();
+    let stored = load_health_states(&store)
+        .await
+        .expect("load health states");
+    let loaded = started.elapsed();
+    let started = Instant::now();
+    let candidates = evaluate(&customers, &[], tomorrow, &Trigger::ALL, &stored);
+    let changes = health_changes(&customers, tomorrow, &stored);
+    let evaluated = started.elapsed();
+    println!(
+        "next run: {} states loaded in {loaded:?}; evaluate: {} candidates, {} changed states in {evaluated:?} ({:.2} µs per customer)",
+        stored.len(),
+        candidates.len(),
+        changes.len(),
+        evaluated.as_secs_f64() * 1e6 / count as f64
+    );
+    print_peak("at the end");
 }

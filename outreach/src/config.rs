@@ -32,6 +32,9 @@ pub struct OutreachConfig {
     /// for a new cause (CRM figures that are not refreshed daily would otherwise look like a
     /// new cause every day).
     pub cooldown_days: i64,
+    /// A delivered send counts as converted when its goal is reached within these days of
+    /// sending (payment cleared, contract renewed, booking made, …); 0 measures nothing.
+    pub conversion_window_days: i64,
 }
 
 impl Default for OutreachConfig {
@@ -44,6 +47,7 @@ impl Default for OutreachConfig {
             channel: "chat".into(),
             link: None,
             cooldown_days: 30,
+            conversion_window_days: 30,
         }
     }
 }

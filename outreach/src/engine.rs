@@ -9,14 +9,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate};
 use kizuna_store::Store;
 use kizuna_tools::booking::{due_reminders, mark_reminder_sent, upcoming_bookings};
-use kizuna_tools::crm::{list_customers, Customer, CustomerFilter};
+use kizuna_tools::crm::{get_customer, list_customers, Customer, CustomerFilter};
 use kizuna_tools::followup::{
     compose, placeholder_values, Followup, MessageTemplate, TemplateSource,
 };
 use sqlx::Row;
 
+use crate::channels::{enqueue_channel_messages, ChannelsConfig};
 use crate::config::{ConfigError, OutreachConfig, Zone};
+use crate::conversions::record_conversions;
 use crate::events::{record_event, EventKind};
+use crate::health_state::{health_changes, load_health_states, save_health_states, HealthChange};
 use crate::trigger::{evaluate, Candidate, Trigger};
 use crate::OutreachError;
 
@@ -155,6 +158,9 @@ pub struct RunReport {
     pub now: DateTime<FixedOffset>,
     pub dry_run: bool,
     pub entries: Vec<RunEntry>,
+    /// Earlier sends whose goal was reached, recorded as `converted` by this run (none in a
+    /// dry run).
+    pub conversions: usize,
 }
 
 impl RunReport {
@@ -198,12 +204,17 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (sent, approval, human, skipped) = self.counts();
         let verb = if self.dry_run { "would send" } else { "sent" };
-        writeln!(
+        write!(
             f,
             "outreach run at {}{}: {verb} {sent}, awaiting approval {approval}, human tasks {human}, skipped {skipped}",
             self.now.format("%Y-%m-%d %H:%M %:z"),
             if self.dry_run { " (dry run)" } else { "" },
         )?;
+        if self.dry_run {
+            writeln!(f)?;
+        } else {
+            writeln!(f, ", conversions {}", self.conversions)?;
+        }
         for e in &self.entries {
             let what = match &e.outcome {
                 Outcome::Delivered { live: true, .. } => "delivered (live)".to_string(),
@@ -248,6 +259,18 @@ fn long_date(date: NaiveDate) -> String {
 pub struct OutreachEngine {
     config: OutreachConfig,
     zone: Zone,
+    /// Email / webhook besides the chat (none by default).
+    channels: ChannelsConfig,
+}
+
+/// The triggers evaluated over the stored data at one instant.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub customers: Vec<Customer>,
+    pub candidates: Vec<Candidate>,
+    /// B2B customers whose health colour is new or changed since the stored state; a real
+    /// run stores them.
+    pub health_changes: Vec<HealthChange>,
 }
 
 /// What earlier runs left, for the cap and the cooldown.
@@ -260,7 +283,17 @@ impl OutreachEngine {
     pub fn new(config: OutreachConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let zone = config.quiet_hours.zone()?;
-        Ok(Self { config, zone })
+        Ok(Self {
+            config,
+            zone,
+            channels: ChannelsConfig::default(),
+        })
+    }
+
+    /// Also queues each delivered message on these channels (email, webhook for SMS).
+    pub fn with_channels(mut self, channels: ChannelsConfig) -> Self {
+        self.channels = channels;
+        self
     }
 
     pub fn config(&self) -> &OutreachConfig {
@@ -272,25 +305,35 @@ impl OutreachEngine {
         self.zone.local(now).date_naive()
     }
 
-    /// The candidates for `now` over the stored customers and due booking reminders.
+    /// The candidates for `now` over the stored customers, their stored health states and
+    /// the due booking reminders. Reads only.
     pub async fn candidates(
         &self,
         store: &Store,
         now: DateTime<FixedOffset>,
-    ) -> Result<(Vec<Customer>, Vec<Candidate>), OutreachError> {
+    ) -> Result<Evaluation, OutreachError> {
         let customers = list_customers(store, &CustomerFilter::default()).await?;
         let reminders = due_reminders(store, now, REMINDER_BATCH).await?;
+        let health = load_health_states(store).await?;
+        let today = self.local_date(now);
         let candidates = evaluate(
             &customers,
             &reminders,
-            self.local_date(now),
+            today,
             &self.config.enabled_triggers,
+            &health,
         );
-        Ok((customers, candidates))
+        let health_changes = health_changes(&customers, today, &health);
+        Ok(Evaluation {
+            customers,
+            candidates,
+            health_changes,
+        })
     }
 
-    /// One pass. With `dry_run` nothing is written or delivered; the report says what would
-    /// be sent and why the rest would not.
+    /// One pass: stores the changed health states, handles the candidates, then records the
+    /// conversions of earlier sends. With `dry_run` nothing is written or delivered; the
+    /// report says what would be sent and why the rest would not.
     pub async fn run_once(
         &self,
         store: &Store,
@@ -299,7 +342,20 @@ impl OutreachEngine {
         delivery: &dyn Delivery,
         dry_run: bool,
     ) -> Result<RunReport, OutreachError> {
-        let (customers, candidates) = self.candidates(store, now).await?;
+        let Evaluation {
+            customers,
+            candidates,
+            health_changes,
+        } = self.candidates(store, now).await?;
+        if !dry_run && !health_changes.is_empty() {
+            // Before any claim, so that the stored turn always matches the claimed causes.
+            let written = save_health_states(store, &health_changes, now).await?;
+            tracing::info!(
+                changed = health_changes.len(),
+                written,
+                "customer health states stored"
+            );
+        }
         let by_id: HashMap<&str, &Customer> =
             customers.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut history = self.history(store, now).await?;
@@ -379,10 +435,24 @@ impl OutreachEngine {
             }
             entries.push(entry);
         }
+        let conversions = if dry_run {
+            0
+        } else {
+            record_conversions(
+                store,
+                &customers,
+                now,
+                today,
+                self.config.conversion_window_days,
+            )
+            .await?
+            .converted
+        };
         let report = RunReport {
             now,
             dry_run,
             entries,
+            conversions,
         };
         let (sent, approval, human, skipped) = report.counts();
         tracing::info!(
@@ -391,6 +461,7 @@ impl OutreachEngine {
             approval,
             human,
             skipped,
+            conversions,
             "outreach run finished"
         );
         Ok(report)
@@ -644,6 +715,7 @@ impl OutreachEngine {
                 if let Some(reminder_id) = &candidate.reminder_id {
                     mark_reminder_sent(store, reminder_id).await?;
                 }
+                queue_channels(store, &self.channels, customer, &message, outcome.live, now).await;
                 Ok(Outcome::Delivered {
                     send_id,
                     live: outcome.live,
@@ -730,12 +802,35 @@ pub async fn pending_approvals(store: &Store) -> Result<Vec<PendingApproval>, Ou
         .collect()
 }
 
-/// A person approved send `send_id`: deliver its message. Returns `None` when it is not (or
-/// no longer) awaiting approval, so two approvers cannot send it twice.
+/// Queues a delivered message on the extra channels. The chat already has it: a failure here
+/// is logged, not returned, so the send stays delivered.
+async fn queue_channels(
+    store: &Store,
+    channels: &ChannelsConfig,
+    customer: &Customer,
+    message: &OutboundMessage,
+    live: bool,
+    now: DateTime<FixedOffset>,
+) {
+    match enqueue_channel_messages(store, channels, customer, message, live, now).await {
+        Ok(queued) if !queued.is_empty() => {
+            tracing::debug!(send_id = %message.send_id, ?queued, "outreach queued on extra channels")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, send_id = %message.send_id, "could not queue outreach on the extra channels")
+        }
+    }
+}
+
+/// A person approved send `send_id`: deliver its message (chat, then `channels`). Returns
+/// `None` when it is not (or no longer) awaiting approval, so two approvers cannot send it
+/// twice.
 pub async fn approve_and_deliver(
     store: &Store,
     send_id: &str,
     delivery: &dyn Delivery,
+    channels: &ChannelsConfig,
     now: DateTime<FixedOffset>,
 ) -> Result<Option<DeliveryOutcome>, OutreachError> {
     let taken = sqlx::query(
@@ -771,6 +866,9 @@ pub async fn approve_and_deliver(
     match delivery.deliver(&message).await {
         Ok(outcome) => {
             mark_delivered(store, send_id, outcome, now).await?;
+            if let Some(customer) = get_customer(store, &message.customer_id).await? {
+                queue_channels(store, channels, &customer, &message, outcome.live, now).await;
+            }
             Ok(Some(outcome))
         }
         Err(e) => {

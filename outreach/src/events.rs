@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, FixedOffset};
-use kizuna_store::Store;
+use kizuna_store::{OutreachEventInsert, Store};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -42,33 +42,26 @@ impl EventKind {
 }
 
 /// Records that `kind` happened to send `send_id`. Each kind counts once per send: returns
-/// false when it was already recorded.
+/// false when it was already recorded, and an error for a send that does not exist.
 pub async fn record_event(
     store: &Store,
     send_id: &str,
     kind: EventKind,
     at: DateTime<FixedOffset>,
 ) -> Result<bool, OutreachError> {
-    let exists = sqlx::query("SELECT 1 AS one FROM outreach_sends WHERE id = $1")
-        .bind(send_id)
-        .fetch_optional(store.pool())
-        .await?
-        .is_some();
-    if !exists {
-        return Err(OutreachError::UnknownSend(send_id.to_string()));
+    let outcome = store
+        .record_outreach_event(send_id, kind.as_str(), at.timestamp_millis())
+        .await
+        .map_err(|e| match e {
+            kizuna_store::StoreError::Database(e) => OutreachError::Database(e),
+            // Two statements on two tables: nothing but the database can fail.
+            other => OutreachError::Database(sqlx::Error::Protocol(other.to_string())),
+        })?;
+    match outcome {
+        OutreachEventInsert::Recorded => Ok(true),
+        OutreachEventInsert::AlreadyRecorded => Ok(false),
+        OutreachEventInsert::UnknownSend => Err(OutreachError::UnknownSend(send_id.to_string())),
     }
-    let inserted = sqlx::query(
-        "INSERT INTO outreach_events (id, send_id, kind, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (send_id, kind) DO NOTHING",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(send_id)
-    .bind(kind.as_str())
-    .bind(at.timestamp_millis())
-    .execute(store.pool())
-    .await?
-    .rows_affected();
-    Ok(inserted > 0)
 }
 
 /// Event counts of one campaign variant.

@@ -6,23 +6,37 @@
 //! (customer, trigger, cause) and a send is claimed by INSERT before it is delivered, so a
 //! cause sends once across runs, restarts and replicas.
 
+pub mod channels;
 pub mod config;
+pub mod conversions;
 pub mod engine;
 pub mod events;
+pub mod health_state;
 pub mod optout;
+pub mod review;
 pub mod trigger;
 
 #[cfg(test)]
 mod tests;
 
+pub use channels::{
+    attempts_for, enqueue_channel_messages, ChannelAttempt, ChannelConfigError, ChannelMessage,
+    ChannelPolicy, ChannelSender, ChannelsConfig, EmailConfig, EmailSender, RecordingSender,
+    WebhookConfig, WebhookSender, CHANNEL_EMAIL, CHANNEL_WEBHOOK, KIND_OUTREACH_MESSAGE,
+};
 pub use config::{ConfigError, FrequencyCap, OutreachConfig, QuietHours};
+pub use conversions::{goal_reached, record_conversions, BookingFacts, ConversionCounts, OpenSend};
 pub use engine::{
-    approve_and_deliver, pending_approvals, variant_for, Delivery, DeliveryOutcome,
+    approve_and_deliver, pending_approvals, variant_for, Delivery, DeliveryOutcome, Evaluation,
     OutboundMessage, Outcome, OutreachEngine, PendingApproval, RunEntry, RunReport, SkipReason,
     StaffTask, StaffTaskKind,
 };
 pub use events::{campaign_report, record_event, CampaignReport, EventKind, VariantStats};
+pub use health_state::{
+    health_changes, load_health_states, save_health_states, HealthChange, HealthState,
+};
 pub use optout::is_opt_out_request;
+pub use review::reject_approval;
 pub use trigger::{evaluate, Candidate, Trigger};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The engine over `demo/customers.csv` in a temporary SQLite store, with a fixed clock.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -408,15 +409,27 @@ async fn approval_then_events_and_report() {
         .into_iter()
         .find(|p| p.customer_id == "B-2006")
         .expect("B-2006 awaits approval");
-    let outcome = approve_and_deliver(&store, &b2006.send_id, &delivery, now)
-        .await
-        .expect("approve");
+    let outcome = approve_and_deliver(
+        &store,
+        &b2006.send_id,
+        &delivery,
+        &ChannelsConfig::default(),
+        now,
+    )
+    .await
+    .expect("approve");
     assert_eq!(outcome, Some(DeliveryOutcome { live: true }));
     // A second approval does not send again.
     assert_eq!(
-        approve_and_deliver(&store, &b2006.send_id, &delivery, now)
-            .await
-            .expect("approve again"),
+        approve_and_deliver(
+            &store,
+            &b2006.send_id,
+            &delivery,
+            &ChannelsConfig::default(),
+            now
+        )
+        .await
+        .expect("approve again"),
         None
     );
     assert_eq!(
@@ -472,6 +485,10 @@ async fn approval_then_events_and_report() {
     assert!(text.contains("payment_overdue_7"), "{text}");
 }
 
+fn no_history() -> HashMap<String, HealthState> {
+    HashMap::new()
+}
+
 fn b2b(id: &str) -> Customer {
     let mut c = Customer::new(id, CustomerKind::B2b, format!("{id}株式会社"));
     c.monthly_measurements = Some(10);
@@ -508,7 +525,7 @@ fn evaluate_onboarding_renewal_and_reminders() {
         status: "pending".into(),
     };
     let customers = [new, day2, old, renewing, far];
-    let found = evaluate(&customers, &[reminder], today, &Trigger::ALL);
+    let found = evaluate(&customers, &[reminder], today, &Trigger::ALL, &no_history());
     let of = |id: &str| -> Vec<Trigger> {
         found
             .iter()
@@ -531,7 +548,13 @@ fn evaluate_onboarding_renewal_and_reminders() {
     assert_eq!(r.reminder_id.as_deref(), Some("R-1"));
 
     // Disabled triggers do not fire.
-    let only_renewal = evaluate(&customers, &[], today, &[Trigger::Renewal90dHealthy]);
+    let only_renewal = evaluate(
+        &customers,
+        &[],
+        today,
+        &[Trigger::Renewal90dHealthy],
+        &no_history(),
+    );
     assert_eq!(only_renewal.len(), 1);
 }
 
@@ -541,7 +564,7 @@ fn evaluate_payment_steps_and_cause_keys() {
     let step = |days: i64| {
         let mut c = b2b("B-1");
         c.payment_overdue_days = Some(days);
-        evaluate(&[c], &[], today, &Trigger::ALL)
+        evaluate(&[c], &[], today, &Trigger::ALL, &no_history())
             .into_iter()
             .find(|c| c.trigger.as_str().starts_with("payment_overdue"))
     };
@@ -557,7 +580,13 @@ fn evaluate_payment_steps_and_cause_keys() {
     // The same overdue seen a day later has the same cause.
     let mut c = b2b("B-1");
     c.payment_overdue_days = Some(22);
-    let next_day = evaluate(&[c], &[], today + Duration::days(1), &Trigger::ALL);
+    let next_day = evaluate(
+        &[c],
+        &[],
+        today + Duration::days(1),
+        &Trigger::ALL,
+        &no_history(),
+    );
     assert_eq!(next_day[0].cause_key, "overdue_since:2026-10-31");
 }
 
@@ -633,7 +662,12 @@ async fn postgres_sends_once() {
     let store = Store::connect(&url)
         .await
         .expect("connect to KIZUNA_TEST_POSTGRES_URL");
-    for clean in ["DELETE FROM outreach_events", "DELETE FROM outreach_sends"] {
+    for clean in [
+        "DELETE FROM outreach_events",
+        "DELETE FROM outreach_attempts",
+        "DELETE FROM outreach_sends",
+        "DELETE FROM customer_health_state",
+    ] {
         sqlx::query(clean)
             .execute(store.pool())
             .await
@@ -659,6 +693,18 @@ async fn postgres_sends_once() {
         Some(Outcome::HumanTask { .. })
     ));
     let sent = delivery.messages().len();
+    // The health states went in through the batched upsert, one per B2B account.
+    let b2b_accounts = count(
+        &store,
+        "SELECT COUNT(*) AS n FROM customers WHERE kind = 'b2b'",
+    )
+    .await;
+    let states = load_health_states(&store).await.expect("health states");
+    assert_eq!(states.len() as i64, b2b_accounts);
+    assert_eq!(
+        states.get("B-2002").map(|s| s.status),
+        Some(kizuna_tools::health::HealthStatus::Red)
+    );
     let other = Store::connect(&url).await.expect("second connection");
     let second = engine
         .run_once(&other, at(MORNING), templates(), &delivery, false)
@@ -683,4 +729,703 @@ async fn postgres_sends_once() {
             .converted,
         1
     );
+    // Measured conversions on PostgreSQL: B-2004 pays, its payment reminder converts.
+    sqlx::query("UPDATE customers SET payment_overdue_days = 0 WHERE id = 'B-2004'")
+        .execute(store.pool())
+        .await
+        .expect("payment cleared");
+    let next_day = engine
+        .run_once(&store, day(1), templates(), &delivery, false)
+        .await
+        .expect("next-day run");
+    assert_eq!(next_day.conversions, 1, "{next_day}");
+    let payment = sent_for(&delivery, "B-2004", Trigger::PaymentOverdue14);
+    assert_eq!(converted(&store, &payment[0].send_id).await, 1);
+}
+
+// ---- Health turns and conversions -------------------------------------------------------
+
+/// `MORNING` plus `n` days: local date 2026-11-21 + n.
+fn day(n: i64) -> DateTime<FixedOffset> {
+    at(MORNING) + Duration::days(n)
+}
+
+fn date_of(n: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 21).expect("date") + Duration::days(n)
+}
+
+async fn empty_store(dir: &tempfile::TempDir) -> Store {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("kizuna.db").display()
+    );
+    Store::connect(&url).await.expect("connect")
+}
+
+/// Upserts `customers` through the CRM import, as a CRM refresh would.
+async fn put(store: &Store, customers: &[Customer]) {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let mut csv = String::from(
+        "id,kind,name,email,phone,plan,monthly_measurements,mrr_jpy,contract_end,customer_since,\
+         measurements_30d,last_login,report_view_rate,feature_adoption,csat,nps,escalations_30d,\
+         payment_overdue_days,opted_out\n",
+    );
+    for c in customers {
+        let fields = [
+            c.id.clone(),
+            c.kind.as_str().to_string(),
+            c.name.clone(),
+            opt(c.email.clone()),
+            opt(c.phone.clone()),
+            opt(c.plan.clone()),
+            opt(c.monthly_measurements.map(|v| v.to_string())),
+            opt(c.mrr_jpy.map(|v| v.to_string())),
+            opt(c.contract_end.map(|v| v.to_string())),
+            opt(c.customer_since.map(|v| v.to_string())),
+            opt(c.measurements_30d.map(|v| v.to_string())),
+            opt(c.last_login.map(|v| v.to_string())),
+            opt(c.report_view_rate.map(|v| v.to_string())),
+            opt(c.feature_adoption.map(|v| v.to_string())),
+            opt(c.csat.map(|v| v.to_string())),
+            opt(c.nps.map(|v| v.to_string())),
+            opt(c.escalations_30d.map(|v| v.to_string())),
+            opt(c.payment_overdue_days.map(|v| v.to_string())),
+            c.opted_out.to_string(),
+        ];
+        csv.push_str(&fields.join(","));
+        csv.push('\n');
+    }
+    import_customers(store, csv.as_bytes(), Format::Csv)
+        .await
+        .expect("import");
+}
+
+/// A B2B account in good health (total 88) on local day `n`, with nothing else to say.
+fn green(id: &str, n: i64) -> Customer {
+    let mut c = b2b(id);
+    c.plan = Some("ビジネス10".into());
+    c.nps = Some(9.0);
+    c.contract_end = Some(NaiveDate::from_ymd_opt(2028, 3, 31).expect("date"));
+    c.customer_since = Some(NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"));
+    c.last_login = Some(date_of(n));
+    c
+}
+
+/// The same account in red health (total 35): half the quota used (no usage drop), no
+/// logins or reports, poor support scores, nothing overdue.
+fn red(id: &str) -> Customer {
+    let mut c = green(id, 0);
+    c.measurements_30d = Some(5);
+    c.last_login = None;
+    c.report_view_rate = Some(0.0);
+    c.feature_adoption = Some(0.0);
+    c.csat = Some(2.0);
+    c.escalations_30d = Some(2);
+    c
+}
+
+async fn health_row(store: &Store, id: &str) -> Option<(String, String)> {
+    sqlx::query("SELECT status, since FROM customer_health_state WHERE customer_id = $1")
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await
+        .expect("health state")
+        .map(|r| (sqlx::Row::get(&r, "status"), sqlx::Row::get(&r, "since")))
+}
+
+async fn count(store: &Store, sql: &'static str) -> i64 {
+    sqlx::Row::get(
+        &sqlx::query(sql)
+            .fetch_one(store.pool())
+            .await
+            .expect("count"),
+        "n",
+    )
+}
+
+async fn converted(store: &Store, send_id: &str) -> i64 {
+    sqlx::Row::get(
+        &sqlx::query(
+            "SELECT COUNT(*) AS n FROM outreach_events WHERE send_id = $1 AND kind = 'converted'",
+        )
+        .bind(send_id)
+        .fetch_one(store.pool())
+        .await
+        .expect("count"),
+        "n",
+    )
+}
+
+fn entry<'a>(report: &'a RunReport, id: &str, trigger: Trigger) -> Option<&'a RunEntry> {
+    report
+        .entries
+        .iter()
+        .find(|e| e.customer_id == id && e.trigger == trigger)
+}
+
+fn sent_for(delivery: &RecordingDelivery, id: &str, trigger: Trigger) -> Vec<OutboundMessage> {
+    delivery
+        .messages()
+        .into_iter()
+        .filter(|m| m.customer_id == id && m.trigger == trigger)
+        .collect()
+}
+
+#[test]
+fn evaluate_names_the_day_the_red_turn_began() {
+    let today = date_of(0);
+    let customer = red("B-1");
+    let health_red = |history: &HashMap<String, HealthState>| {
+        evaluate(
+            std::slice::from_ref(&customer),
+            &[],
+            today,
+            &Trigger::ALL,
+            history,
+        )
+        .into_iter()
+        .filter(|c| c.trigger == Trigger::HealthRed)
+        .map(|c| c.cause_key)
+        .collect::<Vec<_>>()
+    };
+    // First seen red: the turn is today (when it really began is unknown).
+    assert_eq!(health_red(&no_history()), vec!["red_since:2026-11-21"]);
+    // Already red since the 3rd: the same cause as then.
+    let mut history = no_history();
+    let since = NaiveDate::from_ymd_opt(2026, 11, 3).expect("date");
+    history.insert(
+        "B-1".into(),
+        HealthState {
+            status: kizuna_tools::health::HealthStatus::Red,
+            since,
+        },
+    );
+    assert_eq!(health_red(&history), vec!["red_since:2026-11-03"]);
+    assert!(health_changes(std::slice::from_ref(&customer), today, &history).is_empty());
+    // Yellow before: a new turn today, and a state to store.
+    history.get_mut("B-1").expect("state").status = kizuna_tools::health::HealthStatus::Yellow;
+    assert_eq!(health_red(&history), vec!["red_since:2026-11-21"]);
+    let changes = health_changes(std::slice::from_ref(&customer), today, &history);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].state.since, today);
+    // Green customers raise nothing.
+    assert!(evaluate(&[green("B-2", 0)], &[], today, &Trigger::ALL, &history).is_empty());
+}
+
+#[tokio::test]
+async fn health_red_sends_once_per_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    let run = |n: i64| engine.run_once(&store, day(n), templates(), &delivery, false);
+    let id = "B-3001";
+
+    put(&store, &[green(id, 0)]).await;
+    let report = run(0).await.expect("run");
+    assert!(entry(&report, id, Trigger::HealthRed).is_none(), "{report}");
+    assert_eq!(
+        health_row(&store, id).await,
+        Some(("green".into(), "2026-11-21".into()))
+    );
+
+    // Turns red on day 1: one message, however many runs follow while it stays red.
+    put(&store, &[red(id)]).await;
+    for n in [1, 1, 2, 5] {
+        let report = run(n).await.expect("run");
+        let e = entry(&report, id, Trigger::HealthRed).expect("health_red evaluated");
+        assert_eq!(e.cause_key, "red_since:2026-11-22");
+        if n > 1 {
+            assert_eq!(e.outcome, Outcome::Skipped(SkipReason::AlreadySent));
+        }
+    }
+    let first = sent_for(&delivery, id, Trigger::HealthRed);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        health_row(&store, id).await,
+        Some(("red".into(), "2026-11-22".into()))
+    );
+    assert_eq!(converted(&store, &first[0].send_id).await, 0);
+
+    // Green again on day 10: the red send converted.
+    put(&store, &[green(id, 10)]).await;
+    let report = run(10).await.expect("run");
+    assert_eq!(report.conversions, 1, "{report}");
+    assert!(report.to_string().contains("conversions 1"), "{report}");
+    assert_eq!(converted(&store, &first[0].send_id).await, 1);
+    assert_eq!(
+        health_row(&store, id).await,
+        Some(("green".into(), "2026-12-01".into()))
+    );
+
+    // Red again on day 15: a new turn, but within the 30-day cooldown.
+    put(&store, &[red(id)]).await;
+    let report = run(15).await.expect("run");
+    let e = entry(&report, id, Trigger::HealthRed).expect("health_red evaluated");
+    assert_eq!(e.cause_key, "red_since:2026-12-06");
+    assert_eq!(e.outcome, Outcome::Skipped(SkipReason::Cooldown));
+
+    // Green on day 20, red on day 40, after the cooldown: sent again, with the new turn.
+    put(&store, &[green(id, 20)]).await;
+    run(20).await.expect("run");
+    put(&store, &[red(id)]).await;
+    let report = run(40).await.expect("run");
+    let e = entry(&report, id, Trigger::HealthRed).expect("health_red evaluated");
+    assert_eq!(e.cause_key, "red_since:2026-12-31");
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }), "{report}");
+    assert_eq!(sent_for(&delivery, id, Trigger::HealthRed).len(), 2);
+    run(41).await.expect("run");
+    assert_eq!(sent_for(&delivery, id, Trigger::HealthRed).len(), 2);
+}
+
+#[tokio::test]
+async fn first_seen_red_sends_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    put(&store, &[red("B-3002")]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    for n in 0..3 {
+        let report = engine
+            .run_once(&store, day(n), templates(), &delivery, false)
+            .await
+            .expect("run");
+        let e = entry(&report, "B-3002", Trigger::HealthRed).expect("health_red");
+        assert_eq!(e.cause_key, "red_since:2026-11-21");
+    }
+    assert_eq!(sent_for(&delivery, "B-3002", Trigger::HealthRed).len(), 1);
+    assert_eq!(
+        health_row(&store, "B-3002").await,
+        Some(("red".into(), "2026-11-21".into()))
+    );
+}
+
+/// A turn first seen in quiet hours is stored at once, and its message still goes out in the
+/// morning: the cause stays while the customer stays red.
+#[tokio::test]
+async fn red_turn_seen_at_night_is_sent_in_the_morning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    put(&store, &[red("B-3003")]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    let night = engine
+        .run_once(
+            &store,
+            at("2026-11-21T23:00:00+09:00"),
+            templates(),
+            &delivery,
+            false,
+        )
+        .await
+        .expect("night run");
+    assert!(matches!(
+        night.outcome("B-3003", Trigger::HealthRed),
+        Some(Outcome::Skipped(SkipReason::QuietHours { .. }))
+    ));
+    assert_eq!(
+        health_row(&store, "B-3003").await,
+        Some(("red".into(), "2026-11-21".into()))
+    );
+    let morning = engine
+        .run_once(
+            &store,
+            at("2026-11-22T09:00:00+09:00"),
+            templates(),
+            &delivery,
+            false,
+        )
+        .await
+        .expect("morning run");
+    let e = entry(&morning, "B-3003", Trigger::HealthRed).expect("health_red");
+    assert_eq!(e.cause_key, "red_since:2026-11-21");
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }));
+}
+
+#[tokio::test]
+async fn dry_run_stores_no_health_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = demo_store(&dir).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    let preview = engine
+        .run_once(&store, at(MORNING), templates(), &delivery, true)
+        .await
+        .expect("dry run");
+    assert!(preview
+        .entries
+        .iter()
+        .any(|e| e.trigger == Trigger::HealthRed && e.cause_key == "red_since:2026-11-21"));
+    assert_eq!(preview.conversions, 0);
+    let states = "SELECT COUNT(*) AS n FROM customer_health_state";
+    assert_eq!(count(&store, states).await, 0);
+    engine
+        .run_once(&store, at(MORNING), templates(), &delivery, false)
+        .await
+        .expect("run");
+    // One row per B2B account of the demo data.
+    let b2b_accounts = count(
+        &store,
+        "SELECT COUNT(*) AS n FROM customers WHERE kind = 'b2b'",
+    )
+    .await;
+    assert!(b2b_accounts > 0);
+    assert_eq!(count(&store, states).await, b2b_accounts);
+    let stored = load_health_states(&store).await.expect("load");
+    assert_eq!(
+        stored.get("B-2002").map(|s| s.status),
+        Some(kizuna_tools::health::HealthStatus::Red)
+    );
+}
+
+#[tokio::test]
+async fn health_states_are_written_in_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let today = date_of(0);
+    let changes: Vec<HealthChange> = (0..1_234)
+        .map(|i| HealthChange {
+            customer_id: format!("B-{i:05}"),
+            state: HealthState {
+                status: kizuna_tools::health::HealthStatus::Green,
+                since: today,
+            },
+        })
+        .collect();
+    assert_eq!(
+        save_health_states(&store, &changes, day(0))
+            .await
+            .expect("save"),
+        1_234
+    );
+    // Same colour again: nothing rewritten, the first `since` kept.
+    let later: Vec<HealthChange> = changes
+        .iter()
+        .map(|c| HealthChange {
+            state: HealthState {
+                since: date_of(5),
+                ..c.state
+            },
+            ..c.clone()
+        })
+        .collect();
+    assert_eq!(
+        save_health_states(&store, &later, day(5))
+            .await
+            .expect("save"),
+        0
+    );
+    let stored = load_health_states(&store).await.expect("load");
+    assert_eq!(stored.len(), 1_234);
+    assert!(stored.values().all(|s| s.since == today));
+}
+
+#[tokio::test]
+async fn conversions_follow_outcomes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let mut overdue = green("B-3101", 0);
+    overdue.payment_overdue_days = Some(10);
+    let mut renewing = green("B-3102", 0);
+    renewing.contract_end = Some(date_of(60));
+    let mut idle = green("B-3103", 0);
+    idle.measurements_30d = Some(2);
+    put(&store, &[overdue.clone(), renewing.clone(), idle.clone()]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    let report = engine
+        .run_once(&store, day(0), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(report.conversions, 0);
+    let payment = sent_for(&delivery, "B-3101", Trigger::PaymentOverdue7);
+    let renewal = sent_for(&delivery, "B-3102", Trigger::Renewal90dHealthy);
+    let usage = sent_for(&delivery, "B-3103", Trigger::UsageDrop);
+    assert_eq!(
+        (payment.len(), renewal.len(), usage.len()),
+        (1, 1, 1),
+        "{report}"
+    );
+
+    // Nothing changed yet: nothing converts.
+    let report = engine
+        .run_once(&store, day(1), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(report.conversions, 0);
+
+    // The payment clears and the contract is extended; usage stays low.
+    overdue.payment_overdue_days = Some(0);
+    renewing.contract_end = Some(date_of(60 + 365));
+    idle.last_login = Some(date_of(3));
+    put(&store, &[overdue, renewing, idle]).await;
+    let report = engine
+        .run_once(&store, day(3), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(report.conversions, 2, "{report}");
+    assert_eq!(converted(&store, &payment[0].send_id).await, 1);
+    assert_eq!(converted(&store, &renewal[0].send_id).await, 1);
+    assert_eq!(converted(&store, &usage[0].send_id).await, 0);
+
+    // Recorded once: later runs find nothing new.
+    let report = engine
+        .run_once(&store, day(4), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(report.conversions, 0);
+    assert_eq!(converted(&store, &payment[0].send_id).await, 1);
+    let stats = campaign_report(&store, None, None).await.expect("report");
+    let payment_stats = stats
+        .get("payment_overdue_7", &payment[0].variant)
+        .expect("payment row");
+    assert_eq!(payment_stats.converted, 1);
+}
+
+#[tokio::test]
+async fn no_conversion_outside_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let mut overdue = green("B-3201", 0);
+    overdue.payment_overdue_days = Some(10);
+    put(&store, &[overdue.clone()]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    assert_eq!(engine.config().conversion_window_days, 30);
+    let delivery = RecordingDelivery::default();
+    engine
+        .run_once(&store, day(0), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let payment = sent_for(&delivery, "B-3201", Trigger::PaymentOverdue7);
+    assert_eq!(payment.len(), 1);
+    // Paid 31 days after the reminder: not counted as its conversion.
+    overdue.payment_overdue_days = Some(0);
+    overdue.last_login = Some(date_of(31));
+    put(&store, &[overdue]).await;
+    let report = engine
+        .run_once(&store, day(31), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(report.conversions, 0);
+    assert_eq!(converted(&store, &payment[0].send_id).await, 0);
+}
+
+async fn insert_booking(
+    store: &Store,
+    id: &str,
+    customer: &str,
+    slot: DateTime<FixedOffset>,
+    seat: i64,
+    created: DateTime<FixedOffset>,
+) {
+    sqlx::query(
+        "INSERT INTO bookings (id, customer_id, slot_start, plan, status, created_at, seat,
+            price_jpy, mediation, notes, updated_at)
+         VALUES ($1, $2, $3, 'standard', 'booked', $4, $5, 30000, 0, NULL, $4)",
+    )
+    .bind(id)
+    .bind(customer)
+    .bind(slot.timestamp())
+    .bind(created.timestamp_millis())
+    .bind(seat)
+    .execute(store.pool())
+    .await
+    .expect("insert booking");
+}
+
+#[tokio::test]
+async fn onboarding_converts_on_a_booking_made_after_the_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let mut new = green("B-3301", 0);
+    new.customer_since = Some(date_of(0));
+    put(&store, &[new]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    engine
+        .run_once(&store, day(0), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let day0 = sent_for(&delivery, "B-3301", Trigger::OnboardingDay0);
+    assert_eq!(day0.len(), 1);
+    insert_booking(
+        &store,
+        "BK-3301",
+        "B-3301",
+        day(10),
+        1,
+        day(0) + Duration::hours(2),
+    )
+    .await;
+    let report = engine
+        .run_once(&store, day(1), templates(), &delivery, false)
+        .await
+        .expect("run");
+    // Day 0's message led to the booking; day 1's was sent after it and did not.
+    let day1 = sent_for(&delivery, "B-3301", Trigger::OnboardingDay1);
+    assert_eq!(day1.len(), 1);
+    assert_eq!(report.conversions, 1, "{report}");
+    assert_eq!(converted(&store, &day0[0].send_id).await, 1);
+    assert_eq!(converted(&store, &day1[0].send_id).await, 0);
+}
+
+#[tokio::test]
+async fn booking_reminder_converts_when_the_booking_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let mut kept = Customer::new("C-3401", CustomerKind::B2c, "山田 一郎");
+    kept.plan = Some("standard".into());
+    let mut dropped = Customer::new("C-3402", CustomerKind::B2c, "山田 二郎");
+    dropped.plan = Some("standard".into());
+    put(&store, &[kept, dropped]).await;
+    // Both measure tomorrow at 14:00; their D-1 reminders are due now.
+    let slot = at("2026-11-22T14:00:00+09:00");
+    for (n, customer) in [(1, "C-3401"), (2, "C-3402")] {
+        let booking = format!("BK-340{n}");
+        insert_booking(&store, &booking, customer, slot, n, day(-5)).await;
+        sqlx::query(
+            "INSERT INTO booking_reminders (id, booking_id, customer_id, kind, due_at, status, created_at)
+             VALUES ($1, $2, $3, 'd1', $4, 'pending', $5)",
+        )
+        .bind(format!("RM-340{n}"))
+        .bind(&booking)
+        .bind(customer)
+        .bind(day(0).timestamp())
+        .bind(day(-5).timestamp_millis())
+        .execute(store.pool())
+        .await
+        .expect("insert reminder");
+    }
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    engine
+        .run_once(&store, day(0), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let reminders: Vec<_> = delivery
+        .messages()
+        .into_iter()
+        .filter(|m| m.trigger == Trigger::BookingReminderD1)
+        .collect();
+    assert_eq!(reminders.len(), 2);
+    sqlx::query("UPDATE bookings SET status = 'cancelled' WHERE id = 'BK-3402'")
+        .execute(store.pool())
+        .await
+        .expect("cancel");
+    // Before the slot starts nothing is judged.
+    let before = engine
+        .run_once(
+            &store,
+            at("2026-11-22T13:00:00+09:00"),
+            templates(),
+            &delivery,
+            false,
+        )
+        .await
+        .expect("run");
+    assert_eq!(before.conversions, 0);
+    let after = engine
+        .run_once(
+            &store,
+            at("2026-11-22T15:00:00+09:00"),
+            templates(),
+            &delivery,
+            false,
+        )
+        .await
+        .expect("run");
+    assert_eq!(after.conversions, 1, "{after}");
+    for m in reminders {
+        let expected = i64::from(m.customer_id == "C-3401");
+        assert_eq!(
+            converted(&store, &m.send_id).await,
+            expected,
+            "{}",
+            m.customer_id
+        );
+    }
+}
+
+#[tokio::test]
+async fn delivered_messages_are_queued_on_extra_channels_when_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = demo_store(&dir).await;
+    let channels: ChannelsConfig = toml::from_str(
+        r#"
+        [email]
+        smtp_url = "smtp://127.0.0.1:2525"
+        from = "ZENBU <support@zenbu.example.jp>"
+        [webhook]
+        url = "http://127.0.0.1:9/sms"
+        "#,
+    )
+    .expect("channels");
+    let engine = OutreachEngine::new(config())
+        .expect("engine")
+        .with_channels(channels.clone());
+    // The customer's widget is not connected: the chat keeps it for the next visit and the
+    // extra channels carry it now.
+    let delivery = RecordingDelivery::default();
+    let report = engine
+        .run_once(&store, at(MORNING), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let delivered: Vec<&RunEntry> = report.delivered().collect();
+    assert!(!delivered.is_empty());
+    let rows = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM outbox WHERE kind = 'outreach_message' ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("outbox");
+    let customers = kizuna_tools::crm::list_customers(&store, &Default::default())
+        .await
+        .expect("customers");
+    let by_id: HashMap<&str, &Customer> = customers.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut expected = Vec::new();
+    for entry in &delivered {
+        let Outcome::Delivered { send_id, .. } = &entry.outcome else {
+            unreachable!()
+        };
+        let customer = by_id[entry.customer_id.as_str()];
+        if customer
+            .email
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty())
+        {
+            expected.push(format!("outreach:{send_id}:email"));
+        }
+        if customer
+            .phone
+            .as_deref()
+            .is_some_and(|p| !p.trim().is_empty())
+        {
+            expected.push(format!("outreach:{send_id}:webhook"));
+        }
+    }
+    expected.sort();
+    assert!(!expected.is_empty(), "demo customers have addresses");
+    assert_eq!(rows, expected);
+
+    // An approved send goes out on the channels too; a live customer gets only the chat
+    // under the default `offline` policy.
+    let approvals = pending_approvals(&store).await.expect("approvals");
+    let first = approvals
+        .first()
+        .expect("an important account awaits approval");
+    let live = RecordingDelivery {
+        live: true,
+        ..Default::default()
+    };
+    approve_and_deliver(&store, &first.send_id, &live, &channels, at(MORNING))
+        .await
+        .expect("approve")
+        .expect("was awaiting approval");
+    let queued_for_approved: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id LIKE $1")
+            .bind(format!("outreach:{}:%", first.send_id))
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+    assert_eq!(queued_for_approved, 0);
 }

@@ -1,12 +1,15 @@
 //! The triggers and their pure evaluation over customer records (seed 003 §5.1–5.4).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{Datelike, Duration, NaiveDate};
 use kizuna_tools::booking::{Reminder, ReminderKind};
-use kizuna_tools::crm::{Customer, CustomerKind};
-use kizuna_tools::health::{health_score, HealthStatus};
+use kizuna_tools::crm::Customer;
+use kizuna_tools::health::HealthStatus;
 use serde::{Deserialize, Serialize};
+
+use crate::health_state::{current_status, HealthState};
 
 /// A trigger; its slug is the template trigger in `knowledge/content/templates/` and the
 /// campaign id of its sends.
@@ -176,7 +179,7 @@ impl Candidate {
     }
 }
 
-/// The month, as the cause of a state that persists (red health, low usage, low NPS): while
+/// The month, as the cause of a state that persists (low usage, low NPS): while
 /// the state lasts it is one cause per month (and the cooldown spaces them further).
 fn month_key(prefix: &str, today: NaiveDate) -> String {
     format!("{prefix}:{:04}-{:02}", today.year(), today.month())
@@ -184,18 +187,21 @@ fn month_key(prefix: &str, today: NaiveDate) -> String {
 
 /// Every candidate for `today`, per customer in [`Trigger::ALL`] priority order, customers in
 /// input order, then the due booking reminders. Opted-out customers are included (the engine
-/// reports them as skipped); `enabled` filters triggers. Pure: no I/O, no clock.
+/// reports them as skipped); `enabled` filters triggers. `health` holds the stored health
+/// states (see [`crate::health_state`]): `health_red` names the day the current red turn
+/// began. Pure: no I/O, no clock.
 pub fn evaluate(
     customers: &[Customer],
     reminders: &[Reminder],
     today: NaiveDate,
     enabled: &[Trigger],
+    health: &HashMap<String, HealthState>,
 ) -> Vec<Candidate> {
     let on = |t: Trigger| enabled.contains(&t);
     let mut out = Vec::new();
     for customer in customers {
         let start = out.len();
-        customer_candidates(customer, today, &mut out);
+        customer_candidates(customer, today, health.get(&customer.id), &mut out);
         // Keep this customer's candidates in priority order, drop disabled ones.
         let mut mine: Vec<Candidate> = out.drain(start..).filter(|c| on(c.trigger)).collect();
         mine.sort_by_key(|c| c.trigger);
@@ -217,7 +223,12 @@ pub fn evaluate(
     out
 }
 
-fn customer_candidates(customer: &Customer, today: NaiveDate, out: &mut Vec<Candidate>) {
+fn customer_candidates(
+    customer: &Customer,
+    today: NaiveDate,
+    stored_health: Option<&HealthState>,
+    out: &mut Vec<Candidate>,
+) {
     let id = customer.id.as_str();
     if let Some(days) = customer.payment_overdue_days.filter(|d| *d >= 7) {
         // Only the step reached: a customer first seen at 35 days gets the CSM, not day 7.
@@ -240,18 +251,22 @@ fn customer_candidates(customer: &Customer, today: NaiveDate, out: &mut Vec<Cand
             format!("{}:{nps}", month_key("nps", today)),
         ));
     }
-    if customer.kind != CustomerKind::B2b {
+    // B2B only from here: B2C customers have no health score.
+    let Some(status) = current_status(customer, today) else {
         return;
-    }
-    let status = health_score(customer, today).ok().map(|h| h.status);
-    if status == Some(HealthStatus::Red) {
+    };
+    if status == HealthStatus::Red {
+        // One cause per red turn: the day it began stays while the customer stays red, so
+        // the turn sends once, on the first run whose guard rails let it through (a turn seen
+        // in quiet hours goes out in the morning). Red → yellow → red is a new turn.
+        let turn = HealthState::next(stored_health, status, today);
         out.push(Candidate::new(
             id,
             Trigger::HealthRed,
-            month_key("red", today),
+            format!("red_since:{}", turn.since),
         ));
     }
-    if let (Some(end), Some(status)) = (customer.contract_end, status) {
+    if let Some(end) = customer.contract_end {
         let days_left = (end - today).num_days();
         if (1..=90).contains(&days_left) {
             let trigger = if status.is_at_risk() {

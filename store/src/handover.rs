@@ -66,7 +66,7 @@ impl Store {
         e: &EscalationInsert<'_>,
         now_ms: i64,
     ) -> Result<(i64, i64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE conversations SET status = 'escalated', updated_at = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(e.conversation_id)
@@ -129,7 +129,7 @@ impl Store {
         frame: &serde_json::Value,
         now_ms: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated =
             sqlx::query("UPDATE conversations SET status = $1, updated_at = $2 WHERE id = $3")
                 .bind(status)
@@ -213,7 +213,7 @@ impl Store {
         release_held: bool,
         now_ms: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at)
              VALUES ($1, $2, NULL, $3, $4, NULL, 'final', $5, $6)",
@@ -322,7 +322,7 @@ impl Store {
         message_id: &str,
         extra: &serde_json::Value,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT metadata FROM messages WHERE id = $1")
             .bind(message_id)
             .fetch_optional(&mut *tx)
@@ -349,7 +349,7 @@ impl Store {
 
     /// Queues a notification on its own (outside another change).
     pub async fn enqueue_outbox(&self, n: &OutboxInsert, now_ms: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_outbox(&mut tx, n, now_ms).await?;
         tx.commit().await?;
         Ok(())

@@ -5,8 +5,10 @@
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
 mod handover;
+mod outreach;
 
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+pub use outreach::OutreachEventInsert;
 
 use std::str::FromStr;
 
@@ -158,6 +160,18 @@ impl Store {
         &self.pool
     }
 
+    /// A write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up front (waiting
+    /// through busy_timeout), so a transaction that reads before it writes cannot fail
+    /// halfway with "database is locked" when another writer commits in between.
+    pub async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -220,7 +234,7 @@ impl Store {
         ack_payload: &serde_json::Value,
         now_ms: i64,
     ) -> Result<UserMessageInsert> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = sqlx::query(
             "SELECT id, status FROM messages WHERE conversation_id = $1 AND client_msg_id = $2",
         )
@@ -260,7 +274,7 @@ impl Store {
         payload: &serde_json::Value,
         now_ms: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let seq = append_frame(&mut tx, conversation_id, payload, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
@@ -281,7 +295,7 @@ impl Store {
         frame_payload: &serde_json::Value,
         now_ms: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at)
              VALUES ($1, $2, NULL, $3, $4, $5, 'final', $6, $7)",

@@ -25,7 +25,6 @@ use sqlx::Row;
 
 use crate::access::{self, LOGIN_REQUIRED, OTHER_ACCOUNT};
 use crate::availability::{slot_label, BookingCalendar, CalendarError, SlotProblem};
-use crate::crm::begin_write;
 use crate::plans::{self, yen};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,7 +166,7 @@ pub async fn book(
         };
     let now_ms = now.timestamp_millis();
     for seat in 1..=calendar.capacity_per_slot as i64 {
-        let mut tx = begin_write(store).await?;
+        let mut tx = store.begin_write().await?;
         // Rows without a seat (written before seats existed) still count against capacity.
         let active: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM bookings WHERE slot_start = $1 AND status = 'booked'",
@@ -283,7 +282,7 @@ pub async fn cancel(
     if booking.slot_start <= now {
         return Ok(Some(CancelOutcome::Started(booking)));
     }
-    let mut tx = begin_write(store).await?;
+    let mut tx = store.begin_write().await?;
     let changed = sqlx::query(
         "UPDATE bookings SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'booked'",
     )

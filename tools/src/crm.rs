@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::Path;
 
 use chrono::{NaiveDate, Utc};
-use kizuna_store::{Engine, Store};
+use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -192,7 +192,7 @@ pub async fn import_customers(
 ) -> Result<ImportReport, ImportError> {
     let customers = parse_customers(bytes, format).map_err(ImportError::Invalid)?;
     let now_ms = Utc::now().timestamp_millis();
-    let mut tx = begin_write(store).await?;
+    let mut tx = store.begin_write().await?;
     let mut report = ImportReport::default();
     for customer in &customers {
         let exists = sqlx::query("SELECT 1 AS one FROM customers WHERE id = $1")
@@ -622,16 +622,6 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
     }
 }
 
-/// A write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up front (waiting
-/// through busy_timeout) so a transaction that reads before it writes cannot fail halfway
-/// with SQLITE_BUSY when another writer commits in between.
-pub(crate) async fn begin_write(store: &Store) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match store.engine() {
-        Engine::Sqlite => store.pool().begin_with("BEGIN IMMEDIATE").await,
-        Engine::Postgres => store.pool().begin().await,
-    }
-}
-
 async fn upsert(
     tx: &mut Transaction<'static, Any>,
     c: &Customer,
@@ -653,7 +643,8 @@ async fn upsert(
             feature_adoption = excluded.feature_adoption, csat = excluded.csat,
             nps = excluded.nps, escalations_30d = excluded.escalations_30d,
             payment_overdue_days = excluded.payment_overdue_days,
-            opted_out = excluded.opted_out, updated_at = excluded.updated_at",
+            opted_out = CASE WHEN customers.opted_out = 1 THEN 1 ELSE excluded.opted_out END,
+            updated_at = excluded.updated_at",
     )
     .bind(&c.id)
     .bind(c.kind.as_str())
@@ -712,6 +703,25 @@ pub async fn get_customer(store: &Store, id: &str) -> Result<Option<Customer>, C
     .fetch_optional(store.pool())
     .await?;
     row.map(|r| customer_from_row(&r)).transpose()
+}
+
+/// Sets whether the customer refuses proactive messages (配信停止 / 配信再開). Returns true
+/// when a customer row changed; false when the flag already had this value or no customer
+/// has this id.
+pub async fn set_opted_out(
+    store: &Store,
+    customer_id: &str,
+    opted_out: bool,
+) -> Result<bool, CustomerError> {
+    let changed = store
+        .set_customer_opted_out(customer_id, opted_out, Utc::now().timestamp_millis())
+        .await
+        .map_err(|e| match e {
+            kizuna_store::StoreError::Database(e) => CustomerError::Database(e),
+            // One UPDATE and one SELECT: nothing else can fail.
+            other => CustomerError::Database(sqlx::Error::Protocol(other.to_string())),
+        })?;
+    Ok(changed == Some(true))
 }
 
 /// Which customers [`list_customers`] returns. Empty filter: everyone.

@@ -15,6 +15,7 @@ pub mod crm;
 pub mod escalate;
 pub mod followup;
 pub mod health;
+pub mod optout;
 pub mod plans;
 pub mod recommend_plan;
 pub mod segments;
@@ -39,6 +40,7 @@ pub use followup::{
     GenerateFollowup, MessageTemplate, StaticTemplates, TemplateSource, TemplateSourceError,
 };
 pub use health::{health_score, HealthReport, HealthStatus};
+pub use optout::{is_opt_in_request, is_opt_out_request};
 pub use recommend_plan::RecommendPlan;
 pub use segments::{segment_customers, SegmentCustomers, SegmentOptions, SegmentReport};
 pub use upsell::RecommendUpsell;

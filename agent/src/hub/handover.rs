@@ -364,7 +364,9 @@ impl ConversationHub {
     }
 
     /// Starts (or continues) a conversation with an agent-initiated message, e.g. outreach.
-    /// The customer's answer then goes through the normal agent loop. Returns the seq.
+    /// The customer's answer then goes through the normal agent loop. `send_id` (the
+    /// `outreach_sends` row) is kept with the message so that opening, answering and booking
+    /// in this conversation are recorded as that send's events. Returns the seq.
     pub async fn post_proactive(
         &self,
         customer: &Identity,
@@ -372,6 +374,7 @@ impl ConversationHub {
         text: &str,
         campaign_id: &str,
         trigger: &str,
+        send_id: Option<&str>,
     ) -> Result<i64, HubError> {
         if customer.role != Role::Customer {
             return Err(HubError::BadRequest(
@@ -395,17 +398,22 @@ impl ConversationHub {
             }
         }
         let message_id = uuid::Uuid::new_v4().to_string();
-        let frame = json!({
+        let mut frame = json!({
             "type": "proactive", "message_id": message_id, "text": text,
             "campaign_id": campaign_id, "trigger": trigger,
         });
+        let mut proactive = json!({"campaign_id": campaign_id, "trigger": trigger});
+        if let Some(send_id) = send_id {
+            frame["send_id"] = json!(send_id);
+            proactive["send_id"] = json!(send_id);
+        }
         let seq = self
             .store
             .record_proactive(
                 conversation_id,
                 &message_id,
                 text,
-                &json!({"proactive": {"campaign_id": campaign_id, "trigger": trigger}}),
+                &json!({ "proactive": proactive }),
                 &frame,
                 now_ms,
             )
@@ -416,13 +424,15 @@ impl ConversationHub {
 
     /// Delivers an agent-initiated message to a customer: into their latest conversation the
     /// bot handles (a connected widget shows it at once), else into a new conversation that
-    /// their next visit opens. Returns the conversation id and whether a socket was watching.
+    /// their next visit opens. Returns the conversation id and whether a socket was watching;
+    /// when one was, the send (`send_id`) is recorded as `opened` at once.
     pub async fn deliver_proactive(
         &self,
         customer_id: &str,
         text: &str,
         campaign_id: &str,
         trigger: &str,
+        send_id: Option<&str>,
     ) -> Result<(String, bool), HubError> {
         let customer = Identity::customer(customer_id);
         let conversation_id = match self
@@ -433,14 +443,25 @@ impl ConversationHub {
             Some(conv) if conv.status == "bot" || conv.status == "closed" => conv.id,
             _ => uuid::Uuid::new_v4().to_string(),
         };
-        self.post_proactive(&customer, &conversation_id, text, campaign_id, trigger)
-            .await?;
+        self.post_proactive(
+            &customer,
+            &conversation_id,
+            text,
+            campaign_id,
+            trigger,
+            send_id,
+        )
+        .await?;
         let live = self
             .live
             .lock()
             .expect("live lock")
             .get(&conversation_id)
             .is_some_and(|l| l.frames.receiver_count() > 0);
+        if let (true, Some(send_id)) = (live, send_id) {
+            self.record_send_event(&conversation_id, send_id, super::outreach::OPENED)
+                .await;
+        }
         Ok((conversation_id, live))
     }
 

@@ -22,8 +22,19 @@ async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::Temp
 }
 
 fn hub_on(store: Store, model: Arc<ScriptedModel>) -> Arc<ConversationHub> {
+    hub_with_tools(store, model, vec![])
+}
+
+fn hub_with_tools(
+    store: Store,
+    model: Arc<ScriptedModel>,
+    extra: Vec<Arc<dyn crate::tool::Tool>>,
+) -> Arc<ConversationHub> {
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(PriceTool)).unwrap();
+    for tool in extra {
+        tools.register(tool).unwrap();
+    }
     let prompts =
         Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
             .unwrap();
@@ -200,6 +211,21 @@ async fn idle_sockets_leave_nothing_behind() {
     assert_eq!(hub.live_conversations(), 1);
 }
 
+/// Waits until the worker has held the customer's message `client_msg_id` for people.
+async fn wait_until_held(store: &Store, conversation_id: &str, client_msg_id: &str) {
+    for _ in 0..250 {
+        let messages = store.recent_messages(conversation_id, 50).await.unwrap();
+        if messages
+            .iter()
+            .any(|m| m.client_msg_id.as_deref() == Some(client_msg_id) && m.status == "held")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{client_msg_id} was not held in time");
+}
+
 /// Escalates any message containing 「弁護士」 (a stand-in for the real policy).
 struct LawyerWord;
 
@@ -287,6 +313,7 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
     // While escalated, messages are acknowledged but the bot does not answer.
     hub.submit(&me, &conv, "m-2", "まだですか？").await.unwrap();
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    wait_until_held(hub.store(), &conv, "m-2").await;
 
     let csm = Identity {
         display_name: Some("佐藤".into()),
@@ -319,6 +346,8 @@ async fn escalation_hands_over_and_the_bot_stays_silent_until_handed_back() {
         .await
         .unwrap();
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    // Handing back before the worker saw m-3 would let the bot answer it.
+    wait_until_held(hub.store(), &conv, "m-3").await;
 
     hub.handback(&conv, &csm).await.unwrap();
     assert_eq!(next_durable(&mut opened.live).await["status"], "bot");
@@ -406,6 +435,7 @@ async fn outreach_waits_for_the_next_visit_and_the_answer_continues_with_the_bot
             "利用状況のご案内です。",
             "usage_drop:tpl-1",
             "usage_drop",
+            None,
         )
         .await
         .unwrap();
@@ -440,10 +470,389 @@ async fn outreach_waits_for_the_next_visit_and_the_answer_continues_with_the_bot
             "更新のご案内です。",
             "renewal_90d:tpl-2",
             "renewal_90d",
+            None,
         )
         .await
         .unwrap();
     assert_eq!(again, conv);
     assert!(live);
     assert_eq!(next_durable(&mut opened.live).await["type"], "proactive");
+}
+
+async fn insert_customer(store: &Store, id: &str) {
+    sqlx::query(
+        "INSERT INTO customers (id, kind, name, opted_out, created_at, updated_at)
+         VALUES ($1, 'b2c', '山田', 0, 1, 1)",
+    )
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+async fn opted_out(store: &Store, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT opted_out FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// The `outreach_sends` row outreach claims before delivering (the events' foreign key).
+async fn insert_send(store: &Store, send_id: &str, customer_id: &str) {
+    sqlx::query(
+        "INSERT INTO outreach_sends (id, customer_id, trigger_slug, cause_key, campaign_id,
+            variant, status, created_at)
+         VALUES ($1, $2, 'usage_drop', $1, 'usage_drop', 'A', 'delivered', 1)",
+    )
+    .bind(send_id)
+    .bind(customer_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// Every recorded event as `send_id:kind`, sorted.
+async fn events(store: &Store) -> Vec<String> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT send_id, kind FROM outreach_events ORDER BY send_id, kind")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    rows.into_iter().map(|(s, k)| format!("{s}:{k}")).collect()
+}
+
+#[tokio::test]
+async fn opt_out_in_chat_is_honoured_at_once_without_the_model() {
+    // An empty script: any model call would panic the worker and no reply would come.
+    let model = ScriptedModel::new(false, vec![]);
+    let (hub, _dir) = hub(model.clone()).await;
+    let store = hub.store().clone();
+    insert_customer(&store, "C-1").await;
+    insert_send(&store, "s-1", "C-1").await;
+    hub.deliver_proactive(
+        "C-1",
+        "ご案内です。",
+        "usage_drop:A",
+        "usage_drop",
+        Some("s-1"),
+    )
+    .await
+    .unwrap();
+    let me = Identity::customer("C-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+
+    hub.submit(&me, &conv, "m-1", "配信停止").await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["type"], "reply");
+    assert_eq!(reply["reply_to"], "m-1");
+    assert_eq!(reply["text"], outreach::OPT_OUT_CONFIRMATION);
+    assert_eq!(reply["opt_out"], true);
+    assert_eq!(opted_out(&store, "C-1").await, 1);
+    let messages = store.recent_messages(&conv, 10).await.unwrap();
+    let stored = messages.last().unwrap();
+    assert_eq!(
+        (stored.role.as_str(), &stored.metadata),
+        ("assistant", &serde_json::json!({"opt_out": true}))
+    );
+    // The confirmation is not an unresolved round trip.
+    assert_eq!(conversation_signals(&messages, "none").1, 0);
+    assert!(store.pending_messages(None).await.unwrap().is_empty());
+    // A stop request is not counted as a reply to the campaign.
+    assert_eq!(events(&store).await, ["s-1:opened"]);
+
+    hub.submit(&me, &conv, "m-2", "配信を再開してください")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["text"], outreach::OPT_IN_CONFIRMATION);
+    assert_eq!(reply["opt_in"], true);
+    assert_eq!(opted_out(&store, "C-1").await, 0);
+    assert!(
+        model.requests.lock().unwrap().is_empty(),
+        "the model was not asked"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_visitors_have_nothing_to_stop() {
+    let model = ScriptedModel::new(false, vec![]);
+    let (hub, _dir) = hub(model.clone()).await;
+    let store = hub.store().clone();
+    // A visitor id that happens to equal a customer id changes nothing.
+    insert_customer(&store, "C-1").await;
+    let visitor = Identity::anonymous("C-1");
+    let mut opened = hub.open(&visitor, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+
+    hub.submit(&visitor, &conv, "m-1", "STOP").await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["text"], outreach::NOTHING_TO_STOP);
+    assert_eq!(reply["opt_out"], false);
+    assert_eq!(opted_out(&store, "C-1").await, 0);
+
+    hub.submit(&visitor, &conv, "m-2", "配信再開")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["text"], outreach::SIGN_IN_TO_RESUME);
+    assert!(model.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn opt_out_while_a_person_holds_the_conversation_is_stored_silently() {
+    let model = ScriptedModel::new(false, vec![]);
+    let (hub, _dir) = hub_with_policy(model.clone(), None).await;
+    let store = hub.store().clone();
+    insert_customer(&store, "C-1").await;
+    let me = Identity::customer("C-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&me, &conv, "m-1", "弁護士に相談します")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        next_durable(&mut opened.live).await;
+    }
+    let csm = Identity::manager("csm-1");
+    hub.takeover(&conv, &csm).await.unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["status"], "human");
+
+    hub.submit(&me, &conv, "m-2", "配信停止でお願いします")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    // Marking the message is the last thing the worker does with it.
+    let mut handled = None;
+    for _ in 0..100 {
+        let messages = store.recent_messages(&conv, 20).await.unwrap();
+        let m2 = messages
+            .iter()
+            .find(|m| m.client_msg_id.as_deref() == Some("m-2"))
+            .unwrap()
+            .clone();
+        if m2.metadata.get("opt_out").is_some() {
+            handled = Some((messages, m2));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (messages, m2) = handled.expect("the stop request was handled");
+    assert_eq!(
+        (m2.status.as_str(), &m2.metadata["opt_out"]),
+        ("held", &Value::Bool(true))
+    );
+    assert_eq!(opted_out(&store, "C-1").await, 1);
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.content == outreach::OPT_OUT_CONFIRMATION),
+        "the bot stays silent while a person holds the conversation"
+    );
+    // No bot frame came between the ack and the person's next reply.
+    hub.human_reply(&conv, &csm, "承知しました。")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "human");
+    assert!(model.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn opening_and_replying_are_recorded_once_for_the_right_send() {
+    let model = ScriptedModel::new(
+        false,
+        vec![
+            Step::Text("ご連絡ありがとうございます。"),
+            Step::Text("はい。"),
+            Step::Text("承知しました。"),
+        ],
+    );
+    let (hub, _dir) = hub(model).await;
+    let store = hub.store().clone();
+    insert_send(&store, "s-1", "C-7").await;
+    insert_send(&store, "s-2", "C-7").await;
+    let (conv, live) = hub
+        .deliver_proactive(
+            "C-7",
+            "ご案内です。",
+            "usage_drop:A",
+            "usage_drop",
+            Some("s-1"),
+        )
+        .await
+        .unwrap();
+    assert!(!live);
+    assert!(events(&store).await.is_empty(), "nobody has seen it yet");
+
+    let me = Identity::customer("C-7");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    assert_eq!(opened.conversation_id, conv);
+    let first: Value = serde_json::from_str(&opened.replay[0].json).unwrap();
+    assert_eq!(first["send_id"], "s-1");
+    assert_eq!(events(&store).await, ["s-1:opened"]);
+    // Resuming the same conversation records nothing new.
+    hub.open(&me, Some(&conv), 1).await.unwrap();
+    assert_eq!(events(&store).await, ["s-1:opened"]);
+
+    for (id, text) in [("m-1", "詳しく教えてください"), ("m-2", "ありがとう")] {
+        hub.submit(&me, &conv, id, text).await.unwrap();
+        assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+        assert_eq!(next_durable(&mut opened.live).await["type"], "reply");
+    }
+    assert_eq!(events(&store).await, ["s-1:opened", "s-1:replied"]);
+
+    // Delivered while the customer watches: opened at once; the next answer is to s-2.
+    let (again, live) = hub
+        .deliver_proactive(
+            "C-7",
+            "更新のご案内です。",
+            "renewal:B",
+            "renewal_90d",
+            Some("s-2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.as_str(), live), (conv.as_str(), true));
+    let frame = next_durable(&mut opened.live).await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["send_id"].as_str()),
+        (Some("proactive"), Some("s-2"))
+    );
+    assert_eq!(
+        events(&store).await,
+        ["s-1:opened", "s-1:replied", "s-2:opened"]
+    );
+    hub.submit(&me, &conv, "m-3", "更新します").await.unwrap();
+    next_durable(&mut opened.live).await;
+    next_durable(&mut opened.live).await;
+    assert_eq!(
+        events(&store).await,
+        ["s-1:opened", "s-1:replied", "s-2:opened", "s-2:replied"]
+    );
+    let proactive = store.recent_messages(&conv, 20).await.unwrap();
+    assert_eq!(proactive[0].metadata["proactive"]["send_id"], "s-1");
+}
+
+/// Books whatever it is asked (a stand-in for the tools crate's `book_measurement`).
+struct FakeBooking;
+
+#[async_trait]
+impl crate::tool::Tool for FakeBooking {
+    fn name(&self) -> &str {
+        "book_measurement"
+    }
+    fn description(&self) -> &str {
+        "予約を確定"
+    }
+    fn parameters(&self) -> Value {
+        serde_json::json!({"type": "object", "properties": {"slot_start": {"type": "string"}}})
+    }
+    fn risk(&self) -> crate::tool::RiskClass {
+        crate::tool::RiskClass::Write
+    }
+    async fn call(
+        &self,
+        _ctx: &crate::tool::ToolContext,
+        _args: Value,
+    ) -> Result<crate::tool::ToolOutput, crate::tool::ToolError> {
+        Ok(crate::tool::ToolOutput {
+            data: serde_json::json!({"booking_id": "b-1", "created": true}),
+            display: "ご予約を承りました。".into(),
+            must_quote: vec![],
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
+    let book = || {
+        Step::Calls(vec![crate::llm::ToolCall {
+            id: "b".into(),
+            name: "book_measurement".into(),
+            arguments: serde_json::json!({"slot_start": "2026-11-23T19:00:00+09:00"}),
+        }])
+    };
+    let model = ScriptedModel::new(
+        true,
+        vec![
+            book(),
+            Step::Text("ご予約を承りました。"),
+            book(),
+            Step::Text("承りました。"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("h.db").display()
+    ))
+    .await
+    .unwrap();
+    let hub = hub_with_tools(store.clone(), model, vec![Arc::new(FakeBooking)]);
+    insert_send(&store, "s-1", "C-3").await;
+    hub.deliver_proactive(
+        "C-3",
+        "測定のご案内です。",
+        "usage_drop:A",
+        "usage_drop",
+        Some("s-1"),
+    )
+    .await
+    .unwrap();
+    let me = Identity::customer("C-3");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&me, &conv, "m-1", "11月23日19時でお願いします")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(reply["tool_calls"][0]["name"], "book_measurement");
+    assert_eq!(
+        events(&store).await,
+        ["s-1:converted", "s-1:opened", "s-1:replied"]
+    );
+
+    // A booking in a conversation without outreach records nothing.
+    let other = Identity::customer("C-4");
+    let mut fresh = hub.open(&other, None, 0).await.unwrap();
+    let fresh_id = fresh.conversation_id.clone();
+    hub.submit(&other, &fresh_id, "m-1", "11月23日19時でお願いします")
+        .await
+        .unwrap();
+    next_durable(&mut fresh.live).await;
+    assert_eq!(next_durable(&mut fresh.live).await["type"], "reply");
+    assert_eq!(events(&store).await.len(), 3);
+}
+
+#[test]
+fn only_new_bookings_count_as_conversions() {
+    let call = |ok: bool, result: Value| crate::engine::ExecutedCall {
+        id: "x".into(),
+        name: "book_measurement".into(),
+        arguments: Value::Null,
+        ok,
+        result,
+        output: None,
+        duration_ms: 0,
+        planned: false,
+    };
+    assert!(outreach::booked_measurement(&[call(
+        true,
+        serde_json::json!({"created": true})
+    )]));
+    for (ok, result) in [
+        (
+            true,
+            serde_json::json!({"created": false, "reason": "full"}),
+        ),
+        (false, serde_json::json!({"error": "slot"})),
+    ] {
+        assert!(!outreach::booked_measurement(&[call(ok, result)]));
+    }
 }
