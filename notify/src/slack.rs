@@ -208,6 +208,8 @@ fn trigger_label(trigger: &str) -> Option<&'static str> {
         "low_nps" => "NPS低評価",
         "renewal_90d_at_risk" => "更新90日前（要注意）",
         "renewal_90d_healthy" => "更新90日前（良好）",
+        "onboarding_video_unwatched" => "オンボーディング未視聴",
+        "onboarding_first_measurement_pending" => "初回測定の後押し",
         _ => return None,
     })
 }

@@ -104,7 +104,7 @@ async fn main() {
     // First run: nothing stored yet, every red account counts as turned red today.
     let no_history: HashMap<String, HealthState> = HashMap::new();
     let started = Instant::now();
-    let candidates = evaluate(&customers, &[], today, &Trigger::ALL, &no_history);
+    let candidates = evaluate(&customers, &[], &[], today, &Trigger::ALL, &no_history);
     let changes = health_changes(&customers, today, &no_history);
     let evaluated = started.elapsed();
     println!(
@@ -142,7 +142,7 @@ async fn main() {
         .expect("load health states");
     let loaded = started.elapsed();
     let started = Instant::now();
-    let candidates = evaluate(&customers, &[], tomorrow, &Trigger::ALL, &stored);
+    let candidates = evaluate(&customers, &[], &[], tomorrow, &Trigger::ALL, &stored);
     let changes = health_changes(&customers, tomorrow, &stored);
     let evaluated = started.elapsed();
     println!(

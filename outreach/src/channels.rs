@@ -524,6 +524,21 @@ impl NotificationSender for RecordingSender {
                 return Err(error);
             }
         };
+        // A customer who opted out after the message was queued (or while it waited for a
+        // retry) must not get it: checked at each attempt, not only when queueing.
+        match kizuna_tools::crm::get_customer(&self.store, &message.customer_id).await {
+            Ok(Some(customer)) if customer.opted_out => {
+                let error = SendError::permanent("the customer opted out; not sent");
+                self.record(&message.send_id, channel, Err(&error)).await;
+                return Err(error);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(SendError::retryable(format!(
+                    "could not check the customer's opt-out: {e}"
+                )))
+            }
+        }
         let result = self.inner.send_message(&message).await;
         self.record(
             &message.send_id,

@@ -9,7 +9,10 @@
 //! - `usage_drop`: at least half the monthly quota used in the last 30 days.
 //! - `health_red`: the health is no longer red.
 //! - `low_nps`: NPS now above 6, or a booking made after the send.
-//! - `onboarding_*`: a booking made after the send (`bookings.created_at`).
+//! - `onboarding_*` (the unopened-content reminder too): a booking made after the send
+//!   (`bookings.created_at`).
+//! - `onboarding_first_measurement_pending`: a measurement in the last 30 days, or a booking
+//!   made after the send.
 //! - `booking_reminder_*`: the booking was kept: still booked once its slot started.
 //!
 //! Bookings that were cancelled do not count as made.
@@ -87,7 +90,14 @@ pub fn goal_reached(
         | Trigger::OnboardingDay1
         | Trigger::OnboardingDay3
         | Trigger::OnboardingDay5
-        | Trigger::OnboardingDay7 => bookings.booked_after(&customer.id, send.sent_at_ms),
+        | Trigger::OnboardingDay7
+        | Trigger::OnboardingContentUnopened => {
+            bookings.booked_after(&customer.id, send.sent_at_ms)
+        }
+        Trigger::OnboardingFirstMeasurementPending => {
+            customer.measurements_30d.is_some_and(|m| m > 0)
+                || bookings.booked_after(&customer.id, send.sent_at_ms)
+        }
         Trigger::BookingReminderD3 | Trigger::BookingReminderD1 | Trigger::BookingReminderD0 => {
             send.cause_key
                 .strip_prefix("reminder:")
@@ -150,6 +160,8 @@ async fn booking_facts(
                 | Trigger::OnboardingDay3
                 | Trigger::OnboardingDay5
                 | Trigger::OnboardingDay7
+                | Trigger::OnboardingContentUnopened
+                | Trigger::OnboardingFirstMeasurementPending
         )
     });
     if needs_new_bookings {

@@ -20,7 +20,7 @@ use crate::config::{ConfigError, OutreachConfig, Zone};
 use crate::conversions::record_conversions;
 use crate::events::{record_event, EventKind};
 use crate::health_state::{health_changes, load_health_states, save_health_states, HealthChange};
-use crate::trigger::{evaluate, Candidate, Trigger};
+use crate::trigger::{evaluate, Candidate, Trigger, UnopenedStep, CONTENT_STEPS, ONBOARDING_DAYS};
 use crate::OutreachError;
 
 /// Most due booking reminders handled in one run.
@@ -315,10 +315,12 @@ impl OutreachEngine {
         let customers = list_customers(store, &CustomerFilter::default()).await?;
         let reminders = due_reminders(store, now, REMINDER_BATCH).await?;
         let health = load_health_states(store).await?;
+        let unopened = self.unopened_steps(store, now).await?;
         let today = self.local_date(now);
         let candidates = evaluate(
             &customers,
             &reminders,
+            &unopened,
             today,
             &self.config.enabled_triggers,
             &health,
@@ -467,6 +469,49 @@ impl OutreachEngine {
         Ok(report)
     }
 
+    /// The Day 1/3/5/7 onboarding sends that reached the chat and were not opened. Only sends
+    /// claimed within the onboarding window are read (the status index bounds the scan by
+    /// `created_at`; the events' unique key serves the NOT EXISTS), so the query stays small
+    /// however many customers there are.
+    async fn unopened_steps(
+        &self,
+        store: &Store,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<UnopenedStep>, OutreachError> {
+        // A day of slack for the local-date boundary.
+        let since = (now - Duration::days(ONBOARDING_DAYS + 1)).timestamp_millis();
+        let mut query = sqlx::query(
+            "SELECT s.id, s.customer_id, s.trigger_slug, s.sent_at FROM outreach_sends s
+             WHERE s.status IN ('delivered', 'pending_visit') AND s.created_at >= $1
+               AND s.trigger_slug IN ($2, $3, $4, $5) AND s.sent_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM outreach_events e
+                               WHERE e.send_id = s.id AND e.kind = 'opened')",
+        )
+        .bind(since);
+        for step in CONTENT_STEPS {
+            query = query.bind(step.as_str());
+        }
+        let rows = query.fetch_all(store.pool()).await?;
+        let mut unopened = Vec::with_capacity(rows.len());
+        for row in rows {
+            let slug: String = row.try_get("trigger_slug")?;
+            let sent_at: i64 = row.try_get("sent_at")?;
+            let (Some(step), Some(sent)) = (
+                Trigger::parse(&slug),
+                DateTime::from_timestamp_millis(sent_at),
+            ) else {
+                continue;
+            };
+            unopened.push(UnopenedStep {
+                send_id: row.try_get("id")?,
+                customer_id: row.try_get("customer_id")?,
+                step,
+                sent_on: self.local_date(sent.fixed_offset()),
+            });
+        }
+        Ok(unopened)
+    }
+
     /// Recent sends: per customer the proactive ones in the cap window, and which triggers
     /// reached whom within the cooldown.
     async fn history(
@@ -540,6 +585,7 @@ impl OutreachEngine {
         }
         let trigger = candidate.trigger;
         if !trigger.is_service()
+            && !trigger.paces_itself()
             && history
                 .recent_triggers
                 .contains(&(candidate.customer_id.clone(), trigger.as_str().to_string()))
@@ -623,6 +669,18 @@ impl OutreachEngine {
             next_booking,
             self.config.link.as_deref(),
         );
+        if let Some(content) = candidate
+            .unopened_step
+            .and_then(Trigger::onboarding_content)
+        {
+            // The reminder names the step's content, not the plan.
+            values.insert("product", content.to_string());
+        }
+        if candidate.trigger == Trigger::OnboardingFirstMeasurementPending {
+            if let Some(since) = customer.customer_since {
+                values.insert("days", (today - since).num_days().to_string());
+            }
+        }
         if purpose == "payment_overdue" {
             // The templates name the due date of the unpaid invoice.
             if let Some(days) = customer.payment_overdue_days {

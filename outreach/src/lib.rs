@@ -37,7 +37,7 @@ pub use health_state::{
 };
 pub use optout::is_opt_out_request;
 pub use review::reject_approval;
-pub use trigger::{evaluate, Candidate, Trigger};
+pub use trigger::{evaluate, Candidate, Trigger, UnopenedStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutreachError {

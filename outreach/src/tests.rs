@@ -525,7 +525,14 @@ fn evaluate_onboarding_renewal_and_reminders() {
         status: "pending".into(),
     };
     let customers = [new, day2, old, renewing, far];
-    let found = evaluate(&customers, &[reminder], today, &Trigger::ALL, &no_history());
+    let found = evaluate(
+        &customers,
+        &[reminder],
+        &[],
+        today,
+        &Trigger::ALL,
+        &no_history(),
+    );
     let of = |id: &str| -> Vec<Trigger> {
         found
             .iter()
@@ -551,6 +558,7 @@ fn evaluate_onboarding_renewal_and_reminders() {
     let only_renewal = evaluate(
         &customers,
         &[],
+        &[],
         today,
         &[Trigger::Renewal90dHealthy],
         &no_history(),
@@ -564,7 +572,7 @@ fn evaluate_payment_steps_and_cause_keys() {
     let step = |days: i64| {
         let mut c = b2b("B-1");
         c.payment_overdue_days = Some(days);
-        evaluate(&[c], &[], today, &Trigger::ALL, &no_history())
+        evaluate(&[c], &[], &[], today, &Trigger::ALL, &no_history())
             .into_iter()
             .find(|c| c.trigger.as_str().starts_with("payment_overdue"))
     };
@@ -582,6 +590,7 @@ fn evaluate_payment_steps_and_cause_keys() {
     c.payment_overdue_days = Some(22);
     let next_day = evaluate(
         &[c],
+        &[],
         &[],
         today + Duration::days(1),
         &Trigger::ALL,
@@ -879,6 +888,7 @@ fn evaluate_names_the_day_the_red_turn_began() {
         evaluate(
             std::slice::from_ref(&customer),
             &[],
+            &[],
             today,
             &Trigger::ALL,
             history,
@@ -909,7 +919,7 @@ fn evaluate_names_the_day_the_red_turn_began() {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].state.since, today);
     // Green customers raise nothing.
-    assert!(evaluate(&[green("B-2", 0)], &[], today, &Trigger::ALL, &history).is_empty());
+    assert!(evaluate(&[green("B-2", 0)], &[], &[], today, &Trigger::ALL, &history).is_empty());
 }
 
 #[tokio::test]
@@ -1428,4 +1438,353 @@ async fn delivered_messages_are_queued_on_extra_channels_when_offline() {
             .await
             .expect("count");
     assert_eq!(queued_for_approved, 0);
+}
+
+// ---- Onboarding reminders (seed 003 §5.1) ------------------------------------------------
+
+/// A B2B account that signed on local day `n`, with nothing else to say.
+fn onboarding(id: &str, n: i64) -> Customer {
+    let mut c = green(id, n);
+    c.customer_since = Some(date_of(n));
+    c
+}
+
+fn unopened_step(customer_id: &str, step: Trigger, sent_on: NaiveDate) -> UnopenedStep {
+    UnopenedStep {
+        send_id: format!("S-{customer_id}-{step}"),
+        customer_id: customer_id.to_string(),
+        step,
+        sent_on,
+    }
+}
+
+#[test]
+fn evaluate_unopened_content_reminders() {
+    let today = date_of(0);
+    let reminders_for = |customer: &Customer, steps: &[UnopenedStep]| -> Vec<Candidate> {
+        evaluate(
+            std::slice::from_ref(customer),
+            &[],
+            steps,
+            today,
+            &Trigger::ALL,
+            &no_history(),
+        )
+        .into_iter()
+        .filter(|c| c.trigger == Trigger::OnboardingContentUnopened)
+        .collect()
+    };
+    // Day 4: Day 1's video two days unseen is due, Day 3's (sent yesterday) not yet, and the
+    // Day 0 welcome has nothing to watch.
+    let new = onboarding("B-5001", -4);
+    let steps = [
+        unopened_step("B-5001", Trigger::OnboardingDay3, date_of(-1)),
+        unopened_step("B-5001", Trigger::OnboardingDay1, date_of(-2)),
+        unopened_step("B-5001", Trigger::OnboardingDay0, date_of(-4)),
+        unopened_step("B-5999", Trigger::OnboardingDay1, date_of(-3)),
+    ];
+    let found = reminders_for(&new, &steps);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].cause_key, "unopened:S-B-5001-onboarding_day1");
+    assert_eq!(found[0].unopened_step, Some(Trigger::OnboardingDay1));
+    assert_eq!(found[0].template_purpose, "onboarding_video_unwatched");
+    assert!(Trigger::OnboardingContentUnopened.is_service());
+    // Onboarding ends on day 14: a step still unseen on day 15 is left alone.
+    let day7 = [unopened_step(
+        "B-5002",
+        Trigger::OnboardingDay7,
+        date_of(-7),
+    )];
+    assert_eq!(reminders_for(&onboarding("B-5002", -14), &day7).len(), 1);
+    assert!(reminders_for(&onboarding("B-5002", -15), &day7).is_empty());
+    // B2C customers have no onboarding journey.
+    let mut b2c = Customer::new("C-5003", CustomerKind::B2c, "山田 三郎");
+    b2c.customer_since = Some(date_of(-4));
+    let c_steps = [unopened_step(
+        "C-5003",
+        Trigger::OnboardingDay1,
+        date_of(-3),
+    )];
+    assert!(reminders_for(&b2c, &c_steps).is_empty());
+}
+
+#[test]
+fn evaluate_first_measurement_nudge_window() {
+    let today = date_of(0);
+    let nudge = |days_since: i64, measured: Option<i64>| -> Vec<Candidate> {
+        let mut c = onboarding("B-5101", -days_since);
+        c.measurements_30d = measured;
+        evaluate(&[c], &[], &[], today, &Trigger::ALL, &no_history())
+    };
+    let key = |candidates: &[Candidate]| {
+        candidates
+            .iter()
+            .find(|c| c.trigger == Trigger::OnboardingFirstMeasurementPending)
+            .map(|c| c.cause_key.clone())
+    };
+    let since = |d: i64| date_of(-d);
+    assert_eq!(key(&nudge(14, Some(0))), None);
+    assert_eq!(
+        key(&nudge(15, Some(0))),
+        Some(format!("since:{}:day15", since(15)))
+    );
+    // Every 3 days while nothing is measured: days 15–17 share a cause, 18 is the next.
+    assert_eq!(
+        key(&nudge(17, Some(0))),
+        Some(format!("since:{}:day15", since(17)))
+    );
+    assert_eq!(
+        key(&nudge(18, Some(0))),
+        Some(format!("since:{}:day18", since(18)))
+    );
+    assert_eq!(
+        key(&nudge(30, Some(0))),
+        Some(format!("since:{}:day30", since(30)))
+    );
+    assert_eq!(key(&nudge(31, Some(0))), None);
+    // A measurement done, or an unknown count: no nudge.
+    assert_eq!(key(&nudge(20, Some(1))), None);
+    assert_eq!(key(&nudge(20, None)), None);
+    // The nudge replaces the usage drop it implies; after day 30 the usage drop is back.
+    let in_window = nudge(20, Some(0));
+    assert!(in_window.iter().all(|c| c.trigger != Trigger::UsageDrop));
+    assert!(nudge(31, Some(0))
+        .iter()
+        .any(|c| c.trigger == Trigger::UsageDrop));
+    let nudge_trigger = Trigger::OnboardingFirstMeasurementPending;
+    assert!(!nudge_trigger.is_service());
+    assert_eq!(
+        Trigger::parse("onboarding_first_measurement_pending"),
+        Some(nudge_trigger)
+    );
+    assert_eq!(
+        Trigger::parse("onboarding_video_unwatched"),
+        Some(Trigger::OnboardingContentUnopened)
+    );
+}
+
+#[tokio::test]
+async fn unopened_onboarding_step_is_reminded_once_after_two_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    put(&store, &[onboarding("B-5201", 0), onboarding("B-5202", 0)]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    for n in [0, 1] {
+        engine
+            .run_once(&store, day(n), templates(), &delivery, false)
+            .await
+            .expect("run");
+    }
+    let day1 = sent_for(&delivery, "B-5201", Trigger::OnboardingDay1);
+    assert_eq!(day1.len(), 1);
+    // B-5202's widget showed its Day 1 message.
+    let seen = sent_for(&delivery, "B-5202", Trigger::OnboardingDay1);
+    assert!(
+        record_event(&store, &seen[0].send_id, EventKind::Opened, day(1))
+            .await
+            .expect("opened")
+    );
+
+    // One day later: too early.
+    let report = engine
+        .run_once(&store, day(2), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert!(entry(&report, "B-5201", Trigger::OnboardingContentUnopened).is_none());
+
+    // Two days later: a dry run shows the reminder and writes nothing.
+    let sends_before = count(&store, "SELECT COUNT(*) AS n FROM outreach_sends").await;
+    let messages_before = delivery.messages().len();
+    let dry = engine
+        .run_once(&store, day(3), templates(), &delivery, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        entry(&dry, "B-5201", Trigger::OnboardingContentUnopened).map(|e| &e.outcome),
+        Some(&Outcome::WouldSend),
+        "{dry}"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) AS n FROM outreach_sends").await,
+        sends_before
+    );
+    assert_eq!(delivery.messages().len(), messages_before);
+
+    // The real run sends it, next to Day 3's step; the opened step and the Day 0 welcome
+    // get none.
+    let report = engine
+        .run_once(&store, day(3), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let reminders = sent_for(&delivery, "B-5201", Trigger::OnboardingContentUnopened);
+    assert_eq!(reminders.len(), 1, "{report}");
+    let reminded = entry(&report, "B-5201", Trigger::OnboardingContentUnopened).expect("entry");
+    assert_eq!(reminded.cause_key, format!("unopened:{}", day1[0].send_id));
+    let text = &reminders[0].text;
+    assert!(text.contains("「ZENBUの使い方」"), "{text}");
+    assert!(text.contains("B-5201株式会社"), "{text}");
+    assert!(!text.contains("{{"), "{text}");
+    assert_eq!(
+        sent_for(&delivery, "B-5201", Trigger::OnboardingDay3).len(),
+        1
+    );
+    assert!(sent_for(&delivery, "B-5202", Trigger::OnboardingContentUnopened).is_empty());
+
+    // Later runs do not repeat it; Day 3's video is reminded of on day 5, once.
+    for n in [3, 4, 5, 6] {
+        engine
+            .run_once(
+                &store,
+                day(n) + Duration::hours(1),
+                templates(),
+                &delivery,
+                false,
+            )
+            .await
+            .expect("run");
+    }
+    let reminders = sent_for(&delivery, "B-5201", Trigger::OnboardingContentUnopened);
+    let causes: Vec<String> = {
+        let mut rows: Vec<String> = sqlx::query_scalar(
+            "SELECT cause_key FROM outreach_sends
+             WHERE customer_id = 'B-5201' AND trigger_slug = 'onboarding_video_unwatched'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("causes");
+        rows.sort();
+        rows
+    };
+    let day3 = sent_for(&delivery, "B-5201", Trigger::OnboardingDay3);
+    let mut expected = vec![
+        format!("unopened:{}", day1[0].send_id),
+        format!("unopened:{}", day3[0].send_id),
+    ];
+    expected.sort();
+    assert_eq!(causes, expected);
+    assert_eq!(reminders.len(), 2);
+    assert!(reminders[1].text.contains("「初回測定の依頼方法」"));
+}
+
+#[tokio::test]
+async fn first_measurement_nudge_every_three_days_within_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    let mut idle = onboarding("B-5301", -15);
+    idle.measurements_30d = Some(0);
+    let mut measured = onboarding("B-5302", -15);
+    measured.measurements_30d = Some(1);
+    put(&store, &[idle.clone(), measured]).await;
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    let report = engine
+        .run_once(&store, day(0), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let nudges = sent_for(
+        &delivery,
+        "B-5301",
+        Trigger::OnboardingFirstMeasurementPending,
+    );
+    assert_eq!(nudges.len(), 1, "{report}");
+    assert!(
+        nudges[0].text.contains("ご契約から15日"),
+        "{}",
+        nudges[0].text
+    );
+    assert!(
+        nudges[0].text.contains("B-5301株式会社"),
+        "{}",
+        nudges[0].text
+    );
+    assert!(entry(
+        &report,
+        "B-5302",
+        Trigger::OnboardingFirstMeasurementPending
+    )
+    .is_none());
+
+    // Same slot the next day: already sent.
+    let report = engine
+        .run_once(&store, day(1), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert_eq!(
+        entry(
+            &report,
+            "B-5301",
+            Trigger::OnboardingFirstMeasurementPending
+        )
+        .map(|e| &e.outcome),
+        Some(&Outcome::Skipped(SkipReason::AlreadySent))
+    );
+
+    // Day 18: a new slot. It counts toward the cap (one send already in the window)...
+    let strict = OutreachEngine::new(OutreachConfig {
+        frequency_cap: FrequencyCap {
+            max_sends: 1,
+            window_days: 7,
+        },
+        ..config()
+    })
+    .expect("engine");
+    let capped = strict
+        .run_once(&store, day(3), templates(), &delivery, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        entry(
+            &capped,
+            "B-5301",
+            Trigger::OnboardingFirstMeasurementPending
+        )
+        .map(|e| &e.outcome),
+        Some(&Outcome::Skipped(SkipReason::Capped))
+    );
+    // ...but the 30-day cooldown does not stop the 3-day cadence.
+    engine
+        .run_once(&store, day(3), templates(), &delivery, false)
+        .await
+        .expect("run");
+    let nudges = sent_for(
+        &delivery,
+        "B-5301",
+        Trigger::OnboardingFirstMeasurementPending,
+    );
+    assert_eq!(nudges.len(), 2);
+    assert!(
+        nudges[1].text.contains("ご契約から18日"),
+        "{}",
+        nudges[1].text
+    );
+
+    // Measured now: the nudge stops and the earlier ones count as converted.
+    idle.measurements_30d = Some(1);
+    put(&store, &[idle]).await;
+    let report = engine
+        .run_once(&store, day(6), templates(), &delivery, false)
+        .await
+        .expect("run");
+    assert!(entry(
+        &report,
+        "B-5301",
+        Trigger::OnboardingFirstMeasurementPending
+    )
+    .is_none());
+    assert_eq!(converted(&store, &nudges[0].send_id).await, 1);
+    // Past day 30 nothing more, even unmeasured.
+    let mut late = onboarding("B-5303", -31);
+    late.measurements_30d = Some(0);
+    put(&store, &[late]).await;
+    let report = engine
+        .run_once(&store, day(6), templates(), &delivery, true)
+        .await
+        .expect("dry run");
+    assert!(entry(
+        &report,
+        "B-5303",
+        Trigger::OnboardingFirstMeasurementPending
+    )
+    .is_none());
 }

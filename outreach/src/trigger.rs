@@ -41,6 +41,12 @@ pub enum Trigger {
     OnboardingDay5,
     #[serde(rename = "onboarding_day7")]
     OnboardingDay7,
+    /// A Day 1/3/5/7 step's content reached the chat and was not opened.
+    #[serde(rename = "onboarding_video_unwatched")]
+    OnboardingContentUnopened,
+    /// Day 15–30 with no measurement yet.
+    #[serde(rename = "onboarding_first_measurement_pending")]
+    OnboardingFirstMeasurementPending,
     #[serde(rename = "booking_reminder_d3")]
     BookingReminderD3,
     #[serde(rename = "booking_reminder_d1")]
@@ -58,10 +64,32 @@ const ONBOARDING: [(i64, Trigger); 5] = [
     (7, Trigger::OnboardingDay7),
 ];
 
+// Seed 003 §5.1 (../shared/seeds/003_191486e8329942f5.txt, 「B2B オンボーディング自動化」):
+// the Day 1–7 content is tracked, 「未視聴なら自動リマインダー」 (no wait given: we wait two
+// days, so a step is reminded of when the next step goes out); Day 8–14 is still onboarding
+// (interactive tutorial); Day 15–30: 「初回測定実施」をゴールに、「未実施なら3日おきに
+// リマインダー」.
+
+/// The steps that send content to open (Day 0 is the welcome).
+pub const CONTENT_STEPS: [Trigger; 4] = [
+    Trigger::OnboardingDay1,
+    Trigger::OnboardingDay3,
+    Trigger::OnboardingDay5,
+    Trigger::OnboardingDay7,
+];
+/// Days after reaching the chat before an unopened step is reminded of.
+pub const UNOPENED_REMINDER_AFTER_DAYS: i64 = 2;
+/// Unopened-content reminders go out only within these days of `customer_since`.
+pub const ONBOARDING_DAYS: i64 = 14;
+/// The days after `customer_since` in which a missing first measurement is nudged.
+pub const FIRST_MEASUREMENT_DAYS: (i64, i64) = (15, 30);
+/// The first-measurement nudge repeats every these days inside the window.
+pub const FIRST_MEASUREMENT_EVERY_DAYS: i64 = 3;
+
 impl Trigger {
     /// In priority order: when the frequency cap leaves room for fewer messages than fired,
     /// the earlier ones go first.
-    pub const ALL: [Trigger; 16] = [
+    pub const ALL: [Trigger; 18] = [
         Trigger::PaymentOverdue21,
         Trigger::PaymentOverdue14,
         Trigger::PaymentOverdue7,
@@ -75,6 +103,8 @@ impl Trigger {
         Trigger::OnboardingDay3,
         Trigger::OnboardingDay5,
         Trigger::OnboardingDay7,
+        Trigger::OnboardingContentUnopened,
+        Trigger::OnboardingFirstMeasurementPending,
         Trigger::BookingReminderD3,
         Trigger::BookingReminderD1,
         Trigger::BookingReminderD0,
@@ -95,6 +125,8 @@ impl Trigger {
             Trigger::OnboardingDay3 => "onboarding_day3",
             Trigger::OnboardingDay5 => "onboarding_day5",
             Trigger::OnboardingDay7 => "onboarding_day7",
+            Trigger::OnboardingContentUnopened => "onboarding_video_unwatched",
+            Trigger::OnboardingFirstMeasurementPending => "onboarding_first_measurement_pending",
             Trigger::BookingReminderD3 => "booking_reminder_d3",
             Trigger::BookingReminderD1 => "booking_reminder_d1",
             Trigger::BookingReminderD0 => "booking_reminder_d0",
@@ -106,7 +138,10 @@ impl Trigger {
     }
 
     /// Service messages the customer expects (onboarding, booking reminders): exempt from the
-    /// frequency cap and the cooldown.
+    /// frequency cap and the cooldown. The unopened-content reminder belongs to the onboarding
+    /// journey (at most one per Day 1/3/5/7 step, within the first two weeks; under the 30-day
+    /// cooldown only the first could go out). The first-measurement nudge is a proactive push
+    /// and counts toward the cap.
     pub fn is_service(self) -> bool {
         matches!(
             self,
@@ -115,10 +150,29 @@ impl Trigger {
                 | Trigger::OnboardingDay3
                 | Trigger::OnboardingDay5
                 | Trigger::OnboardingDay7
+                | Trigger::OnboardingContentUnopened
                 | Trigger::BookingReminderD3
                 | Trigger::BookingReminderD1
                 | Trigger::BookingReminderD0
         )
+    }
+
+    /// Triggers whose cause keys already space them (the first-measurement nudge: one cause
+    /// per 3-day slot): the per-trigger cooldown does not apply, the frequency cap does.
+    pub fn paces_itself(self) -> bool {
+        self == Trigger::OnboardingFirstMeasurementPending
+    }
+
+    /// The content an onboarding step sends (seed 003 §5.1), as its reminder names it; `None`
+    /// for Day 0 (the welcome, nothing to watch) and every other trigger.
+    pub fn onboarding_content(self) -> Option<&'static str> {
+        match self {
+            Trigger::OnboardingDay1 => Some("ZENBUの使い方"),
+            Trigger::OnboardingDay3 => Some("初回測定の依頼方法"),
+            Trigger::OnboardingDay5 => Some("レポートの見方"),
+            Trigger::OnboardingDay7 => Some("入居者への案内方法"),
+            _ => None,
+        }
     }
 
     /// The purpose `kizuna_tools::followup::placeholder_values` knows for this trigger.
@@ -163,6 +217,20 @@ pub struct Candidate {
     pub csm_alert: bool,
     /// The booking reminder behind a `booking_reminder_*` candidate.
     pub reminder_id: Option<String>,
+    /// The onboarding step an `onboarding_video_unwatched` candidate reminds of.
+    pub unopened_step: Option<Trigger>,
+}
+
+/// An onboarding step send (Day 1/3/5/7) that reached the chat and has no `opened` event;
+/// the engine loads them for [`evaluate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnopenedStep {
+    pub send_id: String,
+    pub customer_id: String,
+    /// The step's trigger (`onboarding_day1` …).
+    pub step: Trigger,
+    /// The local day it reached the chat.
+    pub sent_on: NaiveDate,
 }
 
 impl Candidate {
@@ -175,6 +243,7 @@ impl Candidate {
             human_task: trigger == Trigger::PaymentOverdue21,
             csm_alert: trigger == Trigger::LowNps,
             reminder_id: None,
+            unopened_step: None,
         }
     }
 }
@@ -187,23 +256,42 @@ fn month_key(prefix: &str, today: NaiveDate) -> String {
 
 /// Every candidate for `today`, per customer in [`Trigger::ALL`] priority order, customers in
 /// input order, then the due booking reminders. Opted-out customers are included (the engine
-/// reports them as skipped); `enabled` filters triggers. `health` holds the stored health
-/// states (see [`crate::health_state`]): `health_red` names the day the current red turn
-/// began. Pure: no I/O, no clock.
+/// reports them as skipped); `enabled` filters triggers. `unopened` are the onboarding step
+/// sends not opened yet (any customers, any order). `health` holds the stored health states
+/// (see [`crate::health_state`]): `health_red` names the day the current red turn began.
+/// Pure: no I/O, no clock.
 pub fn evaluate(
     customers: &[Customer],
     reminders: &[Reminder],
+    unopened: &[UnopenedStep],
     today: NaiveDate,
     enabled: &[Trigger],
     health: &HashMap<String, HealthState>,
 ) -> Vec<Candidate> {
     let on = |t: Trigger| enabled.contains(&t);
+    let mut unopened_by_customer: HashMap<&str, Vec<&UnopenedStep>> = HashMap::new();
+    for step in unopened {
+        unopened_by_customer
+            .entry(step.customer_id.as_str())
+            .or_default()
+            .push(step);
+    }
     let mut out = Vec::new();
     for customer in customers {
         let start = out.len();
-        customer_candidates(customer, today, health.get(&customer.id), &mut out);
+        let steps = unopened_by_customer
+            .get(customer.id.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        customer_candidates(customer, today, health.get(&customer.id), steps, &mut out);
         // Keep this customer's candidates in priority order, drop disabled ones.
         let mut mine: Vec<Candidate> = out.drain(start..).filter(|c| on(c.trigger)).collect();
+        if mine
+            .iter()
+            .any(|c| c.trigger == Trigger::OnboardingFirstMeasurementPending)
+        {
+            // No measurement yet is no drop in usage: the nudge says it better.
+            mine.retain(|c| c.trigger != Trigger::UsageDrop);
+        }
         mine.sort_by_key(|c| c.trigger);
         out.extend(mine);
     }
@@ -227,6 +315,7 @@ fn customer_candidates(
     customer: &Customer,
     today: NaiveDate,
     stored_health: Option<&HealthState>,
+    unopened: &[&UnopenedStep],
     out: &mut Vec<Candidate>,
 ) {
     let id = customer.id.as_str();
@@ -299,5 +388,54 @@ fn customer_candidates(
         {
             out.push(Candidate::new(id, *trigger, format!("since:{since}")));
         }
+        if (0..=ONBOARDING_DAYS).contains(&day) {
+            out.extend(unopened_reminders(id, unopened, today));
+        }
+        if let Some(nudge) = first_measurement_nudge(customer, since, day) {
+            out.push(nudge);
+        }
     }
+}
+
+/// One reminder per Day 1/3/5/7 step that reached the chat at least
+/// [`UNOPENED_REMINDER_AFTER_DAYS`] ago and is still unopened, in step order.
+fn unopened_reminders(
+    customer_id: &str,
+    unopened: &[&UnopenedStep],
+    today: NaiveDate,
+) -> Vec<Candidate> {
+    let mut due: Vec<&UnopenedStep> = unopened
+        .iter()
+        .copied()
+        .filter(|s| s.customer_id == customer_id && s.step.onboarding_content().is_some())
+        .filter(|s| (today - s.sent_on).num_days() >= UNOPENED_REMINDER_AFTER_DAYS)
+        .collect();
+    due.sort_by(|a, b| (a.step, &a.send_id).cmp(&(b.step, &b.send_id)));
+    due.into_iter()
+        .map(|s| {
+            let mut candidate = Candidate::new(
+                customer_id,
+                Trigger::OnboardingContentUnopened,
+                format!("unopened:{}", s.send_id),
+            );
+            candidate.unopened_step = Some(s.step);
+            candidate
+        })
+        .collect()
+}
+
+/// Day 15–30 with no measurement in the last 30 days (= none since the contract began):
+/// one cause per 3-day slot (days 15, 18, …, 30), so the nudge repeats every 3 days while
+/// nothing is measured. An unknown count (`None`) sends nothing.
+fn first_measurement_nudge(customer: &Customer, since: NaiveDate, day: i64) -> Option<Candidate> {
+    let (first, last) = FIRST_MEASUREMENT_DAYS;
+    if !(first..=last).contains(&day) || customer.measurements_30d != Some(0) {
+        return None;
+    }
+    let slot = first + (day - first) / FIRST_MEASUREMENT_EVERY_DAYS * FIRST_MEASUREMENT_EVERY_DAYS;
+    Some(Candidate::new(
+        &customer.id,
+        Trigger::OnboardingFirstMeasurementPending,
+        format!("since:{since}:day{slot}"),
+    ))
 }

@@ -790,6 +790,39 @@ async fn recording_sender_numbers_every_attempt_and_passes_other_kinds_through()
 }
 
 #[tokio::test]
+async fn a_customer_who_opted_out_after_queueing_is_not_sent_to() {
+    let (_dir, store) = temp_store().await;
+    insert_send(&store, "send-30").await;
+    sqlx::query(
+        "INSERT INTO customers (id, kind, name, opted_out, created_at, updated_at)
+         VALUES ('C-0001', 'b2c', '山田', 1, 1, 1)",
+    )
+    .execute(store.pool())
+    .await
+    .expect("customer");
+    let (url, hook) = hook_server(vec![]).await;
+    let recording = RecordingSender::new(
+        store.clone(),
+        Arc::new(WebhookSender::new(&WebhookConfig::new(url)).expect("sender")),
+    );
+    let payload = serde_json::to_value(sms("send-30")).expect("payload");
+    let refused = recording
+        .send("webhook", KIND_OUTREACH_MESSAGE, &payload)
+        .await
+        .expect_err("opted out");
+    assert!(!refused.retryable, "a permanent refusal: no retries");
+    assert!(hook.requests().is_empty(), "nothing reached the provider");
+    let attempts = attempts_for(&store, "send-30").await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert!(!attempts[0].ok);
+    assert!(attempts[0]
+        .detail
+        .as_deref()
+        .unwrap_or_default()
+        .contains("opted out"));
+}
+
+#[tokio::test]
 async fn the_dispatcher_retries_a_webhook_message_and_every_attempt_is_recorded() {
     let (_dir, store) = temp_store().await;
     insert_send(&store, "send-30").await;
