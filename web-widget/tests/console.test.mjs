@@ -2,10 +2,26 @@
 // lists it, a CSM takes over and replies, and the reply appears in the widget under the CSM's
 // name (with an unread badge while the panel is closed); hand back and close follow.
 // No model turns: escalation is decided by rules before the model runs.
+// Then the outreach approval queue: drafts to important accounts are listed, approved (the
+// customer's chat gets the message) or rejected, and a draft someone else decided is a notice.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { KizunaServer, artifactPath, launchBrowser, recordFrames, waitOnline, widget } from "./harness.mjs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  BIN,
+  KizunaServer,
+  ROOT,
+  artifactPath,
+  freePort,
+  launchBrowser,
+  recordFrames,
+  waitOnline,
+  widget,
+} from "./harness.mjs";
 
 const LEGAL = "弁護士に相談して訴えたいです";
 const CSM_REPLY = "担当の佐藤です。状況を詳しくお聞かせいただけますか。";
@@ -142,5 +158,189 @@ describe("escalation and the operator console", { timeout: 600_000 }, () => {
     await operator.locator("#accounts-message").filter({ hasText: /件|該当する/ }).waitFor();
     assert.equal(await operator.locator("#accounts tr").count(), accounts.length);
     await operator.screenshot({ path: artifactPath("console-accounts.png") });
+  });
+});
+
+/**
+ * A server whose data directory already holds outreach drafts waiting for approval: the demo
+ * CRM export imported and one trigger run at a fixed time, both through the real CLI. The
+ * scheduler is off (no run at the real clock) and no model is needed: the OpenAI backend's
+ * address is only there to build the hub and nothing calls it.
+ */
+class OutreachServer extends KizunaServer {
+  get env() {
+    return {
+      ...super.env,
+      KIZUNA_CONFIG: join(this.dataDir, "kizuna.toml"),
+      KIZUNA_LLM: "openai",
+      KIZUNA_OPENAI_BASE_URL: "http://127.0.0.1:9/v1",
+    };
+  }
+
+  static async withDrafts() {
+    const server = new OutreachServer(await freePort(), mkdtempSync(join(tmpdir(), "kizuna-browser-")));
+    writeFileSync(join(server.dataDir, "kizuna.toml"), "[outreach]\ninterval_secs = 0\n");
+    // Output captured: a failure's error carries it; success stays quiet.
+    const cli = (...args) =>
+      execFileSync(BIN, args, { cwd: ROOT, env: server.env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    cli("import", "customers", "demo/customers.csv");
+    cli("outreach", "run", "--at", "2026-11-21T10:00:00+09:00");
+    await server.launch();
+    return server;
+  }
+}
+
+describe("the outreach approval queue in the console", { timeout: 300_000 }, () => {
+  let server;
+  let browser;
+  let operator;
+  let managerToken;
+
+  const api = (method, path) =>
+    fetch(`${server.url}${path}`, { method, headers: { Authorization: `Bearer ${managerToken}` } });
+  async function pending() {
+    const response = await api("GET", "/api/outreach/approvals");
+    assert.equal(response.status, 200, "GET /api/outreach/approvals");
+    return (await response.json()).approvals;
+  }
+  const card = (sendId) => operator.locator(`#approvals .approval[data-send-id="${sendId}"]`);
+
+  before(async () => {
+    server = await OutreachServer.withDrafts();
+    managerToken = server.token("manager", "csm-2", "鈴木");
+    browser = await launchBrowser();
+    const context = await browser.newContext({
+      viewport: { width: 1366, height: 860 },
+      locale: "ja-JP",
+      timezoneId: "Asia/Tokyo",
+    });
+    operator = await context.newPage();
+    await operator.goto(`${server.url}/console`);
+    await operator.fill("#token", managerToken);
+    await operator.click("#login-form button[type=submit]");
+    await operator.locator("#app").waitFor({ state: "visible" });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test("every waiting draft is a card with its customer, trigger in Japanese, message and time", async () => {
+    const approvals = await pending();
+    const lowNps = approvals.find((a) => a.customer_id === "B-2002" && a.trigger === "low_nps");
+    assert.ok(lowNps, `B-2002's low_nps draft waits for approval: ${JSON.stringify(approvals.map((a) => a.customer_id))}`);
+
+    // The tab shows the count before it is opened (the background read at sign-in).
+    await operator.locator("#approvals-tab-count", { hasText: `（${approvals.length}）` }).waitFor();
+    await operator.click("[data-view=approvals]");
+    await operator.locator("#view-approvals").waitFor({ state: "visible" });
+    assert.equal(await operator.locator("#approvals-title").innerText(), `承認待ちのご案内 （${approvals.length}件）`);
+
+    const item = card(lowNps.send_id);
+    await item.waitFor();
+    assert.equal(await operator.locator("#approvals .approval").count(), approvals.length);
+    assert.equal(await item.locator("h3").innerText(), "B-2002");
+    assert.equal(await item.locator(".chip-trigger").innerText(), "NPS低評価");
+    assert.equal(await item.locator(".approval-message").textContent(), lowNps.message);
+    assert.equal(await item.locator(".approval-message *").count(), 0, "the message is text, not markup");
+    assert.equal(await item.locator("time").getAttribute("datetime"), lowNps.created_at);
+    assert.equal(await item.locator("time").innerText(), "11/21 10:00");
+    // Oldest first, like the API.
+    const order = await operator.locator("#approvals .approval").evaluateAll((els) => els.map((el) => el.dataset.sendId));
+    assert.deepEqual(order, approvals.map((a) => a.send_id));
+    // Each trigger that is waiting has its Japanese label.
+    const labels = await operator.locator("#approvals .approval").evaluateAll((els) =>
+      els.map((el) => [el.dataset.trigger, el.querySelector(".chip-trigger").textContent]),
+    );
+    const expected = {
+      health_red: "ヘルススコア赤",
+      usage_drop: "利用率低下",
+      payment_overdue_7: "支払い遅延7日",
+      payment_overdue_14: "支払い遅延14日",
+      low_nps: "NPS低評価",
+      renewal_90d_at_risk: "更新90日前（要注意）",
+      renewal_90d_healthy: "更新90日前（良好）",
+    };
+    for (const [trigger, label] of labels) assert.equal(label, expected[trigger] ?? trigger, trigger);
+    await operator.screenshot({ path: artifactPath("console-approvals.png") });
+  });
+
+  test("approving from the keyboard sends it once; the card goes and the customer's chat has it", async () => {
+    const lowNps = (await pending()).find((a) => a.customer_id === "B-2002" && a.trigger === "low_nps");
+    const before = (await pending()).length;
+    const item = card(lowNps.send_id);
+    const approve = item.getByRole("button", { name: "B-2002 へのご案内（NPS低評価）を承認して送信" });
+    await approve.focus();
+    await operator.keyboard.press("Enter");
+    await item.waitFor({ state: "detached", timeout: 10_000 });
+    await operator.locator("#approvals-notice", { hasText: "B-2002 へのご案内を送信しました" }).waitFor();
+    // Focus goes on to the next card, not onto another send button.
+    assert.equal(await operator.evaluate(() => document.activeElement?.classList.contains("approval")), true);
+
+    const after = await pending();
+    assert.equal(after.length, before - 1);
+    assert.ok(!after.some((a) => a.send_id === lowNps.send_id), "no longer waiting");
+    await operator.locator("#approvals-count", { hasText: `（${after.length}件）` }).waitFor();
+
+    const again = await api("POST", `/api/outreach/approvals/${lowNps.send_id}/approve`);
+    assert.equal(again.status, 409, "a second approval is refused");
+    assert.equal((await again.json()).error.code, "conflict");
+
+    // B-2002 signs in to the widget: the approved message is in their chat.
+    const customerToken = server.token("customer", "B-2002", "みなと住宅管理");
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "ja-JP" });
+    await context.addInitScript((token) => {
+      window.kizunaConfig = { token };
+    }, customerToken);
+    const customer = await context.newPage();
+    await customer.goto(server.url);
+    await waitOnline(customer);
+    await widget(customer).launcher.click();
+    const proactive = customer.locator("kizuna-widget .kz-msg--proactive .kz-bubble");
+    await proactive.first().waitFor({ timeout: 10_000 });
+    assert.deepEqual(await proactive.allTextContents(), [lowNps.message]);
+    await context.close();
+  });
+
+  test("rejecting removes the draft for good", async () => {
+    const target = (await pending()).find((a) => a.customer_id === "B-2002");
+    assert.ok(target, "another B-2002 draft waits");
+    const item = card(target.send_id);
+    await item.getByRole("button", { name: /を送信しない$/ }).click();
+    await item.waitFor({ state: "detached", timeout: 10_000 });
+    await operator.locator("#approvals-notice", { hasText: "送信しないことにしました" }).waitFor();
+    assert.ok(!(await pending()).some((a) => a.send_id === target.send_id));
+    const again = await api("POST", `/api/outreach/approvals/${target.send_id}/reject`);
+    assert.equal(again.status, 409);
+  });
+
+  test("a draft someone else decided meanwhile is a notice, not an error, and leaves the list", async () => {
+    const target = (await pending())[0];
+    const item = card(target.send_id);
+    await item.waitFor();
+    // A colleague approves it just before this console's request reaches the server.
+    await operator.route(`**/api/outreach/approvals/${target.send_id}/approve`, async (route) => {
+      const colleague = await api("POST", `/api/outreach/approvals/${target.send_id}/approve`);
+      assert.equal(colleague.status, 200);
+      await route.continue();
+    });
+    await item.getByRole("button", { name: /を承認して送信$/ }).click();
+    await operator.locator("#approvals-notice", { hasText: "すでに対応済み" }).waitFor({ timeout: 10_000 });
+    await item.waitFor({ state: "detached" });
+    assert.equal(await operator.locator("#approvals-error").innerText(), "");
+    await operator.unroute(`**/api/outreach/approvals/${target.send_id}/approve`);
+  });
+
+  test("with nothing waiting the queue says so", async () => {
+    for (const approval of await pending()) {
+      const response = await api("POST", `/api/outreach/approvals/${approval.send_id}/reject`);
+      assert.equal(response.status, 200);
+    }
+    // The next read (at most ~5 s while the view is open) empties the list.
+    await operator.locator("#approvals-empty", { hasText: "承認待ちはありません" }).waitFor({ state: "visible", timeout: 30_000 });
+    assert.equal(await operator.locator("#approvals .approval").count(), 0);
+    assert.equal(await operator.locator("#approvals-tab-count").innerText(), "");
+    await operator.screenshot({ path: artifactPath("console-approvals-empty.png") });
   });
 });

@@ -23,6 +23,16 @@ export interface AtRiskAccount {
   action: string;
 }
 
+/** A proactive-outreach draft to an important account, waiting for a person's decision. */
+export interface OutreachApproval {
+  send_id: string;
+  customer_id: string;
+  trigger: string;
+  variant: string;
+  message: string;
+  created_at: string | number | null;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -87,5 +97,19 @@ export class ConsoleApi {
     for (const [key, value] of Object.entries(filters)) if (value) query.set(key, value);
     const suffix = query.toString();
     return this.request("GET", `/api/accounts/at-risk${suffix ? `?${suffix}` : ""}`);
+  }
+
+  approvals(): Promise<{ approvals: OutreachApproval[] }> {
+    return this.request("GET", "/api/outreach/approvals");
+  }
+
+  /** `409` when it is no longer waiting (someone else approved or rejected it). */
+  approve(sendId: string): Promise<{ status: "delivered"; live: boolean }> {
+    return this.request("POST", `/api/outreach/approvals/${encodeURIComponent(sendId)}/approve`);
+  }
+
+  /** `409` when it is no longer waiting. */
+  reject(sendId: string): Promise<{ status: "rejected" }> {
+    return this.request("POST", `/api/outreach/approvals/${encodeURIComponent(sendId)}/reject`);
   }
 }

@@ -1,13 +1,22 @@
 // The operator console (/console): escalated conversations, their live transcripts, the CSM's
-// reply box and controls, and the at-risk accounts list. Polls the HTTP API every 2 seconds.
+// reply box and controls, the at-risk accounts list and the queue of proactive-outreach drafts
+// waiting for approval. Polls the HTTP API every 2 seconds (approvals less often, see below).
 
 import { h } from "../shared/dom";
 import type { ConversationStatus } from "../shared/frames";
 import { renderEntry } from "../shared/render";
 import { Transcript } from "../shared/transcript";
-import { ApiError, ConsoleApi, type AtRiskAccount, type Escalation } from "./api";
+import { ApiError, ConsoleApi, type AtRiskAccount, type Escalation, type OutreachApproval } from "./api";
 
 const POLL_MS = 2000;
+/**
+ * Approvals change only when a trigger run drafts new ones (every 15 minutes by default) or
+ * another person decides one, so the 2-second cycle re-reads them only every 5 s while their
+ * view is open (a colleague's decision shows up quickly) and every 15 s otherwise (the tab's
+ * count). A decision made here refreshes at once.
+ */
+const APPROVALS_POLL_VISIBLE_MS = 5000;
+const APPROVALS_POLL_HIDDEN_MS = 15000;
 const TOKEN_KEY = "kizuna-console-token";
 
 const STATUS_LABEL: Record<string, string> = {
@@ -27,6 +36,21 @@ const REASON_LABEL: Record<string, string> = {
 };
 
 const HEALTH_LABEL: Record<string, string> = { red: "要対応", yellow: "注意", green: "良好" };
+
+const TRIGGER_LABEL: Record<string, string> = {
+  health_red: "ヘルススコア赤",
+  usage_drop: "利用率低下",
+  payment_overdue_7: "支払い遅延7日",
+  payment_overdue_14: "支払い遅延14日",
+  payment_overdue_21: "支払い遅延21日",
+  low_nps: "NPS低評価",
+  renewal_90d_at_risk: "更新90日前（要注意）",
+  renewal_90d_healthy: "更新90日前（良好）",
+  onboarding_first_measurement_pending: "初回測定の後押し",
+};
+
+type View = "queue" | "accounts" | "approvals";
+const VIEWS: readonly View[] = ["queue", "accounts", "approvals"];
 
 function byId<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
@@ -58,9 +82,16 @@ class Console {
   private transcript = new Transcript();
   private transcriptEls = new Map<string, HTMLElement>();
   private queue: Escalation[] = [];
-  private view: "queue" | "accounts" = "queue";
+  private view: View = "queue";
   private pollTimer: number | undefined;
   private polling = false;
+  /** Cards by send id, kept across refreshes so focus and scroll survive a poll. */
+  private approvalCards = new Map<string, HTMLElement>();
+  /** Decided here: hidden even if a read started before the decision still lists them. */
+  private decided = new Set<string>();
+  /** Only the newest approvals read may render (an older one can answer later). */
+  private approvalsGeneration = 0;
+  private approvalsLoadedAt = 0;
 
   private readonly login = byId("login");
   private readonly loginForm = byId<HTMLFormElement>("login-form");
@@ -85,6 +116,12 @@ class Console {
   private readonly accountFilters = byId<HTMLFormElement>("account-filters");
   private readonly accountRows = byId("accounts");
   private readonly accountsMessage = byId("accounts-message");
+  private readonly approvalList = byId("approvals");
+  private readonly approvalsEmpty = byId("approvals-empty");
+  private readonly approvalsCount = byId("approvals-count");
+  private readonly approvalsTabCount = byId("approvals-tab-count");
+  private readonly approvalsNotice = byId("approvals-notice");
+  private readonly approvalsError = byId("approvals-error");
 
   start(): void {
     this.loginForm.addEventListener("submit", (event) => {
@@ -93,7 +130,7 @@ class Console {
     });
     this.logout.addEventListener("click", () => this.signOut());
     document.querySelectorAll<HTMLButtonElement>("[data-view]").forEach((tab) =>
-      tab.addEventListener("click", () => this.showView(tab.dataset.view === "accounts" ? "accounts" : "queue")),
+      tab.addEventListener("click", () => this.showView(VIEWS.find((v) => v === tab.dataset.view) ?? "queue")),
     );
     this.takeoverButton.addEventListener("click", () => void this.act("takeover"));
     this.handbackButton.addEventListener("click", () => void this.act("handback"));
@@ -144,6 +181,7 @@ class Console {
     this.logout.hidden = false;
     this.tokenInput.value = "";
     this.renderQueue();
+    void this.loadApprovals();
     this.schedulePoll();
   }
 
@@ -159,9 +197,15 @@ class Console {
     this.app.hidden = true;
     this.logout.hidden = true;
     this.login.hidden = false;
+    this.approvalsGeneration++;
+    this.approvalsLoadedAt = 0;
+    this.approvalCards.clear();
+    this.approvalList.replaceChildren();
+    this.approvalsNotice.textContent = "";
+    this.approvalsError.textContent = "";
   }
 
-  private showView(view: "queue" | "accounts"): void {
+  private showView(view: View): void {
     this.view = view;
     document.querySelectorAll<HTMLButtonElement>("[data-view]").forEach((tab) => {
       tab.classList.toggle("active", tab.dataset.view === view);
@@ -169,7 +213,9 @@ class Console {
     });
     byId("view-queue").hidden = view !== "queue";
     byId("view-accounts").hidden = view !== "accounts";
+    byId("view-approvals").hidden = view !== "approvals";
     if (view === "accounts") void this.loadAccounts();
+    if (view === "approvals") void this.loadApprovals();
   }
 
   // --- polling -------------------------------------------------------------------------
@@ -182,6 +228,8 @@ class Console {
   private async poll(): Promise<void> {
     if (!this.api || this.polling) return;
     this.polling = true;
+    const approvalsEvery = this.view === "approvals" ? APPROVALS_POLL_VISIBLE_MS : APPROVALS_POLL_HIDDEN_MS;
+    if (Date.now() - this.approvalsLoadedAt >= approvalsEvery) void this.loadApprovals();
     try {
       if (this.view === "queue") {
         this.queue = (await this.api.escalations()).conversations;
@@ -371,6 +419,155 @@ class Console {
         ),
       ),
     );
+  }
+
+  // --- outreach approvals --------------------------------------------------------------
+
+  /** Reads the approval queue; errors go to the view's error line (a 401 signs out). */
+  private async loadApprovals(): Promise<void> {
+    const api = this.api;
+    if (!api) return;
+    const generation = ++this.approvalsGeneration;
+    this.approvalsLoadedAt = Date.now();
+    try {
+      const { approvals } = await api.approvals();
+      if (generation !== this.approvalsGeneration || api !== this.api) return;
+      this.approvalsError.textContent = "";
+      this.renderApprovals(approvals.filter((a) => !this.decided.has(a.send_id)));
+    } catch (error) {
+      if (generation !== this.approvalsGeneration || api !== this.api) return;
+      if (error instanceof ApiError && error.status === 401) {
+        this.signOut();
+        this.loginError.textContent = describeError(error);
+        return;
+      }
+      this.approvalsError.textContent = describeError(error);
+    }
+  }
+
+  /** Adds new cards and drops gone ones in place, so a card that stays keeps its focus. */
+  private renderApprovals(approvals: OutreachApproval[]): void {
+    const wanted = new Set(approvals.map((a) => a.send_id));
+    for (const [id, card] of this.approvalCards) {
+      if (!wanted.has(id)) {
+        card.remove();
+        this.approvalCards.delete(id);
+      }
+    }
+    approvals.forEach((approval, index) => {
+      let card = this.approvalCards.get(approval.send_id);
+      if (!card) {
+        card = this.approvalCard(approval);
+        this.approvalCards.set(approval.send_id, card);
+      }
+      const at = this.approvalList.children[index] ?? null;
+      if (at !== card) this.approvalList.insertBefore(card, at);
+    });
+    this.renderApprovalCounts();
+  }
+
+  private renderApprovalCounts(): void {
+    const count = this.approvalCards.size;
+    this.approvalsEmpty.hidden = count > 0;
+    this.approvalsCount.textContent = `（${count}件）`;
+    this.approvalsTabCount.textContent = count ? `（${count}）` : "";
+  }
+
+  private approvalCard(approval: OutreachApproval): HTMLElement {
+    const headingId = `approval-${approval.send_id}`;
+    const trigger = TRIGGER_LABEL[approval.trigger] ?? approval.trigger;
+    const approve = h(
+      "button",
+      { type: "button", class: "approve", "aria-label": `${approval.customer_id} へのご案内（${trigger}）を承認して送信` },
+      "承認して送信",
+    ) as HTMLButtonElement;
+    const reject = h(
+      "button",
+      { type: "button", class: "reject", "aria-label": `${approval.customer_id} へのご案内（${trigger}）を送信しない` },
+      "送信しない",
+    ) as HTMLButtonElement;
+    const time = h("time", { class: "approval-time" }, formatTime(approval.created_at));
+    if (typeof approval.created_at === "string") time.setAttribute("datetime", approval.created_at);
+    // tabindex -1: after a decision, focus moves to the next card instead of getting lost.
+    const card = h(
+      "li",
+      {
+        class: "approval",
+        "data-send-id": approval.send_id,
+        "data-trigger": approval.trigger,
+        "aria-labelledby": headingId,
+        tabindex: "-1",
+      },
+      h(
+        "div",
+        { class: "approval-top" },
+        h("h3", { id: headingId }, approval.customer_id),
+        h("span", { class: "chip chip-trigger" }, trigger),
+        approval.variant ? h("span", { class: "approval-variant" }, `案${approval.variant}`) : null,
+        time,
+      ),
+      h("p", { class: "approval-message" }, approval.message),
+      h("div", { class: "approval-actions" }, approve, reject),
+    );
+    approve.addEventListener("click", () => void this.decide(approval, "approve", approve, [approve, reject]));
+    reject.addEventListener("click", () => void this.decide(approval, "reject", reject, [approve, reject]));
+    return card;
+  }
+
+  private async decide(
+    approval: OutreachApproval,
+    decision: "approve" | "reject",
+    clicked: HTMLButtonElement,
+    buttons: HTMLButtonElement[],
+  ): Promise<void> {
+    const api = this.api;
+    if (!api) return;
+    // Read before disabling: a disabled button drops the focus.
+    const hadFocus = document.activeElement === clicked;
+    buttons.forEach((b) => (b.disabled = true));
+    this.approvalsNotice.textContent = "";
+    this.approvalsError.textContent = "";
+    const who = approval.customer_id;
+    try {
+      if (decision === "approve") {
+        const { live } = await api.approve(approval.send_id);
+        this.approvalsNotice.textContent = live
+          ? `${who} へのご案内を送信しました（お客様のチャットに表示されました）。`
+          : `${who} へのご案内を送信しました（お客様が次にチャットを開いたときに表示されます）。`;
+      } else {
+        await api.reject(approval.send_id);
+        this.approvalsNotice.textContent = `${who} へのご案内は送信しないことにしました。`;
+      }
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 409) {
+        this.approvalsNotice.textContent = `${who} へのご案内は、ほかの担当者がすでに対応済みです。一覧を更新しました。`;
+      } else {
+        buttons.forEach((b) => (b.disabled = false));
+        if (hadFocus) clicked.focus();
+        if (error instanceof ApiError && error.status === 401) {
+          this.signOut();
+          this.loginError.textContent = describeError(error);
+          return;
+        }
+        this.approvalsError.textContent = describeError(error);
+        return;
+      }
+    }
+    // Decided (here or by someone else): the card goes now, then the list is read again.
+    this.decided.add(approval.send_id);
+    this.dropApprovalCard(approval.send_id, hadFocus);
+    await this.loadApprovals();
+  }
+
+  /** With `moveFocus`, a keyboard user goes on from the next card (never onto a send button). */
+  private dropApprovalCard(sendId: string, moveFocus: boolean): void {
+    const card = this.approvalCards.get(sendId);
+    if (!card) return;
+    const next = (card.nextElementSibling ?? card.previousElementSibling) as HTMLElement | null;
+    card.remove();
+    this.approvalCards.delete(sendId);
+    this.renderApprovalCounts();
+    if (moveFocus) (next ?? byId("approvals-title")).focus();
   }
 }
 
