@@ -86,14 +86,16 @@ impl Default for FrequencyCap {
     }
 }
 
-/// Nothing is delivered between `start` and `end` (local time in `time_zone`); deliveries
-/// wait for the next allowed time. The CRM holds no per-customer zone, so one zone applies.
+/// Nothing is delivered between `start` and `end`, local time in the customer's zone (the
+/// CRM's optional `time_zone` column) or else in `time_zone`; deliveries wait for the next
+/// allowed time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuietHours {
     pub start: NaiveTime,
     pub end: NaiveTime,
-    /// IANA name (`Asia/Tokyo`) or fixed offset (`+09:00`).
+    /// IANA name (`Asia/Tokyo`) or fixed offset (`+09:00`): for customers without a zone of
+    /// their own, and for the dates triggers count days in.
     pub time_zone: String,
 }
 

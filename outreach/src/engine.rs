@@ -361,7 +361,7 @@ impl OutreachEngine {
         let by_id: HashMap<&str, &Customer> =
             customers.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut history = self.history(store, now).await?;
-        let quiet_until = self.config.quiet_hours.deferred_until(self.zone, now);
+        let customer_zones = customer_zones(&customers);
         let today = self.local_date(now);
         let mut entries = Vec::with_capacity(candidates.len());
         for candidate in candidates {
@@ -379,6 +379,12 @@ impl OutreachEngine {
                 entries.push(entry);
                 continue;
             };
+            // Quiet hours in the customer's own zone; trigger dates stay in the configured one.
+            let zone = customer_zones
+                .get(customer.id.as_str())
+                .copied()
+                .unwrap_or(self.zone);
+            let quiet_until = self.config.quiet_hours.deferred_until(zone, now);
             if let Some(reason) = self
                 .guard(store, customer, &candidate, &history, quiet_until)
                 .await?
@@ -858,6 +864,34 @@ pub async fn pending_approvals(store: &Store) -> Result<Vec<PendingApproval>, Ou
             })
         })
         .collect()
+}
+
+/// The customers that have a time zone of their own, each zone name parsed once. The import
+/// validates zones, so one that does not parse was written some other way: it is logged
+/// once and its customers keep the configured zone.
+fn customer_zones(customers: &[Customer]) -> HashMap<&str, Zone> {
+    let mut parsed: HashMap<&str, Option<Zone>> = HashMap::new();
+    let mut zones = HashMap::new();
+    for customer in customers {
+        let Some(name) = customer.time_zone.as_deref() else {
+            continue;
+        };
+        let zone = *parsed.entry(name).or_insert_with(|| {
+            let zone = Zone::parse(name).ok();
+            if zone.is_none() {
+                tracing::warn!(
+                    customer_id = %customer.id,
+                    time_zone = name,
+                    "unknown customer time zone; quiet hours use the configured zone"
+                );
+            }
+            zone
+        });
+        if let Some(zone) = zone {
+            zones.insert(customer.id.as_str(), zone);
+        }
+    }
+    zones
 }
 
 /// Queues a delivered message on the extra channels. The chat already has it: a failure here

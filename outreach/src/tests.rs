@@ -777,7 +777,7 @@ async fn put(store: &Store, customers: &[Customer]) {
     let mut csv = String::from(
         "id,kind,name,email,phone,plan,monthly_measurements,mrr_jpy,contract_end,customer_since,\
          measurements_30d,last_login,report_view_rate,feature_adoption,csat,nps,escalations_30d,\
-         payment_overdue_days,opted_out\n",
+         payment_overdue_days,opted_out,time_zone\n",
     );
     for c in customers {
         let fields = [
@@ -800,6 +800,7 @@ async fn put(store: &Store, customers: &[Customer]) {
             opt(c.escalations_30d.map(|v| v.to_string())),
             opt(c.payment_overdue_days.map(|v| v.to_string())),
             c.opted_out.to_string(),
+            opt(c.time_zone.clone()),
         ];
         csv.push_str(&fields.join(","));
         csv.push('\n');
@@ -1050,6 +1051,109 @@ async fn red_turn_seen_at_night_is_sent_in_the_morning() {
     let e = entry(&morning, "B-3003", Trigger::HealthRed).expect("health_red");
     assert_eq!(e.cause_key, "red_since:2026-11-21");
     assert!(matches!(e.outcome, Outcome::Delivered { .. }));
+}
+
+fn in_zone(mut customer: Customer, zone: &str) -> Customer {
+    customer.time_zone = Some(zone.into());
+    customer
+}
+
+/// Quiet hours follow the customer's own zone (the CRM's optional `time_zone` column); the
+/// configured zone (Asia/Tokyo) serves the others and any stored zone that does not parse.
+#[tokio::test]
+async fn quiet_hours_in_the_customers_time_zone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store(&dir).await;
+    put(
+        &store,
+        &[
+            in_zone(red("B-4001"), "Europe/London"),
+            red("B-4002"),
+            in_zone(red("B-4003"), "+00:00"),
+            red("B-4004"),
+        ],
+    )
+    .await;
+    // Written around the import, which would refuse it.
+    sqlx::query("UPDATE customers SET time_zone = 'Mars/Olympus' WHERE id = 'B-4004'")
+        .execute(store.pool())
+        .await
+        .expect("corrupt zone");
+    let engine = OutreachEngine::new(config()).expect("engine");
+    let delivery = RecordingDelivery::default();
+    // 22:00 in Tokyo, 13:00 in London (GMT in November).
+    let report = engine
+        .run_once(
+            &store,
+            at("2026-11-21T22:00:00+09:00"),
+            templates(),
+            &delivery,
+            false,
+        )
+        .await
+        .expect("run");
+    for id in ["B-4001", "B-4003"] {
+        assert!(
+            matches!(
+                report.outcome(id, Trigger::HealthRed),
+                Some(Outcome::Delivered { .. })
+            ),
+            "{id}: {:?}",
+            report.outcome(id, Trigger::HealthRed)
+        );
+        assert_eq!(sent_for(&delivery, id, Trigger::HealthRed).len(), 1);
+    }
+    for id in ["B-4002", "B-4004"] {
+        match report.outcome(id, Trigger::HealthRed) {
+            Some(Outcome::Skipped(SkipReason::QuietHours { until })) => {
+                assert_eq!(*until, at("2026-11-22T09:00:00+09:00"), "{id}");
+            }
+            other => panic!("{id}: expected quiet hours, got {other:?}"),
+        }
+        assert!(sent_for(&delivery, id, Trigger::HealthRed).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn quiet_hours_in_los_angeles() {
+    let run = |now: &'static str| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = empty_store(&dir).await;
+        put(
+            &store,
+            &[in_zone(red("B-5001"), "America/Los_Angeles"), red("B-5002")],
+        )
+        .await;
+        let engine = OutreachEngine::new(config()).expect("engine");
+        let delivery = RecordingDelivery::default();
+        engine
+            .run_once(&store, at(now), templates(), &delivery, false)
+            .await
+            .expect("run")
+    };
+    // 10:00 JST is 17:00 of the previous day in Los Angeles (PST): both are delivered, and
+    // the trigger's date is still the configured zone's (Tokyo's 2026-11-21).
+    let morning = run("2026-11-21T10:00:00+09:00").await;
+    for id in ["B-5001", "B-5002"] {
+        let e = entry(&morning, id, Trigger::HealthRed).expect("health_red");
+        assert!(matches!(e.outcome, Outcome::Delivered { .. }), "{id}");
+        assert_eq!(e.cause_key, "red_since:2026-11-21");
+    }
+    // 15:00 JST is 22:00 in Los Angeles: that customer waits for 09:00 there, which is 02:00
+    // JST the next day; the Tokyo customer is delivered.
+    let afternoon = run("2026-11-21T15:00:00+09:00").await;
+    match afternoon.outcome("B-5001", Trigger::HealthRed) {
+        Some(Outcome::Skipped(SkipReason::QuietHours { until })) => {
+            assert_eq!(*until, at("2026-11-21T09:00:00-08:00"));
+            assert_eq!(*until, at("2026-11-22T02:00:00+09:00"));
+            assert_eq!(until.offset().local_minus_utc(), -8 * 3600);
+        }
+        other => panic!("expected quiet hours, got {other:?}"),
+    }
+    assert!(matches!(
+        afternoon.outcome("B-5002", Trigger::HealthRed),
+        Some(Outcome::Delivered { .. })
+    ));
 }
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! all-or-nothing validation with line numbers, and the queries tools read customers with.
 //!
 //! Storage (migration 0002): dates are TEXT `YYYY-MM-DD`, rates and survey scores are
-//! floating point, `opted_out` is 0/1, audit timestamps are Unix milliseconds.
+//! floating point, `opted_out` is 0/1, audit timestamps are Unix milliseconds. Migration 0006
+//! adds `time_zone` (TEXT), an optional column beyond the spec: files without it import
+//! unchanged.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{FixedOffset, NaiveDate, Utc};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,6 +76,9 @@ pub struct Customer {
     pub payment_overdue_days: Option<i64>,
     /// No proactive outreach when true.
     pub opted_out: bool,
+    /// The customer's time zone for quiet hours: an IANA name (`America/Los_Angeles`) or a
+    /// fixed offset (`+09:00`), as written in the file. `None`: the configured zone.
+    pub time_zone: Option<String>,
 }
 
 impl Customer {
@@ -98,6 +104,7 @@ impl Customer {
             escalations_30d: None,
             payment_overdue_days: None,
             opted_out: false,
+            time_zone: None,
         }
     }
 }
@@ -494,6 +501,19 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    fn time_zone(&mut self, column: &'static str) -> Option<String> {
+        let value = self.string(column, 64)?;
+        if is_time_zone(&value) {
+            Some(value)
+        } else {
+            self.problems.push((
+                column,
+                format!("{value:?} is not a time zone (an IANA name like Asia/Tokyo, or an offset like +09:00)"),
+            ));
+            None
+        }
+    }
+
     fn boolean(&mut self, column: &'static str) -> Option<bool> {
         let value = self.text(column)?;
         match value.to_ascii_lowercase().as_str() {
@@ -522,6 +542,13 @@ pub fn parse_date(value: &str) -> Option<NaiveDate> {
         return None;
     }
     NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+}
+
+/// An IANA zone name (`Asia/Tokyo`, case as in the tz database) or a fixed offset (`+09:00`).
+/// The same two parsers the outreach engine reads the zone with, so an imported zone is
+/// always usable there.
+pub fn is_time_zone(value: &str) -> bool {
+    FixedOffset::from_str(value).is_ok() || chrono_tz::Tz::from_str(value).is_ok()
 }
 
 const B2C_PLANS: [&str; 3] = ["light", "standard", "premium"];
@@ -595,6 +622,7 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
     let escalations_30d = r.integer("escalations_30d", 0, MAX_COUNT);
     let payment_overdue_days = r.integer("payment_overdue_days", 0, 36_500);
     let opted_out = r.boolean("opted_out").unwrap_or(false);
+    let time_zone = r.time_zone("time_zone");
 
     match (id, kind, name) {
         (Some(id), Some(kind), Some(name)) if r.problems.is_empty() => Ok(Customer {
@@ -617,6 +645,7 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
             escalations_30d,
             payment_overdue_days,
             opted_out,
+            time_zone,
         }),
         _ => Err(r.problems),
     }
@@ -631,8 +660,8 @@ async fn upsert(
         "INSERT INTO customers (id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy,
             contract_end, customer_since, measurements_30d, last_login, report_view_rate,
             feature_adoption, csat, nps, escalations_30d, payment_overdue_days, opted_out,
-            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)
+            time_zone, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)
          ON CONFLICT (id) DO UPDATE SET
             kind = excluded.kind, name = excluded.name, email = excluded.email,
             phone = excluded.phone, plan = excluded.plan,
@@ -644,7 +673,7 @@ async fn upsert(
             nps = excluded.nps, escalations_30d = excluded.escalations_30d,
             payment_overdue_days = excluded.payment_overdue_days,
             opted_out = CASE WHEN customers.opted_out = 1 THEN 1 ELSE excluded.opted_out END,
-            updated_at = excluded.updated_at",
+            time_zone = excluded.time_zone, updated_at = excluded.updated_at",
     )
     .bind(&c.id)
     .bind(c.kind.as_str())
@@ -665,6 +694,7 @@ async fn upsert(
     .bind(c.escalations_30d)
     .bind(c.payment_overdue_days)
     .bind(c.opted_out as i64)
+    .bind(&c.time_zone)
     .bind(now_ms)
     // Not a cached prepared statement: sqlx 0.9's Any driver sends a NULL f64 to PostgreSQL
     // as float4, and a statement prepared with that type rejects a later 8-byte float.
@@ -680,7 +710,7 @@ macro_rules! customer_columns {
     () => {
         "id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy, contract_end,
          customer_since, measurements_30d, last_login, report_view_rate, feature_adoption,
-         csat, nps, escalations_30d, payment_overdue_days, opted_out"
+         csat, nps, escalations_30d, payment_overdue_days, opted_out, time_zone"
     };
 }
 
@@ -802,6 +832,7 @@ fn customer_from_row(r: &AnyRow) -> Result<Customer, CustomerError> {
         escalations_30d: r.try_get("escalations_30d")?,
         payment_overdue_days: r.try_get("payment_overdue_days")?,
         opted_out: r.try_get::<i64, _>("opted_out")? != 0,
+        time_zone: r.try_get("time_zone")?,
         id,
     })
 }
@@ -930,6 +961,23 @@ mod tests {
         assert!(parse_date("2026-1-21").is_none());
         assert!(parse_date("2026-02-30").is_none());
         assert!(parse_date("2026/11/21").is_none());
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_or_offsets() {
+        for zone in [
+            "Asia/Tokyo",
+            "America/Los_Angeles",
+            "Europe/London",
+            "UTC",
+            "+09:00",
+            "-08:00",
+        ] {
+            assert!(is_time_zone(zone), "{zone}");
+        }
+        for zone in ["", "Tokyo", "asia/tokyo", "Mars/Olympus", "+25:00", "9"] {
+            assert!(!is_time_zone(zone), "{zone}");
+        }
     }
 
     #[test]

@@ -227,6 +227,8 @@ async fn demo_dataset_covers_every_status(store: &Store) {
         );
     }
     assert!(customers.iter().any(|c| c.opted_out));
+    // The demo file has no time_zone column: everyone uses the configured zone.
+    assert!(customers.iter().all(|c| c.time_zone.is_none()));
     assert!(customers.iter().any(|c| c.nps.is_some_and(|n| n <= 6.0)));
     // Re-importing the same file updates every row and inserts none.
     let again = import_customers(store, &common::demo_csv(), Format::Csv)
@@ -241,3 +243,75 @@ async fn demo_dataset_covers_every_status(store: &Store) {
     );
 }
 on_both_engines!(demo, super::demo_dataset_covers_every_status);
+
+/// `time_zone` is an optional column beyond the spec: present, it is validated and stored;
+/// empty, the customer uses the configured zone.
+async fn time_zone_column(store: &Store) {
+    let file = "id,kind,name,time_zone,crm_owner\n\
+        B-1,b2b,ロンドン管理,Europe/London,担当A\n\
+        C-1,b2c,Smith,America/Los_Angeles,\n\
+        C-2,b2c,山田 花子,,\n\
+        C-3,b2c,佐藤 健太, +09:00 ,\n";
+    let report = import_customers(store, file.as_bytes(), Format::Csv)
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 4);
+    let zone = |c: Option<kizuna_tools::Customer>| c.unwrap().time_zone;
+    assert_eq!(
+        zone(get_customer(store, "B-1").await.unwrap()).as_deref(),
+        Some("Europe/London")
+    );
+    assert_eq!(
+        zone(get_customer(store, "C-1").await.unwrap()).as_deref(),
+        Some("America/Los_Angeles")
+    );
+    assert_eq!(zone(get_customer(store, "C-2").await.unwrap()), None);
+    assert_eq!(
+        zone(get_customer(store, "C-3").await.unwrap()).as_deref(),
+        Some("+09:00")
+    );
+    for customer in parse_customers(file.as_bytes(), Format::Csv).unwrap() {
+        let stored = get_customer(store, &customer.id).await.unwrap().unwrap();
+        assert_eq!(stored, customer);
+    }
+
+    // Re-importing changes or clears the zone; JSON Lines take the same key.
+    let jsonl = "{\"id\":\"B-1\",\"kind\":\"b2b\",\"name\":\"ロンドン管理\",\"time_zone\":\"Asia/Tokyo\"}\n\
+        {\"id\":\"C-1\",\"kind\":\"b2c\",\"name\":\"Smith\",\"time_zone\":null}\n";
+    let report = import_customers(store, jsonl.as_bytes(), Format::JsonLines)
+        .await
+        .unwrap();
+    assert_eq!(report.updated, 2);
+    assert_eq!(
+        zone(get_customer(store, "B-1").await.unwrap()).as_deref(),
+        Some("Asia/Tokyo")
+    );
+    assert_eq!(zone(get_customer(store, "C-1").await.unwrap()), None);
+
+    // A bad zone is a row error with its line and column, and nothing is written.
+    let bad = "id,kind,name,time_zone\n\
+        C-1,b2c,Smith,America/Los_Angeles\n\
+        C-4,b2c,x,Mars/Olympus\n\
+        C-5,b2c,y,+25:00\n\
+        C-6,b2c,z,JST\n";
+    let err = import_customers(store, bad.as_bytes(), Format::Csv)
+        .await
+        .unwrap_err();
+    let ImportError::Invalid(errors) = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let found: Vec<(u64, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.column.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        found,
+        [(3, "time_zone"), (4, "time_zone"), (5, "time_zone")]
+    );
+    let text = err.to_string();
+    assert!(text.contains("line 3, column time_zone"), "{text}");
+    assert!(text.contains("Mars/Olympus"), "{text}");
+    assert_eq!(zone(get_customer(store, "C-1").await.unwrap()), None);
+    assert!(get_customer(store, "C-4").await.unwrap().is_none());
+}
+on_both_engines!(time_zone, super::time_zone_column);
