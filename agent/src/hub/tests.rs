@@ -10,7 +10,7 @@ use crate::prompts::Prompts;
 use crate::testing::{PriceTool, ScriptedModel, Step};
 use crate::tool::ToolRegistry;
 
-async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::TempDir) {
+async fn temp_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}?mode=rwc",
@@ -18,6 +18,11 @@ async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::Temp
     ))
     .await
     .unwrap();
+    (store, dir)
+}
+
+async fn hub(model: Arc<ScriptedModel>) -> (Arc<ConversationHub>, tempfile::TempDir) {
+    let (store, dir) = temp_store().await;
     (hub_on(store, model), dir)
 }
 
@@ -30,6 +35,16 @@ fn hub_with_tools(
     model: Arc<ScriptedModel>,
     extra: Vec<Arc<dyn crate::tool::Tool>>,
 ) -> Arc<ConversationHub> {
+    hub_with_services(store, model, extra, HubServices::default())
+}
+
+/// The one place a test hub is built: the price tool (plus `extra`) over the real prompts.
+fn hub_with_services(
+    store: Store,
+    model: Arc<ScriptedModel>,
+    extra: Vec<Arc<dyn crate::tool::Tool>>,
+    services: HubServices,
+) -> Arc<ConversationHub> {
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(PriceTool)).unwrap();
     for tool in extra {
@@ -39,11 +54,11 @@ fn hub_with_tools(
         Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
             .unwrap();
     let agent = Arc::new(Agent::new(model, tools, prompts, AgentConfig::default()));
-    ConversationHub::new(
+    ConversationHub::with_services(
         store,
         agent,
         Arc::new(SystemClock),
-        None,
+        services,
         HubConfig::default(),
     )
 }
@@ -242,19 +257,7 @@ async fn hub_with_policy(
     model: Arc<ScriptedModel>,
     notify_channel: Option<&str>,
 ) -> (Arc<ConversationHub>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("h.db").display()
-    ))
-    .await
-    .unwrap();
-    let mut tools = ToolRegistry::new();
-    tools.register(Arc::new(PriceTool)).unwrap();
-    let prompts =
-        Prompts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts"))
-            .unwrap();
-    let agent = Arc::new(Agent::new(model, tools, prompts, AgentConfig::default()));
+    let (store, dir) = temp_store().await;
     let services = HubServices {
         escalation: Some(Arc::new(LawyerWord)),
         handover: HandoverConfig {
@@ -263,14 +266,7 @@ async fn hub_with_policy(
         },
         ..HubServices::default()
     };
-    let hub = ConversationHub::with_services(
-        store,
-        agent,
-        Arc::new(SystemClock),
-        services,
-        HubConfig::default(),
-    );
-    (hub, dir)
+    (hub_with_services(store, model, vec![], services), dir)
 }
 
 #[tokio::test]
@@ -786,13 +782,7 @@ async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
             Step::Text("承りました。"),
         ],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("h.db").display()
-    ))
-    .await
-    .unwrap();
+    let (store, _dir) = temp_store().await;
     let hub = hub_with_tools(store.clone(), model, vec![Arc::new(FakeBooking)]);
     insert_send(&store, "s-1", "C-3").await;
     hub.deliver_proactive(
