@@ -813,9 +813,12 @@ fn negated_after(rest_of_sentence: &str) -> bool {
 }
 
 /// A policy question rather than a request: a hypothetical or a fee right after the match
-/// (「返金される場合」「返金の条件」「返金手数料」), or a sentence asking about the rules without
-/// asking for anything (「一部返金になるのか、規定を教えてください」).
+/// (「返金される場合」「返金の条件」「返金手数料」), a sentence asking about the rules without
+/// asking for anything (「一部返金になるのか、規定を教えてください」), or a conditional asking
+/// what would happen (「もしキャンセルした場合、料金は返金されますか」).
 fn policy_question(sentence: &str, rest_of_sentence: &str) -> bool {
+    static WOULD_IT_BE: OnceLock<Regex> = OnceLock::new();
+    static CONDITION: OnceLock<Regex> = OnceLock::new();
     static HYPOTHETICAL: OnceLock<Regex> = OnceLock::new();
     static RULES: OnceLock<Regex> = OnceLock::new();
     static ASKS: OnceLock<Regex> = OnceLock::new();
@@ -831,7 +834,15 @@ fn policy_question(sentence: &str, rest_of_sentence: &str) -> bool {
     let asks = ASKS.get_or_init(|| {
         compile(r"お願い|ください|下さい|ほしい|欲しい|したい|希望|求め|もらえ|いただけ")
     });
+    // 「返金されますか」 alone may be a customer waiting for their money; under a condition
+    // (もし / 場合 / たら) it asks about the rules.
+    let would_it_be = WOULD_IT_BE.get_or_init(|| {
+        compile(r"^(?:は|が|って)?(?:され(?:ます|る(?:の|ん)|ません)|になり?ます|になる(?:の|ん)|は(?:あり|でき)ます)")
+    });
+    let condition =
+        CONDITION.get_or_init(|| compile(r"もし|場合|としたら|とすると|たら[、,]|なら[、,]"));
     hypothetical.is_match(rest_of_sentence)
+        || (would_it_be.is_match(rest_of_sentence) && condition.is_match(sentence))
         || (rules.is_match(sentence) && !asks.is_match(&sentence.replace("教えてください", "")))
 }
 
