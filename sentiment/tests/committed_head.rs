@@ -20,10 +20,10 @@ use kizuna_sentiment::{
 };
 use sha2::{Digest, Sha256};
 
-/// Held-out accuracy and macro-F1 measured when the committed head was trained (0.961 and
-/// 0.961), less 0.05 of slack for other CPUs' floating-point differences.
-const HELDOUT_ACCURACY_FLOOR: f64 = 0.961 - 0.05;
-const HELDOUT_MACRO_F1_FLOOR: f64 = 0.961 - 0.05;
+/// Held-out accuracy and macro-F1 measured when the committed head was trained (0.947 and
+/// 0.947), less 0.05 of slack for other CPUs' floating-point differences.
+const HELDOUT_ACCURACY_FLOOR: f64 = 0.947 - 0.05;
+const HELDOUT_MACRO_F1_FLOOR: f64 = 0.947 - 0.05;
 
 fn classifier(test: &str) -> Option<SentimentClassifier> {
     let e5 = common::e5(test)?;
@@ -170,7 +170,7 @@ fn the_retrieval_embedding_gives_the_same_reading_as_classify() {
 }
 
 #[test]
-#[ignore = "slow: embeds all 2,376 messages and retrains (about a minute)"]
+#[ignore = "slow: embeds all 2,823 messages and retrains (about a minute)"]
 fn retraining_reproduces_the_committed_head() {
     let Some(e5) = common::e5("retraining_reproduces_the_committed_head") else {
         return;
