@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
 use kizuna_store::Store;
 use kizuna_tools::booking::{due_reminders, mark_reminder_sent, upcoming_bookings};
 use kizuna_tools::crm::{get_customer, list_customers, Customer, CustomerFilter};
@@ -250,10 +250,6 @@ pub fn variant_for(customer_id: &str, campaign_id: &str) -> &'static str {
     } else {
         "B"
     }
-}
-
-fn long_date(date: NaiveDate) -> String {
-    format!("{}年{}月{}日", date.year(), date.month(), date.day())
 }
 
 pub struct OutreachEngine {
@@ -685,12 +681,6 @@ impl OutreachEngine {
         if candidate.trigger == Trigger::OnboardingFirstMeasurementPending {
             if let Some(since) = customer.customer_since {
                 values.insert("days", (today - since).num_days().to_string());
-            }
-        }
-        if purpose == "payment_overdue" {
-            // The templates name the due date of the unpaid invoice.
-            if let Some(days) = customer.payment_overdue_days {
-                values.insert("date", long_date(today - Duration::days(days)));
             }
         }
         compose(&list, &values, candidate.template_purpose, audience, None)

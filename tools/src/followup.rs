@@ -17,7 +17,7 @@
 //! | `product` | the plan's name, or 騒音測定サービス when no plan is recorded |
 //! | `price` | b2c: the plan's price; b2b: the monthly fee (`mrr_jpy`) |
 //! | `usage_rate` | b2b: `measurements_30d / monthly_measurements` as a percentage |
-//! | `date`, `time` | `renewal_90d`: the contract end date (no time); otherwise the next booking |
+//! | `date`, `time` | `renewal_90d`: the contract end date (no time); `payment_overdue`: the unpaid invoice's due date (no time); otherwise the next booking |
 //! | `days` | `payment_overdue`: days overdue; `renewal_90d`: days to the contract end; `usage_drop` / `health_red`: days since the last login; otherwise days to the next booking |
 //! | `link` | [`crate::ToolDeps::followup_link`] |
 //!
@@ -310,6 +310,8 @@ pub fn placeholder_values(
         "payment_overdue" => {
             if let Some(d) = customer.payment_overdue_days.filter(|d| *d > 0) {
                 v.insert("days", d.to_string());
+                // The templates name the due date of the unpaid invoice.
+                v.insert("date", long_date(today - chrono::Duration::days(d)));
             }
         }
         "usage_drop" | "health_red" => {
@@ -580,6 +582,8 @@ mod tests {
         assert!(!v.contains_key("link"));
         let v = placeholder_values(&c, "payment_overdue", today(), None, None);
         assert_eq!(v["days"], "14");
+        // The unpaid invoice's due date, 14 days before today.
+        assert_eq!(v["date"], "2026年11月7日");
 
         let mut person = Customer::new("C-1", CustomerKind::B2c, "山田 花子");
         person.plan = Some("standard".into());
