@@ -785,6 +785,38 @@ impl ConversationHub {
         }
     }
 
+    /// Stores a reply that needed no model (an FAQ answer, a preference confirmation) and
+    /// shows it on the conversation's sockets. On a store error nothing is shown and the
+    /// customer's message stays pending.
+    #[allow(clippy::too_many_arguments)]
+    async fn post_fixed_reply(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        reply_id: &str,
+        text: &str,
+        metadata: &Value,
+        payload: Value,
+    ) -> Result<(), kizuna_store::StoreError> {
+        let seq = self
+            .store
+            .record_reply(
+                conversation_id,
+                &job.message_id,
+                reply_id,
+                "assistant",
+                text,
+                metadata,
+                &[],
+                &payload,
+                self.now_ms(),
+            )
+            .await?;
+        let _ = live.frames.send(OutFrame::durable(seq, payload));
+        Ok(())
+    }
+
     /// Answers from a confident FAQ match without the model.
     async fn send_direct_answer(
         &self,
@@ -805,22 +837,18 @@ impl ConversationHub {
         let metadata =
             json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
         match self
-            .store
-            .record_reply(
+            .post_fixed_reply(
                 conversation_id,
-                &job.message_id,
+                live,
+                job,
                 &reply_id,
-                "assistant",
                 &direct.text,
                 &metadata,
-                &[],
-                &payload,
-                self.now_ms(),
+                payload,
             )
             .await
         {
-            Ok(seq) => {
-                let _ = live.frames.send(OutFrame::durable(seq, payload));
+            Ok(()) => {
                 metrics::counter!("kizuna_direct_answers_total").increment(1);
                 tracing::info!(conversation_id, doc_id = %direct.doc_id, score = direct.score, total_ms = started.elapsed().as_millis() as u64, "answered from the FAQ");
             }

@@ -9,7 +9,7 @@ use kizuna_store::OutreachEventInsert;
 use serde_json::{json, Value};
 
 use super::optout::{is_opt_in_request, is_opt_out_request};
-use super::{ConversationHub, Job, Live, OutFrame};
+use super::{ConversationHub, Job, Live};
 use crate::engine::ExecutedCall;
 use crate::identity::Identity;
 
@@ -162,22 +162,18 @@ impl ConversationHub {
             frame.extend(extra.clone());
         }
         match self
-            .store
-            .record_reply(
+            .post_fixed_reply(
                 conversation_id,
-                &job.message_id,
+                live,
+                job,
                 &reply_id,
-                "assistant",
                 text,
                 &metadata,
-                &[],
-                &payload,
-                self.now_ms(),
+                payload,
             )
             .await
         {
-            Ok(seq) => {
-                let _ = live.frames.send(OutFrame::durable(seq, payload));
+            Ok(()) => {
                 tracing::info!(
                     conversation_id,
                     request = preference.key(),
