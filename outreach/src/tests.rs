@@ -381,12 +381,33 @@ async fn dry_run_writes_nothing_and_explains() {
     assert!(text.contains("B-2005 health_red"), "{text}");
     assert!(text.contains("opted out"));
     assert!(text.contains("awaiting approval"));
+    // Health turns are judged but not stored, and no conversion is measured.
+    assert!(preview
+        .entries
+        .iter()
+        .any(|e| e.trigger == Trigger::HealthRed && e.cause_key == "red_since:2026-11-21"));
+    assert_eq!(preview.conversions, 0);
+    let states = "SELECT COUNT(*) AS n FROM customer_health_state";
+    assert_eq!(count(&store, states).await, 0);
     // The real run then sends exactly what the preview listed.
     let real = engine
         .run_once(&store, at(MORNING), templates(), &delivery, false)
         .await
         .expect("run");
     assert_eq!(real.delivered().count(), preview.delivered().count());
+    // It stores one health state per B2B account of the demo data.
+    let b2b_accounts = count(
+        &store,
+        "SELECT COUNT(*) AS n FROM customers WHERE kind = 'b2b'",
+    )
+    .await;
+    assert!(b2b_accounts > 0);
+    assert_eq!(count(&store, states).await, b2b_accounts);
+    let stored = load_health_states(&store).await.expect("load");
+    assert_eq!(
+        stored.get("B-2002").map(|s| s.status),
+        Some(kizuna_tools::health::HealthStatus::Red)
+    );
 }
 
 #[tokio::test]
@@ -1154,42 +1175,6 @@ async fn quiet_hours_in_los_angeles() {
         afternoon.outcome("B-5002", Trigger::HealthRed),
         Some(Outcome::Delivered { .. })
     ));
-}
-
-#[tokio::test]
-async fn dry_run_stores_no_health_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = demo_store(&dir).await;
-    let engine = OutreachEngine::new(config()).expect("engine");
-    let delivery = RecordingDelivery::default();
-    let preview = engine
-        .run_once(&store, at(MORNING), templates(), &delivery, true)
-        .await
-        .expect("dry run");
-    assert!(preview
-        .entries
-        .iter()
-        .any(|e| e.trigger == Trigger::HealthRed && e.cause_key == "red_since:2026-11-21"));
-    assert_eq!(preview.conversions, 0);
-    let states = "SELECT COUNT(*) AS n FROM customer_health_state";
-    assert_eq!(count(&store, states).await, 0);
-    engine
-        .run_once(&store, at(MORNING), templates(), &delivery, false)
-        .await
-        .expect("run");
-    // One row per B2B account of the demo data.
-    let b2b_accounts = count(
-        &store,
-        "SELECT COUNT(*) AS n FROM customers WHERE kind = 'b2b'",
-    )
-    .await;
-    assert!(b2b_accounts > 0);
-    assert_eq!(count(&store, states).await, b2b_accounts);
-    let stored = load_health_states(&store).await.expect("load");
-    assert_eq!(
-        stored.get("B-2002").map(|s| s.status),
-        Some(kizuna_tools::health::HealthStatus::Red)
-    );
 }
 
 #[tokio::test]
