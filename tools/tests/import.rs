@@ -26,6 +26,17 @@ fn csv(rows: &[&str]) -> Vec<u8> {
 const B1: &str = "B-1,b2b,\"サンプル管理株式会社, 本社\",b1@example.jp,03-0000-0001,ビジネス20,20,80000,2027-01-31,2025-04-01,14,2026-11-18,0.75,0.5,4.25,8,1,3,false,担当A";
 const C1: &str = "C-1,b2c,山田 花子,c1@example.com,,Premium,,,,2026-10-01,1,,,,,,0,0,TRUE,";
 
+/// (line, column) of every bad cell an import reported; panics unless it was refused as invalid.
+fn bad_cells(err: &ImportError) -> Vec<(u64, &str)> {
+    let ImportError::Invalid(errors) = err else {
+        panic!("expected Invalid, got {err}");
+    };
+    errors
+        .iter()
+        .map(|e| (e.line, e.column.as_deref().unwrap_or("")))
+        .collect()
+}
+
 async fn upserts_and_round_trips(store: &Store) {
     let report = import_customers(store, &csv(&[B1, C1]), Format::Csv)
         .await
@@ -141,13 +152,7 @@ async fn bad_rows_write_nothing(store: &Store) {
     let err = import_customers(store, &file, Format::Csv)
         .await
         .unwrap_err();
-    let ImportError::Invalid(errors) = &err else {
-        panic!("expected Invalid, got {err}");
-    };
-    let found: Vec<(u64, &str)> = errors
-        .iter()
-        .map(|e| (e.line, e.column.as_deref().unwrap_or("")))
-        .collect();
+    let found = bad_cells(&err);
     assert_eq!(
         found,
         [
@@ -297,13 +302,7 @@ async fn time_zone_column(store: &Store) {
     let err = import_customers(store, bad.as_bytes(), Format::Csv)
         .await
         .unwrap_err();
-    let ImportError::Invalid(errors) = &err else {
-        panic!("expected Invalid, got {err}");
-    };
-    let found: Vec<(u64, &str)> = errors
-        .iter()
-        .map(|e| (e.line, e.column.as_deref().unwrap_or("")))
-        .collect();
+    let found = bad_cells(&err);
     assert_eq!(
         found,
         [(3, "time_zone"), (4, "time_zone"), (5, "time_zone")]
