@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use slack::{
-    error_chain, outreach_task_blocks, parse_retry_after, truncate_chars, SlackWebhook,
-    SlackWebhookError,
+    error_chain, outreach_task_blocks, parse_retry_after, redact_webhook_url, truncate_chars,
+    SlackWebhook, SlackWebhookError,
 };
 
 /// Outbox kind of an escalation notice (payload: [`EscalationNotice`]).

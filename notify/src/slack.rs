@@ -293,14 +293,18 @@ impl fmt::Debug for SlackWebhook {
     }
 }
 
-/// Scheme and host only: the path of a webhook URL is its secret.
-fn redact_webhook_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "***".into();
+/// Scheme, host and port of a webhook URL, for logs: its path and query are often its
+/// secret, and a user or password in it certainly is.
+pub fn redact_webhook_url(raw: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(raw.trim()) else {
+        return "<unparsable URL>".into();
     };
-    let rest = &url[scheme_end + 3..];
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    format!("{}{}/***", &url[..scheme_end + 3], &rest[..host_end])
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{}{port}/***",
+        url.scheme(),
+        url.host_str().unwrap_or("")
+    )
 }
 
 impl SlackWebhook {

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, Utc};
 use kizuna_notify::{
-    error_chain, parse_retry_after, truncate_chars, NotificationSender, SendError,
+    error_chain, parse_retry_after, redact_webhook_url, truncate_chars, NotificationSender,
+    SendError,
 };
 use kizuna_store::{OutboxInsert, Store, StoreError};
 use kizuna_tools::crm::Customer;
@@ -807,19 +808,6 @@ fn redact_smtp_url(raw: &str) -> String {
         .unwrap_or_default();
     format!(
         "{}://{credentials}{}{port}{tls}",
-        url.scheme(),
-        url.host_str().unwrap_or("")
-    )
-}
-
-/// Scheme, host and port: a webhook's path and query are often its secret.
-fn redact_webhook_url(raw: &str) -> String {
-    let Ok(url) = reqwest::Url::parse(raw.trim()) else {
-        return "<unparsable URL>".into();
-    };
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}/***",
         url.scheme(),
         url.host_str().unwrap_or("")
     )
