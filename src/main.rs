@@ -257,17 +257,28 @@ impl Knowledge {
     }
 }
 
+/// The agent over the configured model, prompts and tools; also the embedded model, when
+/// that is the backend, for the caller to warm.
+async fn build_agent(
+    settings: &Settings,
+    store: &Store,
+    templates: Arc<wiring::ContentTemplates>,
+) -> anyhow::Result<(Arc<Agent>, Option<LocalModel>)> {
+    let prompts = Prompts::load(&settings.prompts_dir)?;
+    let tools = wiring::tools(settings, store.clone(), templates)?;
+    let (llm, local_model) = build_llm(settings).await?;
+    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(settings)));
+    Ok((agent, local_model))
+}
+
 /// A hub over the configured store and agent, for commands that post into conversations
 /// without serving (`kizuna outreach run`): no retrieval or escalation is needed to post.
-pub(crate) async fn delivery_hub(settings: &Settings) -> anyhow::Result<Arc<ConversationHub>> {
+pub(crate) async fn delivery_hub(
+    settings: &Settings,
+    templates: Arc<wiring::ContentTemplates>,
+) -> anyhow::Result<Arc<ConversationHub>> {
     let store = data::open_store(settings).await?;
-    let prompts = Prompts::load(&settings.prompts_dir)?;
-    let templates = Arc::new(wiring::ContentTemplates::load(
-        &settings.knowledge.content_dir,
-    )?);
-    let tools = wiring::tools(settings, store.clone(), templates)?;
-    let (llm, _) = build_llm(settings).await?;
-    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(settings)));
+    let (agent, _) = build_agent(settings, &store, templates).await?;
     let services = HubServices {
         handover: settings.handover.clone(),
         ..HubServices::default()
@@ -295,17 +306,14 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             kizuna_store::redact_url(&db_url)
         )
     })?;
-    let prompts = Prompts::load(&settings.prompts_dir)?;
     let templates = Arc::new(wiring::ContentTemplates::load(
         &settings.knowledge.content_dir,
     )?);
     tracing::info!(count = templates.len(), "message templates loaded");
-    let tools = wiring::tools(&settings, store.clone(), templates.clone())?;
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
         .context("invalid token secret (need ≥ 32 bytes)")?;
 
-    let (llm, local_model) = build_llm(&settings).await?;
-    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(&settings)));
+    let (agent, local_model) = build_agent(&settings, &store, templates.clone()).await?;
     // Ready once the model can answer; the embedded one first prefills the exact system
     // message the agent sends, so every conversation starts from the cached prefix.
     let ready = Arc::new(AtomicBool::new(local_model.is_none()));

@@ -224,9 +224,10 @@ async fn one_run(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let settings = crate::settings(config, &serve)?;
-    let templates: Arc<dyn TemplateSource> = Arc::new(crate::wiring::ContentTemplates::load(
+    let content_templates = Arc::new(crate::wiring::ContentTemplates::load(
         &settings.knowledge.content_dir,
     )?);
+    let templates: Arc<dyn TemplateSource> = content_templates.clone();
     let engine = engine(&settings)?;
     let now = at.unwrap_or_else(|| chrono::Utc::now().with_timezone(&kizuna_agent::clock::jst()));
     let report = if dry_run {
@@ -237,7 +238,7 @@ async fn one_run(
     } else {
         // The same hub as the server's, so the chat messages are exactly what it would post;
         // nobody is connected to this process, so they wait for the customer's next visit.
-        let hub = crate::delivery_hub(&settings).await?;
+        let hub = crate::delivery_hub(&settings, content_templates).await?;
         let delivery = ServerDelivery::new(hub.clone(), &settings);
         let report = engine
             .run_once(hub.store(), now, templates, &delivery, false)
