@@ -34,6 +34,9 @@ pub struct Settings {
     pub booking: BookingCalendar,
     pub knowledge: KnowledgeSettings,
     pub sentiment: SentimentSettings,
+    pub intent: IntentSettings,
+    /// How turns are planned from the intent model (thresholds).
+    pub planner: kizuna_agent::planner::PlannerConfig,
     /// When a conversation goes to people (thresholds, rule switches).
     pub escalation: kizuna_agent::escalation::EscalationConfig,
     /// Who answers escalations and when (business hours, console link).
@@ -118,6 +121,23 @@ impl Default for SentimentSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntentSettings {
+    pub enabled: bool,
+    /// The trained intent head (`kizuna train-intents` writes it).
+    pub model_dir: PathBuf,
+}
+
+impl Default for IntentSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model_dir: PathBuf::from("intent/model"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlackSettings {
@@ -168,6 +188,8 @@ impl Default for Settings {
             booking: BookingCalendar::default(),
             knowledge: KnowledgeSettings::default(),
             sentiment: SentimentSettings::default(),
+            intent: IntentSettings::default(),
+            planner: Default::default(),
             escalation: Default::default(),
             handover: Default::default(),
             slack: SlackSettings::default(),

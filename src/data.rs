@@ -85,6 +85,21 @@ pub struct TrainSentimentArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TrainIntentsArgs {
+    /// Labelled training messages (JSON Lines: text, intent, register).
+    #[arg(long, env = "KIZUNA_INTENT_TRAIN", default_value = kizuna_intent::DEFAULT_TRAIN_PATH)]
+    pub train: PathBuf,
+    /// Held-out messages, written separately, for the reported per-intent scores.
+    #[arg(long, env = "KIZUNA_INTENT_HELDOUT", default_value = kizuna_intent::DEFAULT_HELDOUT_PATH)]
+    pub heldout: PathBuf,
+    /// Where to write the head (default: intent.model_dir).
+    #[arg(long, env = "KIZUNA_INTENT_OUT")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct SegmentsArgs {
     /// Number of segments (5–7); chosen by silhouette when omitted.
     #[arg(long, env = "KIZUNA_SEGMENTS_K")]
@@ -210,6 +225,64 @@ pub async fn train_sentiment(
             args.heldout.display()
         );
         println!("weights written to {}", out.display());
+        Ok(())
+    })
+    .await?
+}
+
+pub async fn train_intents(config: Option<PathBuf>, args: TrainIntentsArgs) -> anyhow::Result<()> {
+    let settings = settings(config, &args.serve)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| settings.intent.model_dir.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let embedder = wiring::load_embedder(&settings)?;
+        let (train, eval) =
+            kizuna_intent::train_from_files(&args.train, &args.heldout, &out, embedder.as_ref())?;
+        println!(
+            "{train}\n\nheld-out evaluation ({}):\n{eval}",
+            args.heldout.display()
+        );
+        println!("weights written to {}", out.display());
+        Ok(())
+    })
+    .await?
+}
+
+pub async fn intents(config: Option<PathBuf>, serve: ServeArgs) -> anyhow::Result<()> {
+    use kizuna_agent::intent::IntentModel;
+    use std::io::{BufRead, Write};
+    let settings = settings(config, &serve)?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let embedder = wiring::load_embedder(&settings)?;
+        let classifier =
+            kizuna_intent::load(&settings.intent.model_dir, embedder).with_context(|| {
+                format!(
+                    "cannot load the intent model from {}",
+                    settings.intent.model_dir.display()
+                )
+            })?;
+        let mut out = std::io::stdout().lock();
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let reading = classifier.classify(&line)?;
+            let mut ranked: Vec<(usize, f32)> =
+                reading.probabilities.iter().copied().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let name = |i: usize| kizuna_agent::intent::Intent::ALL[i].as_str();
+            writeln!(
+                out,
+                "{}\t{:.3}\t{}\t{:.3}",
+                name(ranked[0].0),
+                ranked[0].1,
+                name(ranked[1].0),
+                ranked[1].1
+            )?;
+        }
         Ok(())
     })
     .await?

@@ -74,17 +74,22 @@ impl HubFactory for ServerWiring {
     ) -> Result<Arc<ConversationHub>, String> {
         let tools = wiring::tools(&self.settings, store.clone(), self.templates.clone())
             .map_err(|e| format!("{e:#}"))?;
-        let agent = Arc::new(Agent::new(
-            self.llm.clone(),
-            tools,
-            self.prompts.clone(),
-            crate::agent_config(&self.settings),
-        ));
+        let agent = Arc::new(
+            Agent::new(
+                self.llm.clone(),
+                tools,
+                self.prompts.clone(),
+                crate::agent_config(&self.settings),
+            )
+            .with_known_prices(kizuna_tools::price_table()),
+        );
         let services = HubServices {
             retriever: self.knowledge.retriever(),
             sentiment: self.knowledge.sentiment.clone(),
+            intent: self.knowledge.intent.clone(),
             escalation: Some(wiring::escalation_policy(&self.settings)),
             handover: self.settings.handover.clone(),
+            planner: self.settings.planner.clone(),
         };
         Ok(ConversationHub::with_services(
             store,
@@ -208,28 +213,13 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
         println!("{markdown}");
     }
     if !args.gate.is_empty() {
-        let mut failing = Vec::new();
-        for gate in &args.gate {
-            let (kind, min) = match gate.split_once('=') {
-                Some((kind, rate)) => (
-                    kind,
-                    rate.parse::<f64>()
-                        .with_context(|| format!("bad gate rate in {gate:?}"))?,
-                ),
-                None => (gate.as_str(), 1.0),
-            };
-            if let Some(rate) = report.totals.kinds.get(kind) {
-                if rate.rate + 1e-9 < min {
-                    failing.push(format!(
-                        "{kind} {}/{} ({:.1}% < {:.1}%)",
-                        rate.passed,
-                        rate.total,
-                        rate.rate * 100.0,
-                        min * 100.0
-                    ));
-                }
-            }
-        }
+        let gates = args
+            .gate
+            .iter()
+            .map(|g| g.parse::<kizuna_evals::report::Gate>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let failing = report.failed_gates(&gates);
         if !failing.is_empty() && !args.report_only {
             bail!("gated checks failed: {}", failing.join(", "));
         }

@@ -84,6 +84,11 @@ enum Command {
     TrainSentiment(data::TrainSentimentArgs),
     /// Classify messages read from stdin, one per line: prints `label<TAB>score` per line.
     Sentiment(ServeArgs),
+    /// Train the intent head over the e5 embedding and report per-intent held-out scores.
+    TrainIntents(data::TrainIntentsArgs),
+    /// Classify messages read from stdin, one per line: prints `intent<TAB>probability` and
+    /// the runner-up per line.
+    Intents(ServeArgs),
     /// Customer segments: RFM scores and k-means profiles.
     Segments(data::SegmentsArgs),
     /// Replay transcripts and score the agent's decisions (see docs/evals.md).
@@ -128,6 +133,8 @@ fn main() -> anyhow::Result<()> {
             Command::Knowledge(cmd) => data::knowledge(cli.config, cmd).await,
             Command::TrainSentiment(args) => data::train_sentiment(cli.config, args).await,
             Command::Sentiment(args) => data::sentiment(cli.config, args).await,
+            Command::TrainIntents(args) => data::train_intents(cli.config, args).await,
+            Command::Intents(args) => data::intents(cli.config, args).await,
             Command::Segments(args) => data::segments(cli.config, args).await,
             Command::Eval(args) => eval::run(cli.config, args).await,
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
@@ -215,19 +222,24 @@ fn agent_config(settings: &Settings) -> AgentConfig {
     }
 }
 
-/// The knowledge base and the sentiment model, which share the embedding model.
+/// The knowledge base, the sentiment model and the intent model, which share the embedding
+/// model (and its cache: each message is embedded once).
 pub struct Knowledge {
     pub base: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
     pub sentiment: Option<Arc<dyn kizuna_agent::sentiment::SentimentModel>>,
+    pub intent: Option<Arc<dyn kizuna_agent::intent::IntentModel>>,
 }
 
 impl Knowledge {
     pub async fn load(settings: &Settings) -> anyhow::Result<Self> {
         if !settings.knowledge.enabled {
-            tracing::warn!("the knowledge base is disabled: no retrieval, no sentiment model");
+            tracing::warn!(
+                "the knowledge base is disabled: no retrieval, no sentiment or intent model"
+            );
             return Ok(Self {
                 base: None,
                 sentiment: None,
+                intent: None,
             });
         }
         let path = settings.knowledge.embedder_path.clone();
@@ -239,16 +251,24 @@ impl Knowledge {
                 .with_context(|| format!("{} (or set knowledge.enabled = false)", path.display()))?
         };
         let base = wiring::knowledge_base(settings, embedder.clone()).await?;
-        let sentiment = match wiring::sentiment_model(settings, embedder) {
+        let sentiment = match wiring::sentiment_model(settings, embedder.clone()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "no sentiment model: escalation uses its text rules only");
                 None
             }
         };
+        let intent = match wiring::intent_model(settings, embedder) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no intent model: turns are answered from the FAQ, the model or a clarifying question");
+                None
+            }
+        };
         Ok(Self {
             base: Some(base),
             sentiment,
+            intent,
         })
     }
 
@@ -267,7 +287,10 @@ async fn build_agent(
     let prompts = Prompts::load(&settings.prompts_dir)?;
     let tools = wiring::tools(settings, store.clone(), templates)?;
     let (llm, local_model) = build_llm(settings).await?;
-    let agent = Arc::new(Agent::new(llm, tools, prompts, agent_config(settings)));
+    let agent = Arc::new(
+        Agent::new(llm, tools, prompts, agent_config(settings))
+            .with_known_prices(kizuna_tools::price_table()),
+    );
     Ok((agent, local_model))
 }
 
@@ -355,8 +378,10 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let services = HubServices {
         retriever: knowledge.retriever(),
         sentiment: knowledge.sentiment.clone(),
+        intent: knowledge.intent.clone(),
         escalation: Some(wiring::escalation_policy(&settings)),
         handover,
+        planner: settings.planner.clone(),
     };
     let hub_config = HubConfig {
         max_message_chars: settings.limits.max_message_chars,

@@ -100,6 +100,24 @@ pub fn sentiment_model(
     Ok(Some(Arc::new(classifier)))
 }
 
+/// The intent head over the shared embedder, if trained.
+pub fn intent_model(
+    settings: &Settings,
+    embedder: Arc<dyn Embedder>,
+) -> anyhow::Result<Option<Arc<dyn kizuna_agent::intent::IntentModel>>> {
+    if !settings.intent.enabled {
+        return Ok(None);
+    }
+    let classifier =
+        kizuna_intent::load(&settings.intent.model_dir, embedder).with_context(|| {
+            format!(
+                "cannot load the intent model from {} (kizuna train-intents makes it)",
+                settings.intent.model_dir.display()
+            )
+        })?;
+    Ok(Some(Arc::new(classifier)))
+}
+
 pub fn escalation_policy(settings: &Settings) -> Arc<EscalationPolicy> {
     Arc::new(EscalationPolicy::new(settings.escalation.clone()))
 }

@@ -22,6 +22,7 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     let (server, _dir) = start(&fixture).await;
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({"token": token("customer", "C-1001")})).await;
+    // A recommendation is answered from the tool's own text: no model call (docs/architecture.md).
     send(&mut ws, json!({"type": "message", "id": "m1", "text": "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？"})).await;
     let frames = recv_until(&mut ws, "reply", Some("m1"), 30).await;
     let ack = frames
@@ -37,6 +38,21 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     );
     let tools = tool_names(reply);
     assert!(tools.iter().any(|t| t == "recommend_plan"), "{tools:?}");
+    assert_eq!(
+        fixture.request_count(),
+        0,
+        "a structured answer needs no model"
+    );
+
+    // A question nothing structured answers (no knowledge is ingested here) goes to the
+    // model, which may call a read-only tool natively; its text streams as deltas.
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "m2", "text": "足音の測定は何時間かかりますか？"}),
+    )
+    .await;
+    let frames = recv_until(&mut ws, "reply", Some("m2"), 30).await;
+    let reply = frames.last().unwrap();
     let deltas: String = frames
         .iter()
         .filter(|f| f["type"] == "delta")
@@ -44,15 +60,18 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
         .collect();
     assert!(
         deltas.contains("12,800円"),
-        "the reply streamed as deltas: {deltas}"
+        "the reply streamed as deltas: {deltas} / {reply}"
     );
-    // The endpoint got native tool specs and, later, the tool result.
+    // The endpoint got native tool specs (a write the model calls only becomes a proposal)
+    // and, later, the tool result.
     let requests = fixture.requests.lock().unwrap().clone();
-    assert!(requests[0]["tools"]
+    let offered: Vec<&str> = requests[0]["tools"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|t| t["function"]["name"] == "check_availability"));
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert!(offered.contains(&"check_availability"), "{offered:?}");
     assert!(requests.iter().any(|r| r["messages"]
         .as_array()
         .unwrap()
@@ -186,10 +205,8 @@ async fn bad_frames_get_typed_errors_and_the_connection_stays_usable() {
     )
     .await;
     let frames = recv_until(&mut ws, "reply", Some("ok"), 30).await;
-    assert_eq!(
-        frames.last().unwrap()["text"],
-        "ご相談ありがとうございます。"
-    );
+    let greeting = frames.last().unwrap()["text"].as_str().unwrap().to_string();
+    assert!(greeting.contains("ZENBU"), "{greeting}");
 }
 
 #[tokio::test]
@@ -249,7 +266,7 @@ async fn an_acknowledged_message_survives_sigkill_and_is_answered_after_restart(
         .to_string();
     send(
         &mut ws,
-        json!({"type": "message", "id": "m1", "text": "停電しても消えないでほしい相談です"}),
+        json!({"type": "message", "id": "m1", "text": "停電しても消えないでほしい相談です。測定は何時間かかりますか？"}),
     )
     .await;
     let ack = recv(&mut ws, 10).await;

@@ -7,14 +7,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::mpsc;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::identity::Identity;
 use crate::llm::{ChatMessage, LanguageModel, LlmError, LlmRequest, ToolCall, Usage};
-use crate::planner;
+use crate::planner::{self, consent_buttons, PlannedCall, Proposal, QuickReply, TurnPlan};
 use crate::prompts::Prompts;
-use crate::tool::{validate_arguments, ToolContext, ToolError, ToolOutput, ToolRegistry};
+use crate::tool::{
+    validate_arguments, RiskClass, ToolContext, ToolError, ToolOutput, ToolRegistry,
+};
 use crate::tool_parse::{parse_reply, DeltaGate};
+use crate::validate::{check_reply, ReplyContext, ViolationKind};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -43,8 +48,12 @@ impl Default for AgentConfig {
 pub struct ContextChunk {
     pub doc_id: String,
     pub title: String,
+    /// The passage (an FAQ's question and answer, or a chunk of another document).
     pub text: String,
     pub score: f32,
+    /// An FAQ's answer alone: what a composed reply quotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// A source cited by a reply.
@@ -127,9 +136,11 @@ pub enum Fallback {
     EmptyReply,
     /// The model's reply left out a fact a tool said must be quoted; the tool's text was added.
     AddedToolFacts,
+    /// The output validator rejected the model's reply; a composed answer replaced it.
+    RejectedReply,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TurnResult {
     pub reply: String,
     pub tool_calls: Vec<ExecutedCall>,
@@ -138,15 +149,14 @@ pub struct TurnResult {
     pub llm_time: Duration,
     pub usage: Usage,
     pub fallback: Option<Fallback>,
-}
-
-/// What one turn accumulates: the prompt so far and the tool calls made.
-struct TurnState {
-    native: bool,
-    messages: Vec<ChatMessage>,
-    executed: Vec<ExecutedCall>,
-    /// `name:arguments` of calls already made, to refuse repeats.
-    seen: HashSet<String>,
+    /// A write proposed in this reply, waiting for the customer's consent.
+    pub proposal: Option<Proposal>,
+    /// Buttons under the reply.
+    pub quick_replies: Vec<QuickReply>,
+    /// The model's reply was rejected by the output validator (and replaced).
+    pub rejected: Option<ViolationKind>,
+    /// The reply was composed without the model.
+    pub composed: bool,
 }
 
 pub struct Agent {
@@ -156,7 +166,15 @@ pub struct Agent {
     config: AgentConfig,
     /// Built once: constant, so backends can cache its KV state.
     system_message: String,
+    /// Yen amounts any reply may quote (the price table), for the output validator.
+    known_prices: Vec<u64>,
 }
+
+/// The question that follows a proposal.
+const CONSENT_QUESTION: &str =
+    "この内容でよろしければ「はい」、取りやめる場合は「いいえ」とお送りください。";
+/// What the customer reads when a write they consented to could not be done.
+const WRITE_FAILED: &str = "申し訳ございません。お手続きを完了できませんでした。";
 
 impl Agent {
     pub fn new(
@@ -165,14 +183,24 @@ impl Agent {
         prompts: Prompts,
         config: AgentConfig,
     ) -> Self {
-        let system_message = prompts.system_message(&tools.specs(), llm.native_tool_calls());
+        // The model only writes (the planner runs tools); a model with native tool calls may
+        // still call read tools, which the request carries, so the system prompt is the same
+        // short text for every backend.
+        let system_message = prompts.system.clone();
         Self {
             llm,
             tools,
             prompts,
             config,
             system_message,
+            known_prices: Vec::new(),
         }
+    }
+
+    /// Prices (yen) every reply may quote: the business's price table.
+    pub fn with_known_prices(mut self, prices: Vec<u64>) -> Self {
+        self.known_prices = prices;
+        self
     }
 
     pub fn llm(&self) -> &Arc<dyn LanguageModel> {
@@ -183,99 +211,251 @@ impl Agent {
         &self.tools
     }
 
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
     /// The system message this agent sends; constant, so backends can cache its KV state.
     pub fn system_message(&self) -> &str {
         &self.system_message
     }
 
-    /// Whether the rule planner would run tools for this message (then a FAQ answer is not
-    /// enough: the tools' facts, e.g. prices for this customer's situation, come first).
-    pub fn has_planned_tools(
-        &self,
-        identity: &crate::identity::Identity,
-        now: DateTime<FixedOffset>,
-        previous_user_messages: &[&str],
-        text: &str,
-    ) -> bool {
-        let ctx = planner::PlanContext { identity, now };
-        !planner::plan_for(&ctx, previous_user_messages, text, &|name| {
-            self.tools.get(name).is_some()
-        })
-        .is_empty()
-    }
-
-    /// Runs one turn. Never fails: when the model cannot answer, the reply is composed from
-    /// tool results or the fallback prompt, and `fallback` says why.
-    pub async fn run_turn(
-        &self,
-        req: TurnRequest,
-        events: mpsc::UnboundedSender<TurnEvent>,
-    ) -> TurnResult {
-        if !planner::intents::foreign_ids(&req.identity, &req.user_text).is_empty() {
-            // Another customer's account: refused by rule, before any tool or model, and
-            // without repeating the id asked about.
-            return TurnResult {
-                reply: OTHER_ACCOUNT_REFUSAL.to_string(),
-                tool_calls: Vec::new(),
-                sources: Vec::new(),
-                steps: 0,
-                llm_time: Duration::ZERO,
-                usage: Usage::default(),
-                fallback: None,
-            };
-        }
-        let native = self.llm.native_tool_calls();
-        let ctx = ToolContext {
+    fn tool_context(&self, req: &TurnRequest) -> ToolContext {
+        ToolContext {
             identity: req.identity.clone(),
             conversation_id: req.conversation_id.clone(),
             now: req.now,
-        };
-        let mut messages = vec![ChatMessage::system(self.system_message.clone())];
-        messages.extend(req.history.iter().cloned());
-        messages.push(ChatMessage::user(user_message_with_context(
-            &req.user_text,
-            &req.context,
-        )));
-        let mut turn = TurnState {
-            native,
-            messages,
-            executed: Vec::new(),
-            seen: HashSet::new(),
-        };
-
-        // Rules first: clear intents get their tools without waiting for the model.
-        let previous: Vec<&str> = req
-            .history
-            .iter()
-            .filter(|m| m.role == crate::llm::ChatRole::User)
-            .map(|m| m.content.as_str())
-            .collect();
-        let plan_ctx = planner::PlanContext {
-            identity: &req.identity,
-            now: req.now,
-        };
-        let planned = planner::plan_for(&plan_ctx, &previous, &req.user_text, &|name| {
-            self.tools.get(name).is_some()
-        });
-        if !planned.is_empty() {
-            let calls: Vec<ToolCall> = planned
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| ToolCall {
-                    id: format!("plan-{i}"),
-                    name: p.name.to_string(),
-                    arguments: p.arguments,
-                })
-                .collect();
-            self.run_calls(&ctx, &calls, true, &mut turn, &events).await;
         }
+    }
+
+    /// Runs one turn as planned. Never fails: when the model cannot answer or writes
+    /// something a customer must not read, the reply is composed from tool texts, the FAQ or
+    /// the fallback prompt, and `fallback` says why.
+    pub async fn run(
+        &self,
+        req: TurnRequest,
+        plan: TurnPlan,
+        events: mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let mut result = match plan {
+            TurnPlan::Say {
+                text,
+                quick_replies,
+            } => TurnResult {
+                reply: text,
+                quick_replies,
+                composed: true,
+                ..TurnResult::default()
+            },
+            TurnPlan::Tools { calls, lead } => self.run_tools(&req, &calls, lead, &events).await,
+            TurnPlan::Propose { call, otherwise } => {
+                self.propose(&req, &call, otherwise.as_ref(), &events).await
+            }
+            TurnPlan::Execute(proposal) => self.execute(&req, &proposal, &events).await,
+            TurnPlan::Model { calls } => self.run_model(&req, &calls, &events).await,
+            // The hub answers these itself; an engine asked to is given the safe reply.
+            TurnPlan::Faq | TurnPlan::Escalate { .. } => TurnResult {
+                reply: self.prompts.fallback.clone(),
+                composed: true,
+                ..TurnResult::default()
+            },
+        };
+        result.reply = redact_foreign_ids(&req.identity, std::mem::take(&mut result.reply));
+        if result.sources.is_empty() && !result.composed {
+            result.sources = sources_of(&req.context);
+        }
+        result
+    }
+
+    /// Read tools, and a reply composed from their texts.
+    async fn run_tools(
+        &self,
+        req: &TurnRequest,
+        calls: &[PlannedCall],
+        lead: Option<String>,
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let ctx = self.tool_context(req);
+        let mut turn = TurnState::new(false, Vec::new());
+        self.run_calls(&ctx, &planned_calls(calls), true, &mut turn, events)
+            .await;
+        let mut parts: Vec<String> = lead.into_iter().collect();
+        let mut fallback = None;
+        for call in &turn.executed {
+            match (
+                &call.output,
+                call.result.get("error").and_then(Value::as_str),
+            ) {
+                (Some(output), _) => parts.push(output.display.clone()),
+                (None, Some(error)) => {
+                    fallback.get_or_insert(Fallback::ModelError);
+                    parts.push(customer_facing_error(error, &self.prompts.fallback));
+                }
+                (None, None) => {}
+            }
+        }
+        let reply = if parts.is_empty() {
+            self.prompts.fallback.clone()
+        } else {
+            parts.join("\n\n")
+        };
+        let proposal = turn.proposal.take();
+        let quick_replies = if proposal.is_some() {
+            consent_buttons()
+        } else {
+            Vec::new()
+        };
+        TurnResult {
+            reply,
+            tool_calls: turn.executed,
+            fallback,
+            proposal,
+            quick_replies,
+            composed: true,
+            ..TurnResult::default()
+        }
+    }
+
+    /// A write's preview and the consent question; when the write cannot be done (the slot
+    /// is full or not offered), `otherwise` (e.g. other free slots) runs instead.
+    async fn propose(
+        &self,
+        req: &TurnRequest,
+        call: &PlannedCall,
+        otherwise: Option<&PlannedCall>,
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let ctx = self.tool_context(req);
+        let preview = self.preview_tool(&ctx, call.name, &call.arguments).await;
+        match preview {
+            Ok(output) if output.data.get("possible") != Some(&Value::Bool(false)) => {
+                let proposal = Proposal {
+                    tool: call.name.to_string(),
+                    arguments: call.arguments.clone(),
+                    summary: output.display.clone(),
+                    created_at_ms: req.now.timestamp_millis(),
+                };
+                TurnResult {
+                    reply: format!("{}\n{CONSENT_QUESTION}", output.display),
+                    proposal: Some(proposal),
+                    quick_replies: consent_buttons(),
+                    composed: true,
+                    ..TurnResult::default()
+                }
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(output) => output.display,
+                    Err(e) => customer_facing_error(&e.to_string(), &self.prompts.fallback),
+                };
+                match otherwise {
+                    Some(alternative) => {
+                        let mut result = self
+                            .run_tools(req, std::slice::from_ref(alternative), Some(why), events)
+                            .await;
+                        result.fallback = None;
+                        result
+                    }
+                    None => TurnResult {
+                        reply: why,
+                        composed: true,
+                        ..TurnResult::default()
+                    },
+                }
+            }
+        }
+    }
+
+    /// The write the customer consented to, exactly as proposed.
+    async fn execute(
+        &self,
+        req: &TurnRequest,
+        proposal: &Proposal,
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let ctx = self.tool_context(req);
+        let call = ToolCall {
+            id: "consented-0".into(),
+            name: proposal.tool.clone(),
+            arguments: proposal.arguments.clone(),
+        };
+        let mut turn = TurnState::new(false, Vec::new());
+        turn.consented = true;
+        self.run_calls(&ctx, &[call], true, &mut turn, events).await;
+        let reply = match turn.executed.first() {
+            Some(ExecutedCall {
+                output: Some(output),
+                ..
+            }) => output.display.clone(),
+            Some(call) => format!(
+                "{WRITE_FAILED}{}",
+                call.result
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(|e| customer_facing_error(e, ""))
+                    .unwrap_or_default()
+            ),
+            None => WRITE_FAILED.to_string(),
+        };
+        TurnResult {
+            reply,
+            tool_calls: turn.executed,
+            composed: true,
+            ..TurnResult::default()
+        }
+    }
+
+    /// The model writes: the system prompt, the last exchanges, the read tools' texts and the
+    /// retrieved passages trimmed to the sentences that answer. Its reply streams sentence by
+    /// sentence through the output validator; a rejected reply is replaced by a composed one.
+    async fn run_model(
+        &self,
+        req: &TurnRequest,
+        calls: &[PlannedCall],
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let native = self.llm.native_tool_calls();
+        let ctx = self.tool_context(req);
+        let mut messages = vec![ChatMessage::system(self.system_message.clone())];
+        messages.extend(recent_history(&req.history));
+        let mut turn = TurnState::new(native, messages);
+        if !calls.is_empty() {
+            self.run_calls(&ctx, &planned_calls(calls), true, &mut turn, events)
+                .await;
+        }
+        let passages = trimmed_context(&req.user_text, &req.context, MAX_CONTEXT_CHARS);
+        turn.messages
+            .push(ChatMessage::user(user_message_with_context(
+                &req.user_text,
+                &passages,
+            )));
 
         let mut usage = Usage::default();
         let mut llm_time = Duration::ZERO;
-        let mut retried_malformed = false;
         let mut fallback = None;
         let mut reply = String::new();
         let mut steps = 0;
+        let facts: Vec<String> = passages
+            .iter()
+            .cloned()
+            .chain(
+                turn.executed
+                    .iter()
+                    .filter_map(|c| c.output.as_ref().map(|o| o.display.clone())),
+            )
+            .chain([req.user_text.clone()])
+            .collect();
+        let prompt_texts = [
+            self.prompts.system.as_str(),
+            self.prompts.tool_result_hint.as_str(),
+            self.prompts.retry.as_str(),
+        ];
+        let reply_context = ReplyContext {
+            facts: facts.iter().map(String::as_str).collect(),
+            prompts: prompt_texts.to_vec(),
+            known_prices: self.known_prices.clone(),
+        };
+        let mut rejected = None;
 
         loop {
             if steps >= self.config.max_steps {
@@ -285,10 +465,16 @@ impl Agent {
             steps += 1;
             let started = Instant::now();
             let outcome = self
-                .generate(&req.conversation_id, &turn.messages, native, &events)
+                .generate(
+                    &req.conversation_id,
+                    &turn.messages,
+                    native,
+                    &reply_context,
+                    events,
+                )
                 .await;
             llm_time += started.elapsed();
-            let (output, shown) = match outcome {
+            let (output, gate) = match outcome {
                 Ok(ok) => ok,
                 Err(LlmError::Timeout(_)) => {
                     fallback = Some(Fallback::ModelTimeout);
@@ -300,53 +486,18 @@ impl Agent {
                     break;
                 }
             };
-            usage.prompt_tokens += output.usage.prompt_tokens;
-            usage.cached_prompt_tokens += output.usage.cached_prompt_tokens;
-            usage.completion_tokens += output.usage.completion_tokens;
-            if usage.time_to_first_token.is_zero() {
-                usage.time_to_first_token = output.usage.time_to_first_token;
-            }
-            usage.total_time += output.usage.total_time;
-
-            let (text, calls, malformed) = if native {
-                (
-                    output.text.trim().to_string(),
-                    output.tool_calls.clone(),
-                    false,
-                )
+            usage.add(&output.usage);
+            let (text, calls) = if native {
+                (output.text.trim().to_string(), output.tool_calls.clone())
             } else {
-                let parsed = parse_reply(&output.text);
-                let calls = parsed
-                    .calls
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| ToolCall {
-                        id: format!("s{steps}-{i}"),
-                        name: c.name,
-                        arguments: c.arguments,
-                    })
-                    .collect::<Vec<_>>();
-                (parsed.text, calls, parsed.malformed)
+                // A text-only model is offered no tools: anything call-shaped is dropped.
+                (parse_reply(&output.text).text, Vec::new())
             };
-
-            if malformed && calls.is_empty() {
-                if retried_malformed {
-                    fallback = Some(Fallback::MalformedToolCall);
-                    reply = if shown.trim().is_empty() {
-                        String::new()
-                    } else {
-                        shown
-                    };
+            if calls.is_empty() {
+                if let Some(kind) = gate.rejected {
+                    rejected = Some(kind);
                     break;
                 }
-                retried_malformed = true;
-                turn.messages
-                    .push(ChatMessage::assistant(output.text.clone()));
-                turn.messages
-                    .push(ChatMessage::user(self.prompts.retry.clone()));
-                continue;
-            }
-            if calls.is_empty() {
                 let truncated = output.usage.completion_tokens >= self.config.max_reply_tokens;
                 reply = if truncated {
                     cut_to_last_sentence(&text)
@@ -355,18 +506,12 @@ impl Agent {
                 };
                 break;
             }
-            let mut assistant = ChatMessage::assistant(if native {
-                output.text.clone()
-            } else {
-                String::new()
-            });
+            let mut assistant = ChatMessage::assistant(output.text.clone());
             assistant.tool_calls = calls.clone();
             turn.messages.push(assistant);
-            let fresh = self
-                .run_calls(&ctx, &calls, false, &mut turn, &events)
-                .await;
-            if fresh == 0 {
-                // The model keeps asking for what it already has: answer from the results.
+            let fresh = self.run_calls(&ctx, &calls, false, &mut turn, events).await;
+            if fresh == 0 || turn.proposal.is_some() {
+                // Nothing new to read, or a write to propose: answer from what we have.
                 fallback = Some(Fallback::StepLimit);
                 break;
             }
@@ -379,26 +524,67 @@ impl Agent {
             .map(|m| m.content.as_str())
             .collect();
         let reply = drop_repeated_sentences(&reply, &earlier_replies);
-        let reply = self.finish_reply(reply, &turn.executed, &mut fallback);
-        let reply = redact_foreign_ids(&req.identity, reply);
-        let sources = req
-            .context
-            .iter()
-            .map(|c| Source {
-                doc_id: c.doc_id.clone(),
-                title: c.title.clone(),
-                score: c.score,
-            })
-            .collect();
+        let mut reply = self.finish_reply(reply, &turn.executed, &mut fallback);
+        if rejected.is_none() && fallback.is_none() {
+            if let Err(violation) = check_reply(&reply, &reply_context) {
+                rejected = Some(violation.kind);
+            }
+        }
+        if let Some(kind) = rejected {
+            tracing::info!(
+                kind = kind.as_str(),
+                "the model's reply was rejected; composing one"
+            );
+            metrics::counter!("kizuna_rejected_replies_total", "kind" => kind.as_str())
+                .increment(1);
+            fallback = Some(Fallback::RejectedReply);
+            reply = self.composed_answer(&req.context, &turn.executed);
+        } else if fallback.is_some_and(|f| f != Fallback::AddedToolFacts)
+            && turn.executed.iter().all(|c| c.output.is_none())
+        {
+            // The model failed and no tool said anything: the FAQ passage beats the apology.
+            reply = self.composed_answer(&req.context, &turn.executed);
+        }
+        let proposal = turn.proposal.take();
+        if let Some(p) = &proposal {
+            // The model asked for a write: the reply is its preview and the consent question.
+            reply = format!("{}\n{CONSENT_QUESTION}", p.summary);
+            fallback = None;
+            rejected = None;
+        }
         TurnResult {
             reply,
+            quick_replies: if proposal.is_some() {
+                consent_buttons()
+            } else {
+                Vec::new()
+            },
+            proposal,
             tool_calls: turn.executed,
-            sources,
+            sources: sources_of(&req.context),
             steps,
             llm_time,
             usage,
             fallback,
+            rejected,
+            composed: false,
         }
+    }
+
+    /// A reply without the model: the tools' texts, else the best FAQ answer, else the
+    /// fallback prompt.
+    fn composed_answer(&self, context: &[ContextChunk], executed: &[ExecutedCall]) -> String {
+        let displays: Vec<&str> = executed
+            .iter()
+            .filter_map(|c| c.output.as_ref().map(|o| o.display.as_str()))
+            .collect();
+        if !displays.is_empty() {
+            return displays.join("\n\n");
+        }
+        context
+            .iter()
+            .find_map(|c| c.answer.clone())
+            .unwrap_or_else(|| self.prompts.fallback.clone())
     }
 
     /// Makes sure the reply is non-empty and quotes what tools said must be quoted.
@@ -454,8 +640,9 @@ impl Agent {
         conversation_id: &str,
         messages: &[ChatMessage],
         native: bool,
+        reply_context: &ReplyContext<'_>,
         events: &mpsc::UnboundedSender<TurnEvent>,
-    ) -> Result<(crate::llm::LlmOutput, String), LlmError> {
+    ) -> Result<(crate::llm::LlmOutput, GateOutcome), LlmError> {
         let request = LlmRequest {
             messages: messages.to_vec(),
             tools: if native {
@@ -469,25 +656,31 @@ impl Agent {
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let events = events.clone();
-        // Stream prose to the customer; hold back anything that may be a tool call.
+        let owned_context = OwnedReplyContext::from(reply_context);
+        // Stream prose to the customer a sentence at a time, each checked by the validator;
+        // hold back anything that may be a tool call.
         let forward = tokio::spawn(async move {
-            let mut gate = DeltaGate::default();
-            let mut shown = String::new();
+            let mut calls = DeltaGate::default();
+            let mut sentences = SentenceGate::default();
             while let Some(delta) = rx.recv().await {
                 let visible = if native {
                     Some(delta)
                 } else {
-                    gate.push(&delta)
+                    calls.push(&delta)
                 };
                 if let Some(text) = visible {
-                    shown.push_str(&text);
-                    let _ = events.send(TurnEvent::Delta(text));
+                    if let Some(ready) = sentences.push(&text, &owned_context.borrow()) {
+                        let _ = events.send(TurnEvent::Delta(ready));
+                    }
                 }
             }
-            shown
+            sentences.finish(&owned_context.borrow())
         });
         match tokio::time::timeout(self.config.llm_timeout, self.llm.generate(request, tx)).await {
-            Ok(Ok(output)) => Ok((output, forward.await.unwrap_or_default())),
+            Ok(Ok(output)) => {
+                let gate = forward.await.unwrap_or_default();
+                Ok((output, gate))
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => {
                 // Dropping the receiver tells a backend still generating (e.g. on a blocking
@@ -498,7 +691,34 @@ impl Agent {
         }
     }
 
-    /// Runs tool calls, appends their results to the prompt; returns how many were new.
+    async fn preview_tool(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<ToolOutput, ToolError> {
+        let tool = self
+            .tools
+            .get(name)
+            .ok_or_else(|| ToolError::NotFound(format!("no tool named {name:?}")))?;
+        validate_arguments(&tool.parameters(), arguments)?;
+        match tokio::time::timeout(
+            self.config.tool_timeout,
+            tool.preview(ctx, arguments.clone()),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ToolError::Failed(format!(
+                "timed out after {:?}",
+                self.config.tool_timeout
+            ))),
+        }
+    }
+
+    /// Runs tool calls, appends their results to the prompt; returns how many were new. A
+    /// write tool is only previewed (and becomes the turn's proposal) unless the customer
+    /// consented to exactly this call (`turn.consented`).
     async fn run_calls(
         &self,
         ctx: &ToolContext,
@@ -508,13 +728,38 @@ impl Agent {
         events: &mpsc::UnboundedSender<TurnEvent>,
     ) -> usize {
         let mut fresh = 0;
-        if planned {
+        if planned && !turn.messages.is_empty() {
             // Show the model the calls as if it had made them, so the transcript is coherent.
             let mut assistant = ChatMessage::assistant(String::new());
             assistant.tool_calls = calls.to_vec();
             turn.messages.push(assistant);
         }
         for call in calls {
+            let is_write = self
+                .tools
+                .get(&call.name)
+                .is_some_and(|t| t.risk() == RiskClass::Write);
+            if is_write && !turn.consented {
+                if turn.proposal.is_none() {
+                    if let Ok(output) = self.preview_tool(ctx, &call.name, &call.arguments).await {
+                        if output.data.get("possible") != Some(&Value::Bool(false)) {
+                            turn.proposal = Some(Proposal {
+                                tool: call.name.clone(),
+                                arguments: call.arguments.clone(),
+                                summary: output.display,
+                                created_at_ms: ctx.now.timestamp_millis(),
+                            });
+                        }
+                    }
+                }
+                if !turn.messages.is_empty() {
+                    turn.messages.push(ChatMessage::tool_result(
+                        call.id.clone(),
+                        "この操作はお客様の確認後に行います。",
+                    ));
+                }
+                continue;
+            }
             let key = format!("{}:{}", call.name, call.arguments);
             let duplicate = !turn.seen.insert(key);
             let started = Instant::now();
@@ -542,8 +787,7 @@ impl Agent {
                         serde_json::json!({"result": output.data, "summary": output.display})
                             .to_string()
                     } else {
-                        // Small text-only models copy and pad; tell them what to do with it.
-                        format!("{}\n\n{}", output.display, self.prompts.tool_result_hint)
+                        output.display.clone()
                     };
                     (output.data.clone(), content, Some(output))
                 }
@@ -556,8 +800,10 @@ impl Agent {
                     )
                 }
             };
-            turn.messages
-                .push(ChatMessage::tool_result(call.id.clone(), content));
+            if !turn.messages.is_empty() {
+                turn.messages
+                    .push(ChatMessage::tool_result(call.id.clone(), content));
+            }
             if !duplicate {
                 turn.executed.push(ExecutedCall {
                     id: call.id.clone(),
@@ -600,6 +846,168 @@ impl Agent {
     }
 }
 
+/// What one turn accumulates: the prompt so far, the tool calls made, a write proposed.
+struct TurnState {
+    native: bool,
+    messages: Vec<ChatMessage>,
+    executed: Vec<ExecutedCall>,
+    /// `name:arguments` of calls already made, to refuse repeats.
+    seen: HashSet<String>,
+    /// A write the turn proposed (previewed, not run).
+    proposal: Option<Proposal>,
+    /// The customer consented: write tools run for real.
+    consented: bool,
+}
+
+impl TurnState {
+    fn new(native: bool, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            native,
+            messages,
+            executed: Vec::new(),
+            seen: HashSet::new(),
+            proposal: None,
+            consented: false,
+        }
+    }
+}
+
+fn planned_calls(calls: &[PlannedCall]) -> Vec<ToolCall> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ToolCall {
+            id: format!("plan-{i}"),
+            name: p.name.to_string(),
+            arguments: p.arguments.clone(),
+        })
+        .collect()
+}
+
+fn sources_of(context: &[ContextChunk]) -> Vec<Source> {
+    context
+        .iter()
+        .map(|c| Source {
+            doc_id: c.doc_id.clone(),
+            title: c.title.clone(),
+            score: c.score,
+        })
+        .collect()
+}
+
+/// A tool's error as a customer may read it: the Japanese text tools give for refusals,
+/// else `otherwise` (internal messages are not for customers).
+fn customer_facing_error(error: &str, otherwise: &str) -> String {
+    let detail = error
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .unwrap_or(error);
+    let japanese = detail
+        .chars()
+        .any(|c| ('\u{3040}'..='\u{30ff}').contains(&c));
+    if japanese {
+        detail.to_string()
+    } else {
+        otherwise.to_string()
+    }
+}
+
+/// The last two messages before this one, each cut short: enough for "それはいくら？" to be
+/// understood, little enough to keep prefill small.
+fn recent_history(history: &[ChatMessage]) -> Vec<ChatMessage> {
+    const KEEP: usize = 2;
+    const CHARS: usize = 160;
+    history
+        .iter()
+        .skip(history.len().saturating_sub(KEEP))
+        .map(|m| {
+            let mut m = m.clone();
+            if m.content.chars().count() > CHARS {
+                m.content = m.content.chars().take(CHARS).collect::<String>() + "…";
+            }
+            m.tool_calls.clear();
+            m
+        })
+        .collect()
+}
+
+/// The validator's context, owned, for the streaming task.
+struct OwnedReplyContext {
+    facts: Vec<String>,
+    prompts: Vec<String>,
+    known_prices: Vec<u64>,
+}
+
+impl OwnedReplyContext {
+    fn from(ctx: &ReplyContext<'_>) -> Self {
+        Self {
+            facts: ctx.facts.iter().map(|s| s.to_string()).collect(),
+            prompts: ctx.prompts.iter().map(|s| s.to_string()).collect(),
+            known_prices: ctx.known_prices.clone(),
+        }
+    }
+
+    fn borrow(&self) -> ReplyContext<'_> {
+        ReplyContext {
+            facts: self.facts.iter().map(String::as_str).collect(),
+            prompts: self.prompts.iter().map(String::as_str).collect(),
+            known_prices: self.known_prices.clone(),
+        }
+    }
+}
+
+/// What the sentence gate saw.
+#[derive(Debug, Default)]
+struct GateOutcome {
+    /// The first check the streamed text failed; nothing after it was shown.
+    rejected: Option<ViolationKind>,
+}
+
+/// Streams text a whole sentence at a time, each only after the text so far passes the
+/// output validator; after a failure nothing more is shown.
+#[derive(Debug, Default)]
+struct SentenceGate {
+    pending: String,
+    shown: String,
+    rejected: Option<ViolationKind>,
+}
+
+impl SentenceGate {
+    fn push(&mut self, delta: &str, ctx: &ReplyContext<'_>) -> Option<String> {
+        if self.rejected.is_some() {
+            return None;
+        }
+        self.pending.push_str(delta);
+        let end = self
+            .pending
+            .char_indices()
+            .rev()
+            .find(|(_, c)| matches!(c, '。' | '！' | '？' | '!' | '?' | '\n'))
+            .map(|(i, c)| i + c.len_utf8())?;
+        let ready: String = self.pending[..end].to_string();
+        let candidate = format!("{}{}", self.shown, ready);
+        if let Err(v) = check_reply(&candidate, ctx) {
+            self.rejected = Some(v.kind);
+            return None;
+        }
+        self.pending.drain(..end);
+        self.shown = candidate;
+        Some(ready)
+    }
+
+    fn finish(mut self, ctx: &ReplyContext<'_>) -> GateOutcome {
+        if self.rejected.is_none() && !self.pending.trim().is_empty() {
+            let candidate = format!("{}{}", self.shown, self.pending);
+            if let Err(v) = check_reply(&candidate, ctx) {
+                self.rejected = Some(v.kind);
+            }
+        }
+        GateOutcome {
+            rejected: self.rejected,
+        }
+    }
+}
+
 /// The user's message with retrieved context in front of it. Context goes into the user turn,
 /// not the system prompt, so the system prefix stays constant and cacheable.
 /// Raw tool-call syntax (`{"name": …, "arguments": …}` or tags) in what would be a reply.
@@ -609,25 +1017,71 @@ fn looks_like_tool_call(reply: &str) -> bool {
         || (compact.contains("\"name\":") && compact.contains("\"arguments\""))
 }
 
-/// Most characters of knowledge context put into the prompt: a small local model reads
-/// every token (prefill dominates its latency) and has a 4k context.
-const MAX_CONTEXT_CHARS: usize = 1200;
+/// Most characters of retrieved text put into the prompt: a small local model reads every
+/// token (prefill dominates its latency), so only the sentences that answer go in
+/// (issue 13's prompt budget: about 600 new prefill tokens a turn, this included).
+const MAX_CONTEXT_CHARS: usize = 320;
 
-fn user_message_with_context(text: &str, context: &[ContextChunk]) -> String {
-    if context.is_empty() {
+/// The sentences of the retrieved passages that share the most with the question, in their
+/// original order, up to `budget` characters. An FAQ contributes its answer only (its
+/// question is what the customer just asked). Scoring is by shared character bigrams, which
+/// needs no tokenizer and works for Japanese.
+pub fn trimmed_context(question: &str, context: &[ContextChunk], budget: usize) -> Vec<String> {
+    let grams = |text: &str| -> HashSet<(char, char)> {
+        let chars: Vec<char> = text
+            .nfkc()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '。' | '、' | '？' | '?' | '！' | '!'))
+            .collect();
+        chars.windows(2).map(|w| (w[0], w[1])).collect()
+    };
+    let wanted = grams(question);
+    let mut candidates: Vec<(usize, usize, f32, String)> = Vec::new();
+    for (chunk_index, chunk) in context.iter().take(3).enumerate() {
+        let body = chunk.answer.as_deref().unwrap_or(&chunk.text);
+        for (sentence_index, sentence) in sentences(body).into_iter().enumerate() {
+            let sentence = sentence.trim();
+            if sentence.chars().count() < 6 {
+                continue;
+            }
+            let shared = grams(sentence).intersection(&wanted).count() as f32;
+            // Earlier chunks rank higher: retrieval already ordered them.
+            let score = shared + 0.5 / (1 + chunk_index) as f32;
+            candidates.push((chunk_index, sentence_index, score, sentence.to_string()));
+        }
+    }
+    let mut ranked = candidates.clone();
+    ranked.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    let mut used = 0;
+    for (chunk, index, _, sentence) in ranked {
+        let len = sentence.chars().count();
+        if used + len > budget {
+            continue;
+        }
+        used += len;
+        chosen.push((chunk, index));
+    }
+    candidates
+        .into_iter()
+        .filter(|(c, i, _, _)| chosen.contains(&(*c, *i)))
+        .map(|(_, _, _, s)| s)
+        .collect()
+}
+
+/// The user's message with the passages that answer it in front. Context goes into the user
+/// turn, not the system prompt, so the system prefix stays constant and cacheable; there are
+/// no document ids or Q/A labels for a small model to copy.
+fn user_message_with_context(text: &str, passages: &[String]) -> String {
+    if passages.is_empty() {
         return text.to_string();
     }
-    let mut out = String::from("参考情報:\n");
-    let mut budget = MAX_CONTEXT_CHARS;
-    for chunk in context {
-        if budget == 0 {
-            break;
-        }
-        let body: String = chunk.text.trim().chars().take(budget).collect();
-        budget = budget.saturating_sub(body.chars().count());
-        out.push_str(&format!("[{}] {}\n", chunk.doc_id, body));
+    let mut out = String::from("以下の情報だけを使って答えてください。\n");
+    for passage in passages {
+        out.push('・');
+        out.push_str(passage);
+        out.push('\n');
     }
-    out.push_str("\n質問: ");
+    out.push('\n');
     out.push_str(text);
     out
 }

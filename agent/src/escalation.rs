@@ -26,6 +26,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::intent::Intent;
 use crate::sentiment::{SentimentLabel, SentimentReading};
 
 /// Why a conversation was handed to a person. Names are those of shared/spec/transcripts.md.
@@ -107,7 +108,9 @@ pub struct EscalationConfig {
     /// nothing of ours: venting about the neighbour is not anger at us, so it takes a near
     /// certain reading. The higher of this and `anger_threshold` applies to such messages.
     pub noise_anger_threshold: f32,
-    /// One message whose anxious probability reaches this escalates. Kept high because
+    /// One message whose anxious probability reaches this escalates; 1 (the default) turns
+    /// it off, because worry about the noise is what our customers come with and the bot's
+    /// job to answer with empathy. Kept high when set, because
     /// customers with a noise problem are often worried; ordinary worry is the bot's job.
     pub anxious_threshold: f32,
     /// This many consecutive customer messages labelled anger, the current one included,
@@ -138,11 +141,11 @@ impl Default for EscalationConfig {
         Self {
             anger_threshold: 0.80,
             noise_anger_threshold: 0.95,
-            anxious_threshold: 0.90,
+            anxious_threshold: 1.0,
             consecutive_anger: 2,
             trend_window: 3,
             trend_threshold: 0.60,
-            anxious_weight: 0.75,
+            anxious_weight: 0.0,
             unresolved_turns: 3,
             rules: EscalationRules::default(),
         }
@@ -238,6 +241,8 @@ pub struct TurnSignals<'a> {
     pub unresolved_streak: u32,
     /// Reason and summary of an `escalate_to_human` call the model made this turn.
     pub tool_request: Option<(EscalationReason, String)>,
+    /// What the message asks for (the intent model), with its probability.
+    pub intent: Option<(crate::intent::Intent, f32)>,
 }
 
 /// A handover, with what the CSM needs to know first.
@@ -332,13 +337,27 @@ impl EscalationPolicy {
     }
 
     /// Why the readings call for a person, or `None`.
+    ///
+    /// Distress about the neighbour's noise is the normal state of our customers (the
+    /// escalation issue, issue 13): a message the intent model reads as a description of the
+    /// noise never escalates on sentiment, and anxiety alone does not either unless
+    /// `anxious_threshold` is set below 1. A concrete question (a price, a slot, how the
+    /// service works) asked with some heat is answered; only near-certain anger escalates it.
     fn sentiment_detail(&self, signals: &TurnSignals<'_>, text: &NormalizedText) -> Option<String> {
         let cfg = &self.config;
         let current = signals.sentiment?;
         let anger = current.probability(SentimentLabel::Anger);
         let anxious = current.probability(SentimentLabel::Anxious);
+        let intent = signals
+            .intent
+            .filter(|(_, p)| *p >= INTENT_TRUSTED)
+            .map(|(i, _)| i);
+        if intent == Some(Intent::NoiseReport) {
+            return None;
+        }
+        let concrete_ask = intent.is_some_and(is_concrete_ask);
 
-        let anger_limit = if about_their_side_only(text) {
+        let anger_limit = if about_their_side_only(text) || concrete_ask {
             cfg.anger_threshold.max(cfg.noise_anger_threshold)
         } else {
             cfg.anger_threshold
@@ -346,7 +365,7 @@ impl EscalationPolicy {
         if anger >= anger_limit {
             return Some(format!("強い怒りを検知しました（anger {anger:.2}）"));
         }
-        if anxious >= cfg.anxious_threshold {
+        if cfg.anxious_threshold < 1.0 && anxious >= cfg.anxious_threshold {
             return Some(format!("強い不安を検知しました（anxious {anxious:.2}）"));
         }
 
@@ -364,10 +383,8 @@ impl EscalationPolicy {
         }
 
         let window = cfg.trend_window;
-        let distressed_now = matches!(
-            current.label,
-            SentimentLabel::Anger | SentimentLabel::Anxious
-        );
+        let distressed_now = current.label == SentimentLabel::Anger
+            || (cfg.anxious_weight > 0.0 && current.label == SentimentLabel::Anxious);
         if window > 0 && distressed_now && signals.recent_sentiments.len() + 1 >= window {
             let earlier =
                 &signals.recent_sentiments[signals.recent_sentiments.len() + 1 - window..];
@@ -388,6 +405,24 @@ impl EscalationPolicy {
         }
         None
     }
+}
+
+/// Intent probabilities below this are not used to soften sentiment decisions.
+const INTENT_TRUSTED: f32 = 0.6;
+
+/// A message that asks for something concrete the bot can answer.
+fn is_concrete_ask(intent: Intent) -> bool {
+    matches!(
+        intent,
+        Intent::PlanPrice
+            | Intent::PlanCompare
+            | Intent::PlanRecommend
+            | Intent::Availability
+            | Intent::Book
+            | Intent::Reschedule
+            | Intent::MyAccount
+            | Intent::Faq
+    )
 }
 
 /// The hub's hook: the policy decides, and the CSM gets the decision's detail.
@@ -1054,6 +1089,7 @@ mod tests {
             recent_sentiments: &[],
             unresolved_streak: 3,
             tool_request: None,
+            intent: None,
         };
         let (reason, detail) = policy.check(&input).expect("escalates");
         assert_eq!(reason, EscalationReason::Unresolved);
@@ -1075,6 +1111,7 @@ mod tests {
                 sentiment: Some(&angry),
                 unresolved_streak: 5,
                 tool_request: Some((EscalationReason::CustomerRequest, String::new())),
+                intent: None,
                 ..Default::default()
             })
             .expect("escalates");

@@ -11,28 +11,30 @@
 //! - one turn at a time per conversation, in order of arrival.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use kizuna_nlu::accounts::AccountDirectory;
 use kizuna_store::{Conversation, Store, StoreError, UserMessageInsert};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::Clock;
-use crate::engine::{Agent, ContextChunk, TurnEvent, TurnRequest};
-use crate::escalation::EscalationReason;
+use crate::engine::{Agent, ContextChunk};
 use crate::identity::{Identity, Role};
-use crate::llm::ChatMessage;
-use crate::sentiment::{SentimentModel, SentimentReading};
+use crate::intent::IntentModel;
+use crate::planner::PlannerConfig;
+use crate::sentiment::SentimentModel;
 
 mod handover;
 pub mod optout;
 mod outreach;
+mod turn;
 
 pub use handover::{EscalationCheck, EscalationInput, HandoverConfig};
 pub use optout::{is_opt_in_request, is_opt_out_request};
-use outreach::Preference;
 
 /// What the knowledge base found for a user's message.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,6 +44,9 @@ pub struct Retrieval {
     /// A FAQ answer confident enough to send as is, without the model (seed 003 §6.1
     /// Level 1).
     pub direct_answer: Option<DirectAnswer>,
+    /// The best FAQ when it is good enough to answer a message that asks a question about
+    /// the service (the intent model says `faq`), though not confident on its own.
+    pub faq_answer: Option<DirectAnswer>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +68,10 @@ pub trait Retriever: Send + Sync {
 pub struct HubServices {
     pub retriever: Option<Arc<dyn Retriever>>,
     pub sentiment: Option<Arc<dyn SentimentModel>>,
+    pub intent: Option<Arc<dyn IntentModel>>,
     pub escalation: Option<Arc<dyn EscalationCheck>>,
     pub handover: HandoverConfig,
+    pub planner: PlannerConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -187,8 +194,14 @@ pub struct ConversationHub {
     clock: Arc<dyn Clock>,
     retriever: Option<Arc<dyn Retriever>>,
     sentiment: Option<Arc<dyn SentimentModel>>,
+    intent: Option<Arc<dyn IntentModel>>,
     escalation: Option<Arc<dyn EscalationCheck>>,
     handover: HandoverConfig,
+    planner: PlannerConfig,
+    /// The last time stamp handed out by [`Self::now_ms`].
+    last_ms: AtomicI64,
+    /// Account ids and names, for accounts named in chat; refreshed now and then.
+    directory: Mutex<Option<(Instant, Arc<AccountDirectory>)>>,
     /// Poked when a notification is queued, so its dispatcher sends it at once.
     outbox_wakeup: Arc<tokio::sync::Notify>,
     config: HubConfig,
@@ -229,8 +242,12 @@ impl ConversationHub {
             clock,
             retriever: services.retriever,
             sentiment: services.sentiment,
+            intent: services.intent,
             escalation: services.escalation,
             handover: services.handover,
+            planner: services.planner,
+            directory: Mutex::new(None),
+            last_ms: AtomicI64::new(0),
             outbox_wakeup: Arc::new(tokio::sync::Notify::new()),
             config,
             live: Mutex::new(HashMap::new()),
@@ -259,8 +276,18 @@ impl ConversationHub {
         &self.config
     }
 
+    /// The time stamped on stored messages and frames: the clock's milliseconds, but always
+    /// later than the previous stamp, so two messages stored within one millisecond (a fast
+    /// "はい" after a proposal) or under a fixed clock (the evaluation) keep their order.
     fn now_ms(&self) -> i64 {
-        self.clock.now().timestamp_millis()
+        let now = self.clock.now().timestamp_millis();
+        let previous = self
+            .last_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        now.max(previous + 1)
     }
 
     /// Opens (or starts) a conversation for a socket. A new conversation is only written to
@@ -497,431 +524,6 @@ impl ConversationHub {
         map.insert(conversation_id.to_string(), live.clone());
         live
     }
-
-    async fn answer(&self, conversation_id: &str, live: &Live, job: Job) {
-        let started = Instant::now();
-        // 配信停止 / 配信再開 is a request about messages, not an answer to one.
-        let preference = Preference::of(&job.text);
-        match self.store.conversation(conversation_id).await {
-            Ok(Some(conv)) if conv.status == "escalated" || conv.status == "human" => {
-                // People hold it: the message is stored and acknowledged, the bot stays out.
-                if let Err(e) = self.store.hold_message(&job.message_id).await {
-                    tracing::error!(conversation_id, error = %e, "cannot mark a message held");
-                }
-                // A stop request is still honoured at once.
-                match preference {
-                    Some(preference) => {
-                        self.apply_preference_while_held(conversation_id, &job, preference)
-                            .await
-                    }
-                    None => self.record_outreach_replied(conversation_id).await,
-                }
-                return;
-            }
-            Ok(Some(conv)) if conv.status == "closed" => {
-                // A new message reopens a closed conversation with the bot.
-                let frame = json!({"type": "status", "status": "bot"});
-                match self
-                    .store
-                    .change_handler(conversation_id, "bot", None, &frame, self.now_ms())
-                    .await
-                {
-                    Ok(seq) => {
-                        let _ = live.frames.send(OutFrame::durable(seq, frame));
-                    }
-                    Err(e) => {
-                        tracing::error!(conversation_id, error = %e, "cannot reopen a conversation")
-                    }
-                }
-            }
-            _ => {}
-        }
-        if let Some(preference) = preference {
-            // Before sentiment, escalation and the model: answered by rule, never escalated.
-            self.answer_preference(conversation_id, live, &job, preference, started)
-                .await;
-            return;
-        }
-        self.record_outreach_replied(conversation_id).await;
-        let earlier = self
-            .store
-            .recent_messages(conversation_id, self.config.history_messages + 1)
-            .await
-            .unwrap_or_default();
-        let history = history_messages(&earlier, &job.message_id);
-        let sentiment = self.classify(&job.text).await;
-        if let Some(reading) = &sentiment {
-            let _ = self
-                .store
-                .merge_message_metadata(&job.message_id, &json!({"sentiment": reading}))
-                .await;
-        }
-        let (recent_sentiments, unresolved_streak) =
-            conversation_signals(&earlier, &job.message_id);
-        if let Some((reason, detail)) = self.check_escalation(&EscalationInput {
-            text: &job.text,
-            sentiment: sentiment.as_ref(),
-            recent_sentiments: &recent_sentiments,
-            unresolved_streak,
-            tool_request: None,
-        }) {
-            match self
-                .escalate(conversation_id, live, &job, reason, &detail)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
-                }
-            }
-        }
-        let retrieval = match &self.retriever {
-            Some(r) => r.retrieve(&job.text, &job.identity).await,
-            None => Retrieval::default(),
-        };
-        let previous_user: Vec<&str> = history
-            .iter()
-            .filter(|m| m.role == crate::llm::ChatRole::User)
-            .map(|m| m.content.as_str())
-            .collect();
-        if let Some(direct) = &retrieval.direct_answer {
-            if !self.agent.has_planned_tools(
-                &job.identity,
-                self.clock.now(),
-                &previous_user,
-                &job.text,
-            ) {
-                self.send_direct_answer(conversation_id, live, &job, direct, started)
-                    .await;
-                return;
-            }
-        }
-        let context = retrieval.chunks;
-        let request = TurnRequest {
-            conversation_id: conversation_id.to_string(),
-            identity: job.identity.clone(),
-            now: self.clock.now(),
-            history,
-            user_text: job.text.clone(),
-            context,
-        };
-        *live.progress.lock().expect("progress lock") = Some(Progress {
-            reply_to: job.client_msg_id.clone(),
-            text: String::new(),
-        });
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let turn = self.agent.run_turn(request, events_tx);
-        tokio::pin!(turn);
-        let mut index = 0u32;
-        let result = loop {
-            tokio::select! {
-                result = &mut turn => break result,
-                Some(event) = events_rx.recv() => self.forward_event(live, &job.client_msg_id, &mut index, event),
-            }
-        };
-        while let Ok(event) = events_rx.try_recv() {
-            self.forward_event(live, &job.client_msg_id, &mut index, event);
-        }
-        if outreach::booked_measurement(&result.tool_calls) {
-            self.record_outreach_converted(conversation_id).await;
-        }
-
-        if let Some(request) = result.tool_calls.iter().find_map(tool_escalation) {
-            let decision = self.check_escalation(&EscalationInput {
-                text: &job.text,
-                sentiment: sentiment.as_ref(),
-                recent_sentiments: &recent_sentiments,
-                unresolved_streak,
-                tool_request: Some(request.clone()),
-            });
-            let (reason, detail) = decision.unwrap_or(request);
-            *live.progress.lock().expect("progress lock") = None;
-            match self
-                .escalate(conversation_id, live, &job, reason, &detail)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(conversation_id, error = %e, "escalation failed; sending the reply")
-                }
-            }
-        }
-        let unhelpful = result
-            .fallback
-            .is_some_and(|f| f != crate::engine::Fallback::AddedToolFacts)
-            || (result.sources.is_empty() && !result.tool_calls.iter().any(|c| c.ok));
-        let reply_id = uuid::Uuid::new_v4().to_string();
-        let tool_calls: Vec<Value> = result
-            .tool_calls
-            .iter()
-            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}))
-            .collect();
-        let payload = json!({
-            "type": "reply",
-            "reply_to": job.client_msg_id,
-            "message_id": reply_id,
-            "text": result.reply,
-            "sources": result.sources,
-            "tool_calls": tool_calls,
-            "fallback": result.fallback,
-        });
-        let metadata = json!({
-            "sources": result.sources,
-            "fallback": result.fallback,
-            "steps": result.steps,
-            "llm_ms": result.llm_time.as_millis() as u64,
-            "usage": result.usage,
-            "model": self.agent.llm().name(),
-            "unhelpful": unhelpful,
-        });
-        let records: Vec<kizuna_store::ToolCallRecord> = result
-            .tool_calls
-            .iter()
-            .map(|c| kizuna_store::ToolCallRecord {
-                id: format!("{}-{}", job.message_id, c.id),
-                name: c.name.clone(),
-                arguments: c.arguments.clone(),
-                result: c.result.clone(),
-                ok: c.ok,
-                duration_ms: c.duration_ms as i64,
-            })
-            .collect();
-        // The reply must not be lost to a transient database error.
-        let mut attempt = 0;
-        let seq = loop {
-            match self
-                .store
-                .record_reply(
-                    conversation_id,
-                    &job.message_id,
-                    &reply_id,
-                    "assistant",
-                    &result.reply,
-                    &metadata,
-                    &records,
-                    &payload,
-                    self.now_ms(),
-                )
-                .await
-            {
-                Ok(seq) => break Some(seq),
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(conversation_id, error = %e, attempt, "storing the reply failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!(conversation_id, error = %e, "could not store the reply; the message stays pending");
-                    break None;
-                }
-            }
-        };
-        *live.progress.lock().expect("progress lock") = None;
-        if let Some(seq) = seq {
-            let _ = live.frames.send(OutFrame::durable(seq, payload));
-        }
-        let total = started.elapsed();
-        metrics::counter!("kizuna_turns_total").increment(1);
-        metrics::histogram!("kizuna_turn_seconds").record(total.as_secs_f64());
-        metrics::histogram!("kizuna_turn_overhead_seconds")
-            .record(total.saturating_sub(result.llm_time).as_secs_f64());
-        for call in &result.tool_calls {
-            metrics::counter!("kizuna_tool_calls_total", "tool" => call.name.clone(), "ok" => call.ok.to_string()).increment(1);
-        }
-        if let Some(fallback) = result.fallback {
-            metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}"))
-                .increment(1);
-        }
-        tracing::info!(
-            conversation_id,
-            steps = result.steps,
-            tools = result.tool_calls.len(),
-            llm_ms = result.llm_time.as_millis() as u64,
-            total_ms = total.as_millis() as u64,
-            fallback = ?result.fallback,
-            "turn answered"
-        );
-    }
-
-    fn forward_event(&self, live: &Live, reply_to: &str, index: &mut u32, event: TurnEvent) {
-        let frame = match event {
-            TurnEvent::Delta(text) => {
-                if let Some(p) = live.progress.lock().expect("progress lock").as_mut() {
-                    p.text.push_str(&text);
-                }
-                *index += 1;
-                json!({"type": "delta", "reply_to": reply_to, "index": *index, "text": text})
-            }
-            TurnEvent::ToolStarted { name, .. } => {
-                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"})
-            }
-            TurnEvent::ToolFinished { name, ok, .. } => {
-                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
-            }
-        };
-        let _ = live.frames.send(OutFrame::transient(frame));
-    }
-
-    async fn classify(&self, text: &str) -> Option<SentimentReading> {
-        let model = self.sentiment.clone()?;
-        let text = text.to_string();
-        match tokio::task::spawn_blocking(move || model.classify(&text)).await {
-            Ok(Ok(reading)) => Some(reading),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "sentiment model failed; deciding without it");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "sentiment task failed");
-                None
-            }
-        }
-    }
-
-    fn check_escalation(&self, input: &EscalationInput<'_>) -> Option<(EscalationReason, String)> {
-        match &self.escalation {
-            Some(policy) => policy.check(input),
-            None => input.tool_request.clone(),
-        }
-    }
-
-    /// Stores a reply that needed no model (an FAQ answer, a preference confirmation) and
-    /// shows it on the conversation's sockets. On a store error nothing is shown and the
-    /// customer's message stays pending.
-    #[allow(clippy::too_many_arguments)]
-    async fn post_fixed_reply(
-        &self,
-        conversation_id: &str,
-        live: &Live,
-        job: &Job,
-        reply_id: &str,
-        text: &str,
-        metadata: &Value,
-        payload: Value,
-    ) -> Result<(), kizuna_store::StoreError> {
-        let seq = self
-            .store
-            .record_reply(
-                conversation_id,
-                &job.message_id,
-                reply_id,
-                "assistant",
-                text,
-                metadata,
-                &[],
-                &payload,
-                self.now_ms(),
-            )
-            .await?;
-        let _ = live.frames.send(OutFrame::durable(seq, payload));
-        Ok(())
-    }
-
-    /// Answers from a confident FAQ match without the model.
-    async fn send_direct_answer(
-        &self,
-        conversation_id: &str,
-        live: &Live,
-        job: &Job,
-        direct: &DirectAnswer,
-        started: Instant,
-    ) {
-        let reply_id = uuid::Uuid::new_v4().to_string();
-        let sources =
-            json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
-        let payload = json!({
-            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
-            "text": direct.text, "sources": sources, "tool_calls": [], "fallback": null,
-            "direct_answer": true,
-        });
-        let metadata =
-            json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
-        match self
-            .post_fixed_reply(
-                conversation_id,
-                live,
-                job,
-                &reply_id,
-                &direct.text,
-                &metadata,
-                payload,
-            )
-            .await
-        {
-            Ok(()) => {
-                metrics::counter!("kizuna_direct_answers_total").increment(1);
-                tracing::info!(conversation_id, doc_id = %direct.doc_id, score = direct.score, total_ms = started.elapsed().as_millis() as u64, "answered from the FAQ");
-            }
-            Err(e) => {
-                tracing::error!(conversation_id, error = %e, "could not store the FAQ answer; the message stays pending")
-            }
-        }
-    }
-}
-
-/// The conversation before `current_message_id`, as prompt messages.
-fn history_messages(
-    messages: &[kizuna_store::StoredMessage],
-    current_message_id: &str,
-) -> Vec<ChatMessage> {
-    messages
-        .iter()
-        .take_while(|m| m.id != current_message_id)
-        .filter(|m| {
-            m.role == "assistant"
-                || m.role == "human_agent"
-                || (m.role == "user" && m.status == "answered")
-        })
-        .map(|m| {
-            if m.role == "user" {
-                ChatMessage::user(m.content.clone())
-            } else {
-                ChatMessage::assistant(m.content.clone())
-            }
-        })
-        .collect()
-}
-
-/// Sentiment readings of the customer's earlier messages (oldest first), and how many bot
-/// replies in a row, most recent first, did not help.
-fn conversation_signals(
-    messages: &[kizuna_store::StoredMessage],
-    current_message_id: &str,
-) -> (Vec<SentimentReading>, u32) {
-    let earlier: Vec<_> = messages
-        .iter()
-        .take_while(|m| m.id != current_message_id)
-        .collect();
-    let readings = earlier
-        .iter()
-        .filter(|m| m.role == "user")
-        .filter_map(|m| serde_json::from_value(m.metadata.get("sentiment")?.clone()).ok())
-        .collect();
-    let mut streak = 0;
-    for m in earlier.iter().rev() {
-        match m.role.as_str() {
-            "assistant" if m.metadata.get("unhelpful") == Some(&Value::Bool(true)) => streak += 1,
-            "assistant" | "human_agent" => break,
-            _ => {}
-        }
-    }
-    (readings, streak)
-}
-
-/// An `escalate_to_human` call of the turn: its reason and summary.
-fn tool_escalation(call: &crate::engine::ExecutedCall) -> Option<(EscalationReason, String)> {
-    if call.name != "escalate_to_human" || !call.ok {
-        return None;
-    }
-    let reason = serde_json::from_value(call.arguments.get("reason")?.clone())
-        .unwrap_or(EscalationReason::CustomerRequest);
-    let summary = call
-        .arguments
-        .get("summary")
-        .and_then(Value::as_str)
-        .unwrap_or("the agent asked for a person")
-        .to_string();
-    Some((reason, summary))
 }
 
 async fn worker(

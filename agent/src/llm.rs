@@ -104,6 +104,19 @@ pub struct Usage {
     pub total_time: Duration,
 }
 
+impl Usage {
+    /// Adds another call's figures (the first token time is the first call's).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.cached_prompt_tokens += other.cached_prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        if self.time_to_first_token.is_zero() {
+            self.time_to_first_token = other.time_to_first_token;
+        }
+        self.total_time += other.total_time;
+    }
+}
+
 /// What a call produced. `text` is the complete text (also streamed as deltas);
 /// `tool_calls` are native tool calls (OpenAI-style). Backends without native tool calling
 /// return them inside `text`; the agent parses those (see [`crate::tool_parse`]).

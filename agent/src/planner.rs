@@ -1,319 +1,417 @@
-//! Deterministic tool planning from what the customer said.
+//! One plan per turn, from what the message asks for (the intent model), what it names (the
+//! grammars of `nlu/`: dates and times, plans, accounts) and where the conversation stands
+//! (a write proposed and waiting for consent).
 //!
-//! A 1.5B local model picks tools unreliably, so clear intents are recognised by rules and
-//! their tools run before the model writes a word; the model then only phrases the answer.
-//! A stronger model may still call further tools itself.
+//! The plan decides how the reply is made (docs/architecture.md, "A turn"): a fact question
+//! gets the fact from a tool's text, a recommendation only when one is asked for, a
+//! confident FAQ match its answer; a write tool (booking, cancellation) is only ever
+//! *proposed* until the customer consents; the model writes only where nothing structured
+//! answers. Planning is pure: no I/O, so every rule is unit-tested.
 
-use std::sync::OnceLock;
-
+pub mod facts;
 pub mod intents;
 
 use chrono::{DateTime, FixedOffset};
-
-use crate::identity::{Identity, Role};
-
-use regex::Regex;
+use kizuna_nlu::intent::Intent;
+use kizuna_nlu::plans::{plans_mentioned, PlanRef};
+use kizuna_nlu::when::parse_when;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
-/// Facts about the customer's noise problem gathered from every user message so far.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NoiseFacts {
-    pub noise_type: Option<&'static str>,
-    pub time_of_day: Option<&'static str>,
-    pub duration_months: Option<u32>,
-    pub negotiation_attempts: Option<u32>,
-    pub wants_legal_evidence: bool,
-    pub wants_mediation: bool,
-}
+use crate::escalation::EscalationReason;
+use crate::identity::{Identity, Role};
+pub use facts::NoiseFacts;
 
-impl NoiseFacts {
-    pub fn from_messages<'a>(messages: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut facts = Self::default();
-        for text in messages {
-            facts.absorb(text);
-        }
-        facts
-    }
-
-    fn absorb(&mut self, text: &str) {
-        if let Some(kind) = first_match(text, NOISE_TYPES) {
-            self.noise_type = Some(kind);
-        }
-        if let Some(time) = first_match(text, TIMES_OF_DAY) {
-            self.time_of_day = Some(time);
-        }
-        if let Some(months) = duration_months(text) {
-            self.duration_months = Some(months);
-        }
-        if let Some(n) = negotiation_attempts(text) {
-            self.negotiation_attempts = Some(self.negotiation_attempts.unwrap_or(0).max(n));
-        }
-        if ["証拠", "法的", "裁判で使", "記録を残"]
-            .iter()
-            .any(|w| text.contains(w))
-        {
-            self.wants_legal_evidence = true;
-        }
-        if ["仲裁", "話し合い", "直接言いにく", "間に入って"]
-            .iter()
-            .any(|w| text.contains(w))
-        {
-            self.wants_mediation = true;
-        }
-    }
-
-    /// Arguments for `recommend_plan`.
-    pub fn plan_arguments(&self) -> Value {
-        let mut args = Map::new();
-        if let Some(v) = self.noise_type {
-            args.insert("noise_type".into(), json!(v));
-        }
-        if let Some(v) = self.time_of_day {
-            args.insert("time_of_day".into(), json!(v));
-        }
-        if let Some(v) = self.duration_months {
-            args.insert("duration_months".into(), json!(v));
-        }
-        if let Some(v) = self.negotiation_attempts {
-            args.insert("negotiation_attempts".into(), json!(v));
-        }
-        if self.wants_legal_evidence {
-            args.insert("wants_legal_evidence".into(), json!(true));
-        }
-        if self.wants_mediation {
-            args.insert("wants_mediation".into(), json!(true));
-        }
-        Value::Object(args)
-    }
-}
-
-/// Keyword → value tables; the first table entry found in the text wins.
-const NOISE_TYPES: &[(&str, &[&str])] = &[
-    (
-        "footsteps",
-        &[
-            "足音",
-            "歩く音",
-            "走る音",
-            "走り回",
-            "ドンドン",
-            "ドスドス",
-            "飛び跳ね",
-        ],
-    ),
-    (
-        "voices",
-        &["話し声", "声が", "叫び", "笑い声", "騒ぎ声", "怒鳴"],
-    ),
-    (
-        "music",
-        &["音楽", "楽器", "ピアノ", "ギター", "テレビ", "ドラム", "歌"],
-    ),
-    ("pets", &["犬", "猫", "ペット", "鳴き声"]),
-    ("construction", &["工事", "ドリル", "解体"]),
-    (
-        "low_frequency",
-        &[
-            "低周波",
-            "振動",
-            "ブーン",
-            "室外機",
-            "機械音",
-            "エアコン",
-            "換気扇",
-        ],
-    ),
-];
-
-const TIMES_OF_DAY: &[(&str, &[&str])] = &[
-    (
-        "late_night",
-        &[
-            "深夜",
-            "夜中",
-            "23時",
-            "２３時",
-            "24時",
-            "0時",
-            "1時",
-            "2時",
-            "3時",
-            "明け方",
-        ],
-    ),
-    ("night", &["夜", "夕方", "晩"]),
-    ("morning", &["早朝", "朝"]),
-    ("daytime", &["日中", "昼"]),
-];
-
-fn first_match(text: &str, table: &[(&'static str, &[&str])]) -> Option<&'static str> {
-    table
-        .iter()
-        .find(|(_, words)| words.iter().any(|w| text.contains(w)))
-        .map(|(value, _)| *value)
-}
-
-fn duration_months(text: &str) -> Option<u32> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"([0-9０-９]+|一|二|三|四|五|六|半)\s*(ヶ月|か月|カ月|ヵ月|ケ月|年|週間)")
-            .expect("valid regex")
-    });
-    let caps = re.captures(text)?;
-    let n: f32 = match &caps[1] {
-        "一" => 1.0,
-        "二" => 2.0,
-        "三" => 3.0,
-        "四" => 4.0,
-        "五" => 5.0,
-        "六" => 6.0,
-        "半" => 0.5,
-        digits => to_ascii_digits(digits).parse().ok()?,
-    };
-    let months = match &caps[2] {
-        "年" => n * 12.0,
-        "週間" => n / 4.0,
-        _ => n,
-    };
-    Some(months.round().max(if months > 0.0 { 1.0 } else { 0.0 }) as u32)
-}
-
-fn negotiation_attempts(text: &str) -> Option<u32> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"([0-9０-９]+)\s*回").expect("valid regex"));
-    let talked = [
-        "管理会社",
-        "大家",
-        "注意し",
-        "苦情を",
-        "手紙",
-        "話し合",
-        "伝えた",
-        "言った",
-        "交渉",
-    ]
-    .iter()
-    .any(|w| text.contains(w));
-    if !talked {
-        return None;
-    }
-    if let Some(caps) = re.captures(text) {
-        return to_ascii_digits(&caps[1]).parse().ok();
-    }
-    if ["何度も", "何回も", "再三", "繰り返し"]
-        .iter()
-        .any(|w| text.contains(w))
-    {
-        return Some(3);
-    }
-    Some(1)
-}
-
-fn to_ascii_digits(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c),
-            _ => c,
-        })
-        .collect()
-}
-
-/// A tool call decided by rules.
+/// A tool call decided by the planner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedCall {
     pub name: &'static str,
     pub arguments: Value,
 }
 
-const PLAN_WORDS: &[&str] = &[
-    "プラン",
-    "おすすめ",
-    "お勧め",
-    "オススメ",
-    "どれがいい",
-    "料金",
-    "費用",
-    "いくら",
-    "値段",
-    "価格",
-    "測定したい",
-    "測りたい",
-    "測定をお願い",
-    "測定してほしい",
-];
-const AVAILABILITY_WORDS: &[&str] = &[
-    "空き",
-    "空いて",
-    "空いてる",
-    "予約",
-    "日程",
-    "候補日",
-    "いつ来",
-    "来てもら",
-    "訪問",
-    "いつ測",
-    "最短",
-];
+impl PlannedCall {
+    fn new(name: &'static str, arguments: Value) -> Self {
+        Self { name, arguments }
+    }
+}
 
-/// Who asks and when: role-specific intents and dates depend on it.
-pub struct PlanContext<'a> {
+/// A button under a reply: `label` is shown, `text` is sent as the customer's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickReply {
+    pub label: String,
+    pub text: String,
+}
+
+impl QuickReply {
+    pub fn new(label: &str, text: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            text: text.to_string(),
+        }
+    }
+}
+
+/// A write the agent proposed and the customer has not yet consented to. It is stored with
+/// the reply that proposed it, so consent in the next message (on any replica, after a
+/// restart) runs exactly what was shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The write tool.
+    pub tool: String,
+    /// Its arguments, exactly as they will run.
+    pub arguments: Value,
+    /// What the customer was shown and consents to.
+    pub summary: String,
+    /// When it was proposed (ms since the epoch); consent after [`PROPOSAL_TTL_MS`] is stale.
+    pub created_at_ms: i64,
+}
+
+/// Consent older than this is not taken: the slot may be gone and the customer may have
+/// forgotten what they were asked.
+pub const PROPOSAL_TTL_MS: i64 = 30 * 60 * 1000;
+
+/// The buttons under a proposal.
+pub fn consent_buttons() -> Vec<QuickReply> {
+    vec![
+        QuickReply::new("はい、お願いします", "はい、お願いします"),
+        QuickReply::new("いいえ、やめておきます", "いいえ、やめておきます"),
+    ]
+}
+
+/// How the reply of a turn is made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnPlan {
+    /// A fixed reply: no tool, no model (greetings, out-of-scope, clarifying questions).
+    Say {
+        text: String,
+        quick_replies: Vec<QuickReply>,
+    },
+    /// Read tools; the reply is their texts, after `lead` when given.
+    Tools {
+        calls: Vec<PlannedCall>,
+        lead: Option<String>,
+    },
+    /// Preview a write and ask for consent; when the preview says it cannot be done,
+    /// `otherwise` runs instead (e.g. the nearest free slots).
+    Propose {
+        call: PlannedCall,
+        otherwise: Option<PlannedCall>,
+    },
+    /// The customer consented: run the proposed write.
+    Execute(Proposal),
+    /// The FAQ entry that answers the question.
+    Faq,
+    /// The model writes, from the retrieved passages (trimmed) and these read tools' texts.
+    Model { calls: Vec<PlannedCall> },
+    /// Hand the conversation to a person.
+    Escalate {
+        reason: EscalationReason,
+        detail: String,
+    },
+}
+
+/// Thresholds of the planner (`[planner]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// The intent model's (renormalised) probability at or above which its label is acted on;
+    /// below it the turn is answered from the FAQ, the model or a clarifying question.
+    pub intent_threshold: f32,
+    /// Consent (`affirm`) is taken at or above this probability, or when the message is the
+    /// consent button's own text.
+    pub affirm_threshold: f32,
+    /// A request for a person (`human_request`) escalates at or above this probability, when
+    /// the escalation rules did not already.
+    pub human_request_threshold: f32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            intent_threshold: 0.5,
+            affirm_threshold: 0.6,
+            human_request_threshold: 0.8,
+        }
+    }
+}
+
+/// What the FAQ search found for the message, as the planner needs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaqSignal {
+    /// The best FAQ clears the direct-answer bar on its own (very confident).
+    pub confident: bool,
+    /// The best FAQ is good enough to answer a message the intent model reads as `faq`.
+    pub answers_faq_intent: bool,
+}
+
+/// Everything the planner reads.
+pub struct PlanInput<'a> {
     pub identity: &'a Identity,
     pub now: DateTime<FixedOffset>,
+    /// The message, as written.
+    pub text: &'a str,
+    /// The caller's earlier messages in this conversation, oldest first.
+    pub previous_user: &'a [&'a str],
+    /// The intent and its probability among the labels this caller may have.
+    pub intent: Option<(Intent, f32)>,
+    /// A write awaiting consent, proposed by the previous reply.
+    pub pending: Option<&'a Proposal>,
+    /// Account ids the message names (by id or company name).
+    pub accounts: &'a [String],
+    pub faq: Option<FaqSignal>,
+    /// Whether retrieval found any passage above its threshold.
+    pub has_context: bool,
+    /// Tools this agent has.
+    pub available: &'a dyn Fn(&str) -> bool,
+    pub config: &'a PlannerConfig,
 }
 
-/// Tools to run for this message, given everything the caller said before it.
-pub fn plan_for(
-    ctx: &PlanContext<'_>,
-    previous_user_messages: &[&str],
-    message: &str,
-    available: &dyn Fn(&str) -> bool,
-) -> Vec<PlannedCall> {
-    if ctx.identity.role == Role::Manager {
-        let calls = intents::manager_calls(message, available);
-        if !calls.is_empty() {
-            return calls;
-        }
+impl PlanInput<'_> {
+    fn intent(&self) -> Option<Intent> {
+        self.intent
+            .filter(|(_, p)| *p >= self.config.intent_threshold)
+            .map(|(i, _)| i)
     }
-    if !intents::foreign_ids(ctx.identity, message).is_empty() {
-        // Someone else's account: no tool runs; the engine refuses.
-        return Vec::new();
+
+    fn has(&self, tool: &str) -> bool {
+        (self.available)(tool)
     }
-    if ctx.identity.role == Role::Customer {
-        if let Some(call) =
-            intents::booking_call(previous_user_messages, message, ctx.now, available)
-        {
-            return vec![call];
-        }
-        if let Some(call) = intents::cancel_call(message, available) {
-            return vec![call];
-        }
-        let calls = intents::customer_calls(message, available);
-        if !calls.is_empty() {
-            return calls;
-        }
+
+    fn normalized(&self) -> String {
+        self.text.nfkc().collect()
     }
-    plan(previous_user_messages, message, available)
 }
 
-/// Tools for the noise problem (plans, slots), given everything the customer said before it.
-pub fn plan(
-    previous_user_messages: &[&str],
-    message: &str,
-    available: &dyn Fn(&str) -> bool,
-) -> Vec<PlannedCall> {
-    let facts = NoiseFacts::from_messages(previous_user_messages.iter().copied().chain([message]));
-    let mut calls = Vec::new();
-    let asks_plan = PLAN_WORDS.iter().any(|w| message.contains(w));
-    let asks_slots = AVAILABILITY_WORDS.iter().any(|w| message.contains(w));
-    if asks_plan && available("recommend_plan") {
-        calls.push(PlannedCall {
-            name: "recommend_plan",
-            arguments: facts.plan_arguments(),
-        });
+pub const GREETING: &str = "こんにちは。ZENBUのサポートです。騒音のお悩み、測定プランや料金、ご予約について、お気軽にご相談ください。";
+pub const THANKS: &str =
+    "どういたしまして。ほかにもご不明な点があれば、いつでもお気軽にお知らせください。";
+pub const GOODBYE: &str =
+    "ご利用ありがとうございました。またお困りのことがあれば、いつでもご相談ください。";
+pub const ABOUT_BOT: &str = "こちらはZENBUのAIサポートです。料金・プランのご案内や測定のご予約をお手伝いします。担当者との会話をご希望の場合は、その旨お知らせください。";
+pub const OUT_OF_SCOPE: &str = "申し訳ございません。こちらでは、ZENBUの騒音測定サービス（料金・プラン、測定のご予約、レポートなど）に関するご相談を承っております。騒音のことでお困りでしたら、お気軽にお聞かせください。";
+pub const CLARIFY: &str = "ご質問の内容を確認させてください。次のどれについてのご相談でしょうか？";
+pub const NOTHING_PENDING: &str =
+    "承知しました。ほかにお手伝いできることがあれば、お気軽にお知らせください。";
+pub const DECLINED: &str = "承知しました。ご予約などの手続きは行っておりません。別の日時をお探しの場合や、ほかにご不明な点があればお知らせください。";
+pub const WHICH_ACCOUNT: &str =
+    "どのアカウントについてお調べしますか？顧客ID（例: B-2003）か会社名でお知らせください。";
+pub const BOOKING_NEEDS_SLOT: &str =
+    "ご予約ですね。ご案内できる日時からお選びください。ご希望の日時をお知らせいただいても構いません。";
+pub const RESCHEDULE: &str = "日程の変更ですね。新しいご希望の日時をお選びください。変更を確定する前に、内容をご確認いただきます。";
+
+fn clarify_buttons() -> Vec<QuickReply> {
+    vec![
+        QuickReply::new("料金・プランについて", "料金とプランについて教えてください"),
+        QuickReply::new("測定の予約について", "測定の予約をしたいです"),
+        QuickReply::new("騒音の相談", "騒音のことで相談したいです"),
+    ]
+}
+
+/// The plan for one turn.
+pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
+    if let Some(pending) = input.pending {
+        if is_consent(input, pending) {
+            return TurnPlan::Execute(pending.clone());
+        }
+        if input.intent() == Some(Intent::Deny) {
+            return say(DECLINED);
+        }
     }
-    if asks_slots && available("check_availability") {
-        let mut args = Map::new();
-        if let Some(time) = facts.time_of_day {
+    let Some(intent) = input.intent() else {
+        return unsure(input);
+    };
+    if intent.is_manager_only() {
+        if input.identity.role == Role::Manager {
+            return plan_manager(input, intent);
+        }
+        // Never for customers (the caller masks these labels); be safe anyway.
+        return unsure(input);
+    }
+    plan_customer(input, intent)
+}
+
+/// Consent to `pending`: the affirm intent, the button's own text, or a booking request
+/// that names nothing new ("それで予約してください").
+fn is_consent(input: &PlanInput<'_>, pending: &Proposal) -> bool {
+    let age = input.now.timestamp_millis() - pending.created_at_ms;
+    if !(0..=PROPOSAL_TTL_MS).contains(&age) {
+        return false;
+    }
+    let text = input.normalized();
+    let text = text.trim();
+    if consent_buttons()
+        .first()
+        .is_some_and(|b| b.text == text || b.label == text)
+    {
+        return true;
+    }
+    match input.intent {
+        Some((Intent::Affirm, p)) => p >= input.config.affirm_threshold,
+        Some((Intent::Book, p)) if p >= input.config.intent_threshold => {
+            parse_when(text, input.now).is_empty() && plans_mentioned(text).is_empty()
+        }
+        _ => false,
+    }
+}
+
+fn say(text: &str) -> TurnPlan {
+    TurnPlan::Say {
+        text: text.to_string(),
+        quick_replies: Vec::new(),
+    }
+}
+
+/// No label to act on: the FAQ if one answers, the model if passages were found, else ask.
+/// Without an intent model at all (none configured, or it failed), the model writes.
+fn unsure(input: &PlanInput<'_>) -> TurnPlan {
+    if input.intent.is_none() {
+        return match input.faq {
+            Some(f) if f.confident => TurnPlan::Faq,
+            _ => TurnPlan::Model { calls: Vec::new() },
+        };
+    }
+    match input.faq {
+        Some(f) if f.confident || f.answers_faq_intent => TurnPlan::Faq,
+        _ if input.has_context => TurnPlan::Model { calls: Vec::new() },
+        _ => TurnPlan::Say {
+            text: CLARIFY.to_string(),
+            quick_replies: clarify_buttons(),
+        },
+    }
+}
+
+fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
+    let signed_in = input.identity.role == Role::Customer;
+    match intent {
+        Intent::PlanPrice | Intent::PlanCompare => {
+            if !input.has("plan_info") {
+                return unsure(input);
+            }
+            let named = named_plans(input);
+            let aspect = if intent == Intent::PlanPrice {
+                "price"
+            } else {
+                "compare"
+            };
+            TurnPlan::Tools {
+                calls: vec![PlannedCall::new(
+                    "plan_info",
+                    json!({"plans": named, "aspect": aspect}),
+                )],
+                lead: None,
+            }
+        }
+        Intent::PlanRecommend => {
+            if !input.has("recommend_plan") {
+                return unsure(input);
+            }
+            let facts = noise_facts(input);
+            TurnPlan::Tools {
+                calls: vec![PlannedCall::new("recommend_plan", facts.plan_arguments())],
+                lead: None,
+            }
+        }
+        Intent::Availability => match availability_call(input) {
+            Some(call) => TurnPlan::Tools {
+                calls: vec![call],
+                lead: None,
+            },
+            None => unsure(input),
+        },
+        Intent::Book => plan_booking(input),
+        Intent::Reschedule => match availability_call(input) {
+            Some(call) => TurnPlan::Tools {
+                calls: vec![call],
+                lead: Some(RESCHEDULE.to_string()),
+            },
+            None => unsure(input),
+        },
+        Intent::Cancel => match booking_number(input.text) {
+            Some(id) if signed_in && input.has("cancel_booking") => TurnPlan::Propose {
+                call: PlannedCall::new("cancel_booking", json!({"booking_id": id})),
+                otherwise: None,
+            },
+            _ => unsure(input),
+        },
+        Intent::MyAccount => {
+            if signed_in && input.has("lookup_health") {
+                TurnPlan::Tools {
+                    calls: vec![PlannedCall::new("lookup_health", json!({}))],
+                    lead: None,
+                }
+            } else {
+                unsure(input)
+            }
+        }
+        Intent::Faq => match input.faq {
+            Some(f) if f.confident || f.answers_faq_intent => TurnPlan::Faq,
+            _ => TurnPlan::Model { calls: Vec::new() },
+        },
+        Intent::NoiseReport => say(&noise_reply(&noise_facts(input))),
+        Intent::Greeting => say(greeting_reply(&input.normalized())),
+        Intent::HumanRequest => match input.intent {
+            Some((_, p)) if p >= input.config.human_request_threshold => TurnPlan::Escalate {
+                reason: EscalationReason::CustomerRequest,
+                detail: "担当者との会話を希望（意図モデル）".to_string(),
+            },
+            _ => unsure(input),
+        },
+        // Preferences are answered by the hub before planning; reaching here means the rules
+        // did not recognise the request, so the FAQ on notifications answers it.
+        Intent::OptOut | Intent::OptIn => unsure(input),
+        Intent::Affirm | Intent::Deny => say(NOTHING_PENDING),
+        Intent::UpsellInterest => {
+            if signed_in && input.has("recommend_upsell") {
+                TurnPlan::Tools {
+                    calls: vec![PlannedCall::new("recommend_upsell", json!({}))],
+                    lead: None,
+                }
+            } else if input.has("plan_info") {
+                TurnPlan::Tools {
+                    calls: vec![PlannedCall::new(
+                        "plan_info",
+                        json!({"plans": [], "aspect": "compare"}),
+                    )],
+                    lead: None,
+                }
+            } else {
+                unsure(input)
+            }
+        }
+        Intent::OutOfScope => say(OUT_OF_SCOPE),
+        _ => unsure(input),
+    }
+}
+
+/// Plans named in this message (none: every plan).
+fn named_plans(input: &PlanInput<'_>) -> Vec<&'static str> {
+    plans_mentioned(input.text)
+        .into_iter()
+        .map(|p| p.id())
+        .collect()
+}
+
+fn noise_facts(input: &PlanInput<'_>) -> NoiseFacts {
+    NoiseFacts::from_messages(
+        input.previous_user.iter().copied().chain([input.text]),
+        input.now,
+    )
+}
+
+/// `check_availability` with what the message says about when (days, weekdays, a time or
+/// window, exclusions), and the noise's time of day as a preference when it says nothing.
+fn availability_call(input: &PlanInput<'_>) -> Option<PlannedCall> {
+    if !input.has("check_availability") {
+        return None;
+    }
+    let when = parse_when(input.text, input.now);
+    let mut args = Map::new();
+    if !when.is_empty() {
+        args.insert("when".into(), serde_json::to_value(&when).ok()?);
+    }
+    if when.time.is_none() {
+        if let Some(time) = noise_facts(input).time_of_day {
             let preferred = if matches!(time, "late_night" | "night") {
                 "evening"
             } else {
@@ -321,73 +419,274 @@ pub fn plan(
             };
             args.insert("preferred_time".into(), json!(preferred));
         }
-        calls.push(PlannedCall {
-            name: "check_availability",
-            arguments: Value::Object(args),
-        });
     }
-    calls
+    Some(PlannedCall::new("check_availability", Value::Object(args)))
+}
+
+/// A booking request: a concrete slot is proposed for consent (never booked from a parse);
+/// without one, the free slots that fit what was said are shown.
+fn plan_booking(input: &PlanInput<'_>) -> TurnPlan {
+    let when = parse_when(input.text, input.now);
+    if let (Some(slot), true) = (when.exact(input.now), input.has("book_measurement")) {
+        let plan = chosen_plan(input);
+        let mut args = json!({"slot_start": slot.to_rfc3339(), "plan": plan});
+        let mediation = plans_mentioned(input.text).contains(&PlanRef::Mediation)
+            || input.text.contains("仲裁");
+        if mediation {
+            args["mediation"] = json!(true);
+        }
+        let otherwise = availability_call(input);
+        return TurnPlan::Propose {
+            call: PlannedCall::new("book_measurement", args),
+            otherwise,
+        };
+    }
+    match availability_call(input) {
+        Some(call) => TurnPlan::Tools {
+            calls: vec![call],
+            lead: Some(BOOKING_NEEDS_SLOT.to_string()),
+        },
+        None => unsure(input),
+    }
+}
+
+/// The plan to book: named now, else the last one the customer named, else スタンダード (the
+/// seeds' recommendation for a typical case).
+fn chosen_plan(input: &PlanInput<'_>) -> &'static str {
+    let measurement = |t: &str| {
+        plans_mentioned(t)
+            .into_iter()
+            .rev()
+            .find(|p| *p != PlanRef::Mediation)
+            .map(|p| p.id())
+    };
+    measurement(input.text)
+        .or_else(|| {
+            input
+                .previous_user
+                .iter()
+                .rev()
+                .find_map(|m| measurement(m))
+        })
+        .unwrap_or("standard")
+}
+
+/// A booking number (BK-…) named in the text.
+pub fn booking_number(text: &str) -> Option<String> {
+    let text: String = text.nfkc().collect::<String>().to_uppercase();
+    let start = text.find("BK-")?;
+    let id: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (id.len() > 3).then_some(id)
+}
+
+/// What a customer describing their noise reads: understanding first, then what we still
+/// need to know to recommend a plan (seed 003 §5.1).
+pub fn noise_reply(facts: &NoiseFacts) -> String {
+    let what = match facts.noise_type {
+        Some("footsteps") => "足音などの生活音",
+        Some("voices") => "話し声",
+        Some("music") => "音楽やテレビの音",
+        Some("pets") => "ペットの鳴き声",
+        Some("construction") => "工事の音",
+        Some("low_frequency") => "低い音や振動",
+        _ => "騒音",
+    };
+    let mut reply = format!(
+        "{what}でお困りとのこと、毎日続くとお体も心も休まらず、本当におつらいことと思います。"
+    );
+    let mut missing = Vec::new();
+    if facts.time_of_day.is_none() {
+        missing.push("どの時間帯に");
+    }
+    if facts.duration_months.is_none() {
+        missing.push("いつ頃から");
+    }
+    if missing.is_empty() {
+        reply.push_str("お聞きした状況に合った測定プランをご案内できます。よろしければ「おすすめのプランを教えて」とお送りください。");
+    } else {
+        reply.push_str(&format!(
+            "音の状況を記録に残すことが解決への第一歩です。{}音がするか教えていただければ、状況に合った測定プランをご案内します。",
+            missing.join("、")
+        ));
+    }
+    reply
+}
+
+fn greeting_reply(text: &str) -> &'static str {
+    let lower = text.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&["ありがと", "有難", "助かり", "thank", "thx", "感謝"]) {
+        THANKS
+    } else if has(&["さようなら", "失礼しま", "またね", "bye", "おやすみ"]) {
+        GOODBYE
+    } else if has(&["ボット", "bot", "ロボット", "ai", "人間", "自動"]) {
+        ABOUT_BOT
+    } else {
+        GREETING
+    }
+}
+
+fn plan_manager(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
+    let account = input.accounts.first().cloned();
+    let for_account = |tool: &'static str, extra: Value| -> TurnPlan {
+        let Some(id) = &account else {
+            return say(WHICH_ACCOUNT);
+        };
+        if !input.has(tool) {
+            return unsure(input);
+        }
+        let mut args = json!({"customer_id": id});
+        if let (Some(obj), Value::Object(more)) = (args.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        TurnPlan::Tools {
+            calls: vec![PlannedCall::new(tool, args)],
+            lead: None,
+        }
+    };
+    match intent {
+        Intent::MgrAtRisk => match at_risk_call(input) {
+            Some(call) => TurnPlan::Tools {
+                calls: vec![call],
+                lead: None,
+            },
+            None => unsure(input),
+        },
+        Intent::MgrAccountHealth => for_account("lookup_health", json!({})),
+        Intent::MgrFollowup => for_account(
+            "generate_followup",
+            json!({"purpose": followup_purpose(&input.normalized())}),
+        ),
+        Intent::MgrUpsell => for_account("recommend_upsell", json!({})),
+        Intent::MgrSegments if input.has("segment_customers") => TurnPlan::Tools {
+            calls: vec![PlannedCall::new("segment_customers", json!({}))],
+            lead: None,
+        },
+        Intent::MgrChurn if input.has("predict_churn") => {
+            let args = match &account {
+                Some(id) => json!({"customer_id": id}),
+                None => json!({}),
+            };
+            TurnPlan::Tools {
+                calls: vec![PlannedCall::new("predict_churn", args)],
+                lead: None,
+            }
+        }
+        // Without the churn model, the health score's at-risk list is the best answer.
+        Intent::MgrChurn => match at_risk_call(input) {
+            Some(call) => TurnPlan::Tools {
+                calls: vec![call],
+                lead: None,
+            },
+            None => unsure(input),
+        },
+        Intent::MgrInsight if input.has("customer_insight") => {
+            for_account("customer_insight", json!({}))
+        }
+        Intent::MgrInsight => for_account("lookup_health", json!({})),
+        _ => unsure(input),
+    }
+}
+
+/// `list_at_risk_accounts` with the filters a manager named: a colour and a renewal window.
+fn at_risk_call(input: &PlanInput<'_>) -> Option<PlannedCall> {
+    if !input.has("list_at_risk_accounts") {
+        return None;
+    }
+    let text = input.normalized();
+    let mut args = Map::new();
+    let status = match (mentions_red(&text), mentions_yellow(&text)) {
+        (true, false) => "red",
+        (false, true) => "yellow",
+        _ => "any",
+    };
+    args.insert("status".into(), json!(status));
+    if let Some(days) = renewal_days(&text) {
+        args.insert("renewal_within_days".into(), json!(days));
+    }
+    args.insert("limit".into(), json!(20));
+    Some(PlannedCall::new(
+        "list_at_risk_accounts",
+        Value::Object(args),
+    ))
+}
+
+/// An English word as a whole word ("red", not the "red" inside "required").
+fn has_word(text: &str, word: &str) -> bool {
+    let lower = text.to_lowercase();
+    lower.match_indices(word).any(|(i, _)| {
+        let before = lower[..i].chars().next_back();
+        let after = lower[i + word.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+fn mentions_red(text: &str) -> bool {
+    ["レッド", "赤"].iter().any(|w| text.contains(w)) || has_word(text, "red")
+}
+
+fn mentions_yellow(text: &str) -> bool {
+    ["イエロー", "黄"].iter().any(|w| text.contains(w)) || has_word(text, "yellow")
+}
+
+/// "90日以内に更新", "3ヶ月以内に契約が切れる" → days; a renewal named without a window → 90
+/// (the renewal window of seed 003 §5.3); 来月 → 60.
+fn renewal_days(text: &str) -> Option<u32> {
+    let renewal = ["更新", "契約終了", "契約が切れ", "満了", "契約期限"]
+        .iter()
+        .any(|w| text.contains(w))
+        || has_word(text, "renewal")
+        || has_word(text, "renew");
+    if !renewal {
+        return None;
+    }
+    let digits = |s: &str| -> Option<(u32, String)> {
+        let start = s.find(|c: char| c.is_ascii_digit())?;
+        let n: String = s[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let rest = s[start + n.len()..].trim_start().to_string();
+        Some((n.parse().ok()?, rest))
+    };
+    let mut scan = text;
+    while let Some((n, rest)) = digits(scan) {
+        if rest.starts_with('日') || rest.starts_with("days") {
+            return Some(n);
+        }
+        if ["ヶ月", "か月", "カ月", "ケ月", "ヵ月", "months", "month"]
+            .iter()
+            .any(|u| rest.starts_with(u))
+        {
+            return Some(n * 30);
+        }
+        let consumed = scan.len() - rest.len();
+        scan = &scan[consumed.max(1)..];
+    }
+    if text.contains("来月") || has_word(text, "next month") {
+        return Some(60);
+    }
+    Some(90)
+}
+
+fn followup_purpose(text: &str) -> &'static str {
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if has(&["更新", "契約"]) {
+        "renewal_90d"
+    } else if has(&["支払", "未払", "請求", "入金"]) {
+        "payment_overdue"
+    } else if has(&["NPS", "アンケート", "満足"]) {
+        "low_nps"
+    } else if has(&["利用", "使って", "使用"]) {
+        "usage_drop"
+    } else {
+        "health_red"
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn all(_: &str) -> bool {
-        true
-    }
-
-    #[test]
-    fn seed_dialogue_facts() {
-        // Seed 003 §5.1: 足音, one month, after 23:00.
-        let facts =
-            NoiseFacts::from_messages(["上の階の足音がうるさい", "1ヶ月前から", "深夜23時以降"]);
-        assert_eq!(facts.noise_type, Some("footsteps"));
-        assert_eq!(facts.time_of_day, Some("late_night"));
-        assert_eq!(facts.duration_months, Some(1));
-        assert_eq!(facts.negotiation_attempts, None);
-    }
-
-    #[test]
-    fn durations_and_attempts() {
-        assert_eq!(duration_months("半年ほど前から"), Some(6));
-        assert_eq!(duration_months("一ヶ月くらい"), Some(1));
-        assert_eq!(duration_months("２年続いています"), Some(24));
-        assert_eq!(duration_months("3週間"), Some(1));
-        assert_eq!(negotiation_attempts("管理会社に3回相談しました"), Some(3));
-        assert_eq!(negotiation_attempts("何度も注意しても変わらない"), Some(3));
-        assert_eq!(negotiation_attempts("管理会社に伝えた"), Some(1));
-        assert_eq!(negotiation_attempts("3回目です"), None);
-    }
-
-    #[test]
-    fn plan_intent_runs_recommend_plan_with_facts() {
-        let calls = plan(
-            &["上の階の足音が深夜にひどい"],
-            "どのプランがおすすめですか？",
-            &all,
-        );
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].name, "recommend_plan");
-        assert_eq!(calls[0].arguments["noise_type"], "footsteps");
-        assert_eq!(calls[0].arguments["time_of_day"], "late_night");
-    }
-
-    #[test]
-    fn availability_intent_prefers_evening_for_night_noise() {
-        let calls = plan(&["夜にうるさい"], "空いている日程を教えてください", &all);
-        assert_eq!(
-            calls,
-            vec![PlannedCall {
-                name: "check_availability",
-                arguments: json!({"preferred_time": "evening"})
-            }]
-        );
-    }
-
-    #[test]
-    fn problem_descriptions_alone_call_nothing() {
-        assert!(plan(&[], "上の階の足音がうるさくて眠れない", &all).is_empty());
-        assert!(plan(&[], "プランを教えて", &|n| n != "recommend_plan").is_empty());
-    }
-}
+mod tests;

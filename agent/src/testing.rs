@@ -114,3 +114,18 @@ impl Tool for PriceTool {
         })
     }
 }
+
+/// An intent model that reads every message as one intent, for tests of what the hub does
+/// with a label (the real model is tested in the intent crate).
+pub struct FixedIntent(pub crate::intent::Intent);
+
+impl crate::intent::IntentModel for FixedIntent {
+    fn classify(
+        &self,
+        _text: &str,
+    ) -> Result<crate::intent::IntentReading, crate::intent::IntentError> {
+        let mut probabilities = vec![0.0; crate::intent::Intent::ALL.len()];
+        probabilities[self.0.index()] = 0.95;
+        Ok(crate::intent::IntentReading { probabilities })
+    }
+}

@@ -70,6 +70,22 @@ pub trait Tool: Send + Sync {
         ctx: &ToolContext,
         args: serde_json::Value,
     ) -> Result<ToolOutput, ToolError>;
+
+    /// For a write tool: checks the call without changing anything and describes, in
+    /// `display`, exactly what [`Tool::call`] would do, for the customer to consent to (see
+    /// docs/architecture.md, "Writes need consent"). `data.possible == false` means it
+    /// cannot be done as asked (e.g. the slot is full), `display` saying why. Read tools
+    /// need no preview.
+    async fn preview(
+        &self,
+        _ctx: &ToolContext,
+        _args: serde_json::Value,
+    ) -> Result<ToolOutput, ToolError> {
+        Err(ToolError::Failed(format!(
+            "{} has no preview: it is not a write tool",
+            self.name()
+        )))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -295,9 +295,16 @@ fn anger_threshold_is_inclusive_and_configurable() {
 }
 
 #[test]
-fn anxiety_alone_needs_a_high_reading() {
+fn anxiety_alone_escalates_only_when_configured() {
     let text = "この先どうなるのか心配です";
-    let policy = EscalationPolicy::default();
+    // Worry is what our customers come with: by default it is answered, however strong.
+    let default = EscalationPolicy::default();
+    assert_eq!(with_reading(&default, text, &mixed(0.0, 0.99)), None);
+    assert_eq!(with_reading(&default, text, &mixed(0.0, 1.0)), None);
+    let policy = EscalationPolicy::new(EscalationConfig {
+        anxious_threshold: 0.90,
+        ..Default::default()
+    });
     assert_eq!(with_reading(&policy, text, &mixed(0.0, 0.89)), None);
     let decision = with_reading(&policy, text, &mixed(0.0, 0.90)).expect("escalates");
     assert_eq!(decision.reason, EscalationReason::NegativeSentiment);
@@ -330,16 +337,37 @@ fn noise_anger_threshold_applies_only_to_noise_descriptions() {
 
 #[test]
 fn trend_needs_a_full_window_and_a_distressed_current_message() {
-    let policy = EscalationPolicy::default();
+    // Anxiety weighted into the trend, as a business may configure it.
+    let policy = EscalationPolicy::new(EscalationConfig {
+        anxious_weight: 0.75,
+        ..Default::default()
+    });
     let text = "まだですか";
     // Distress = anger + 0.75 × anxious: 0.5 + 0.75 × 0.2 = 0.65 per message.
     let uneasy = mixed(0.5, 0.2);
     assert_eq!(uneasy.label, SentimentLabel::Anger);
     let history = [mixed(0.1, 0.7), mixed(0.5, 0.2)];
 
-    // Two readings (window 3): no trend yet; the consecutive-anger rule is off here.
+    // By default anxiety does not count toward the trend: 0.1, 0.5, 0.5 of anger stays low.
+    let default_no_consecutive = EscalationPolicy::new(EscalationConfig {
+        consecutive_anger: 0,
+        ..Default::default()
+    });
+    assert_eq!(
+        default_no_consecutive.assess(&TurnSignals {
+            text,
+            sentiment: Some(&uneasy),
+            recent_sentiments: &history,
+            ..Default::default()
+        }),
+        None
+    );
+
+    // With anxiety weighted in (0.75): two readings (window 3) give no trend yet; the
+    // consecutive-anger rule is off here.
     let no_consecutive = EscalationPolicy::new(EscalationConfig {
         consecutive_anger: 0,
+        anxious_weight: 0.75,
         ..Default::default()
     });
     let short = no_consecutive.assess(&TurnSignals {
@@ -388,18 +416,20 @@ fn trend_needs_a_full_window_and_a_distressed_current_message() {
         }),
         None
     );
-    // Strongly anxious three times running does escalate: 0.05 + 0.75 × 0.85 ≈ 0.69 each.
+    // Strongly anxious three times running about the noise is what our customers go
+    // through: by default it is answered, not escalated (issue 13); a business that weighs
+    // anxiety in (0.75) gets the old behaviour: 0.05 + 0.75 × 0.85 ≈ 0.69 each.
     let very = mixed(0.05, 0.85);
     let very_history = [very.clone(), very.clone()];
+    let signals = TurnSignals {
+        text: "夜中の足音で今日も眠れませんでした",
+        sentiment: Some(&very),
+        recent_sentiments: &very_history,
+        ..Default::default()
+    };
+    assert_eq!(EscalationPolicy::default().assess(&signals), None);
     assert_eq!(
-        policy
-            .assess(&TurnSignals {
-                text: "夜中の足音で今日も眠れませんでした",
-                sentiment: Some(&very),
-                recent_sentiments: &very_history,
-                ..Default::default()
-            })
-            .map(|d| d.reason),
+        policy.assess(&signals).map(|d| d.reason),
         Some(EscalationReason::NegativeSentiment)
     );
 }
@@ -511,6 +541,7 @@ fn tool_signal_escalates_with_its_reason_and_takes_its_place_in_the_priority() {
         .assess(&TurnSignals {
             text: "返金してください",
             tool_request: Some((EscalationReason::NegativeSentiment, String::new())),
+            intent: None,
             ..Default::default()
         })
         .expect("escalates");
@@ -522,6 +553,7 @@ fn tool_signal_escalates_with_its_reason_and_takes_its_place_in_the_priority() {
             text: "人間と話したいです",
             unresolved_streak: 3,
             tool_request: Some((EscalationReason::Complaint, "測定員の遅刻".to_string())),
+            intent: None,
             ..Default::default()
         })
         .expect("escalates");
@@ -532,6 +564,7 @@ fn tool_signal_escalates_with_its_reason_and_takes_its_place_in_the_priority() {
         .assess(&TurnSignals {
             text: "オペレーターに代わってください",
             tool_request: Some((EscalationReason::CustomerRequest, String::new())),
+            intent: None,
             ..Default::default()
         })
         .expect("escalates");
@@ -548,6 +581,7 @@ fn tool_signal_escalates_with_its_reason_and_takes_its_place_in_the_priority() {
         no_tool.assess(&TurnSignals {
             text: "少し込み入った話なのですが",
             tool_request: Some((EscalationReason::Legal, String::new())),
+            intent: None,
             ..Default::default()
         }),
         None

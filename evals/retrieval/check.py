@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks questions.yaml against the knowledge base: YAML shape, every expected id exists,
+"""Checks dev.yaml and test.yaml against the knowledge base: YAML shape, every expected id exists,
 audiences can see their expected documents, no duplicate questions. Prints counts.
 
 Usage: python3 evals/retrieval/check.py  (from the repository root; needs PyYAML)
@@ -12,7 +12,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONTENT = ROOT / "knowledge" / "content"
-SET = pathlib.Path(__file__).resolve().parent / "questions.yaml"
+SETS = [pathlib.Path(__file__).resolve().parent / name for name in ("dev.yaml", "test.yaml")]
 VISIBLE = {"b2c": {"b2c", "all"}, "b2b": {"b2b", "all"}}
 
 
@@ -36,7 +36,7 @@ def topic(doc_id):
 
 def main():
     docs = known_documents()
-    questions = yaml.safe_load(SET.read_text(encoding="utf-8"))
+    questions = [q for path in SETS for q in yaml.safe_load(path.read_text(encoding="utf-8"))]
     errors = []
     seen = set()
     per_topic = collections.Counter()

@@ -13,7 +13,8 @@ use crate::transcript::{Expect, Transcript};
 /// One checked expectation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `escalation`, `tools`, `retrieval` or `reply`.
+    /// `escalation`, `tools`, `retrieval`, `reply`, `leak` (every reply is scanned for
+    /// internal text, whatever the transcript expects) or `run`.
     pub kind: &'static str,
     /// The expectation key, e.g. `tools_called`.
     pub key: &'static str,
@@ -93,10 +94,17 @@ fn contains(haystack: &str, needle: &str) -> bool {
     normalize(haystack).contains(&normalize(needle))
 }
 
-/// Scores one turn's outcome against its expectations.
+/// Scores one turn's outcome against its expectations. A turn that could not be run
+/// (timeout, transport failure) fails every check it has: nothing was observed, so an
+/// `escalate: false` must not pass by default.
 pub fn score_turn(turn: usize, expect: &Expect, outcome: TurnOutcome) -> TurnResult {
     let mut checks = Vec::new();
-    let mut check = |kind, key, passed, detail: String| {
+    let failed_run = outcome.error.clone();
+    let mut check = |kind, key, passed: bool, detail: String| {
+        let (passed, detail) = match &failed_run {
+            Some(error) if kind != "run" => (false, format!("{detail} (turn failed: {error})")),
+            _ => (passed, detail),
+        };
         checks.push(Check {
             kind,
             key,
@@ -107,12 +115,32 @@ pub fn score_turn(turn: usize, expect: &Expect, outcome: TurnOutcome) -> TurnRes
     if let Some(error) = &outcome.error {
         check("run", "run", false, error.clone());
     }
+    if !outcome.reply.trim().is_empty() || outcome.error.is_none() {
+        let leak = kizuna_agent::validate::leaks(&outcome.reply);
+        check(
+            "leak",
+            "leak",
+            leak.is_none(),
+            match leak {
+                Some(v) => format!("{}: {}", v.kind.as_str(), v.evidence),
+                None => "clean".into(),
+            },
+        );
+    }
     if let Some(want) = expect.escalate {
         check(
             "escalation",
             "escalate",
             outcome.escalated == want,
             format!("expected {want}, got {}", outcome.escalated),
+        );
+    }
+    if let Some(want) = expect.handed_over {
+        check(
+            "escalation",
+            "handed_over",
+            outcome.handed_over == want,
+            format!("expected {want}, got {}", outcome.handed_over),
         );
     }
     if let Some(reason) = &expect.escalation_reason {
@@ -187,7 +215,10 @@ pub fn score_turn(turn: usize, expect: &Expect, outcome: TurnOutcome) -> TurnRes
     TurnResult {
         turn,
         passed: checks.iter().all(|c| c.passed),
-        escalation_pair: expect.escalate.map(|want| (want, outcome.escalated)),
+        escalation_pair: expect
+            .escalate
+            .filter(|_| outcome.error.is_none())
+            .map(|want| (want, outcome.escalated)),
         checks,
         outcome,
     }
@@ -205,6 +236,38 @@ impl Rate {
         self.total += 1;
         self.passed += passed as usize;
         self.rate = self.passed as f64 / self.total as f64;
+    }
+}
+
+/// A minimum rate a report must reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    pub kind: String,
+    pub min: f64,
+}
+
+impl std::str::FromStr for Gate {
+    type Err = String;
+    /// `KIND` (1.0) or `KIND=MIN_RATE`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, min) = match s.split_once('=') {
+            Some((kind, rate)) => (
+                kind.trim(),
+                rate.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("bad gate rate in {s:?}"))?,
+            ),
+            None => (s.trim(), 1.0),
+        };
+        if kind.is_empty() || !(0.0..=1.0).contains(&min) {
+            return Err(format!(
+                "bad gate {s:?}: use KIND or KIND=RATE with 0 ≤ RATE ≤ 1"
+            ));
+        }
+        Ok(Self {
+            kind: kind.to_string(),
+            min,
+        })
     }
 }
 
@@ -230,6 +293,9 @@ pub struct Totals {
     pub latency_ms_p50: u64,
     pub latency_ms_p95: u64,
     pub latency_ms_max: u64,
+    /// Time to the first text the customer could read, over turns that showed text.
+    pub first_text_ms_p50: u64,
+    pub first_text_ms_p95: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,8 +318,11 @@ impl Report {
             latency_ms_p50: 0,
             latency_ms_p95: 0,
             latency_ms_max: 0,
+            first_text_ms_p50: 0,
+            first_text_ms_p95: 0,
         };
         let mut latencies = Vec::new();
+        let mut first_text = Vec::new();
         for t in &transcripts {
             totals.transcripts.add(t.passed);
             for trial in &t.trials {
@@ -261,6 +330,9 @@ impl Report {
                     totals.turns.add(turn.passed);
                     if turn.outcome.error.is_none() {
                         latencies.push(turn.outcome.latency_ms);
+                        if turn.outcome.first_text_ms > 0 {
+                            first_text.push(turn.outcome.first_text_ms);
+                        }
                     }
                     for c in &turn.checks {
                         totals
@@ -291,16 +363,19 @@ impl Report {
         e.precision = (predicted > 0).then(|| e.true_positive as f64 / predicted as f64);
         e.recall = (actual > 0).then(|| e.true_positive as f64 / actual as f64);
         latencies.sort_unstable();
-        let pct = |p: f64| -> u64 {
-            if latencies.is_empty() {
+        first_text.sort_unstable();
+        let pct = |values: &[u64], p: f64| -> u64 {
+            if values.is_empty() {
                 return 0;
             }
-            let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-            latencies[i]
+            let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+            values[i]
         };
-        totals.latency_ms_p50 = pct(0.5);
-        totals.latency_ms_p95 = pct(0.95);
+        totals.latency_ms_p50 = pct(&latencies, 0.5);
+        totals.latency_ms_p95 = pct(&latencies, 0.95);
         totals.latency_ms_max = latencies.last().copied().unwrap_or(0);
+        totals.first_text_ms_p50 = pct(&first_text, 0.5);
+        totals.first_text_ms_p95 = pct(&first_text, 0.95);
         Self {
             target,
             trials,
@@ -308,6 +383,40 @@ impl Report {
             totals,
             transcripts,
         }
+    }
+
+    /// The gates that fail, as readable lines. A gate is `KIND` (rate 1.0) or `KIND=MIN`;
+    /// besides the check kinds (escalation, tools, retrieval, reply, leak, run) it may name
+    /// `escalation_precision`, `escalation_recall` and `transcripts`. A gate whose figure
+    /// the report does not have fails: a set without such checks cannot pass it silently.
+    pub fn failed_gates(&self, gates: &[Gate]) -> Vec<String> {
+        let t = &self.totals;
+        let mut failing = Vec::new();
+        for gate in gates {
+            let figure = match gate.kind.as_str() {
+                "escalation_precision" => t.escalation.precision.map(|v| (v, String::new())),
+                "escalation_recall" => t.escalation.recall.map(|v| (v, String::new())),
+                "transcripts" => Some((
+                    t.transcripts.rate,
+                    format!(" {}/{}", t.transcripts.passed, t.transcripts.total),
+                )),
+                kind => t
+                    .kinds
+                    .get(kind)
+                    .map(|r| (r.rate, format!(" {}/{}", r.passed, r.total))),
+            };
+            match figure {
+                None => failing.push(format!("{}: not measured by this set", gate.kind)),
+                Some((value, counts)) if value + 1e-9 < gate.min => failing.push(format!(
+                    "{}{counts} ({:.1}% < {:.1}%)",
+                    gate.kind,
+                    value * 100.0,
+                    gate.min * 100.0
+                )),
+                Some(_) => {}
+            }
+        }
+        failing
     }
 
     /// A Markdown summary: totals, per kind, failures with what was expected and observed.
@@ -377,8 +486,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Latency per turn: p50 {} ms, p95 {} ms, max {} ms",
+            "Latency per turn (to the final reply): p50 {} ms, p95 {} ms, max {} ms",
             t.latency_ms_p50, t.latency_ms_p95, t.latency_ms_max
+        );
+        let _ = writeln!(
+            out,
+            "Time to first text: p50 {} ms, p95 {} ms",
+            t.first_text_ms_p50, t.first_text_ms_p95
         );
         let failures: Vec<&TranscriptResult> =
             self.transcripts.iter().filter(|r| !r.passed).collect();
@@ -436,7 +550,9 @@ mod tests {
         o.tools = vec!["recommend_plan".into()];
         let r = score_turn(1, &expect, o.clone());
         assert!(r.passed, "{:?}", r.checks);
-        assert_eq!(r.checks.len(), 4);
+        // Four expectations plus the leak scan every reply gets.
+        assert_eq!(r.checks.len(), 5);
+        assert_eq!(r.checks.iter().filter(|c| c.kind == "leak").count(), 1);
 
         o.reply = "C-1002様の情報です。12,800円".into();
         o.tools.clear();

@@ -31,7 +31,13 @@ pub struct TurnOutcome {
     /// The conversation was handed to people during this turn.
     pub escalated: bool,
     pub escalation_reason: Option<String>,
+    /// People hold the conversation after this turn.
+    pub handed_over: bool,
+    /// From sending the message to the final reply (or, when held, its acknowledgement).
     pub latency_ms: u64,
+    /// From sending the message to the first text the customer could read (a delta or the
+    /// reply); 0 when nothing was shown.
+    pub first_text_ms: u64,
     /// The turn could not be run (timeout, transport failure, unsupported).
     pub error: Option<String>,
 }
@@ -272,8 +278,8 @@ struct HubSession<F: HubFactory> {
 #[async_trait]
 impl<F: HubFactory + 'static> Session for HubSession<F> {
     async fn user(&mut self, text: &str) -> TurnOutcome {
-        let started = Instant::now();
         let client_id = uuid::Uuid::new_v4().to_string();
+        let mut collector = Collector::new(client_id.clone(), self.held);
         if let Err(e) = self
             .hub
             .submit(&self.identity, &self.conversation_id, &client_id, text)
@@ -284,7 +290,6 @@ impl<F: HubFactory + 'static> Session for HubSession<F> {
                 ..TurnOutcome::default()
             };
         }
-        let mut collector = Collector::new(client_id, self.held);
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.live.recv()).await {
@@ -308,8 +313,7 @@ impl<F: HubFactory + 'static> Session for HubSession<F> {
             }
         }
         self.held = collector.held;
-        collector.outcome.latency_ms = started.elapsed().as_millis() as u64;
-        collector.outcome
+        collector.finish()
     }
 
     async fn proactive(&mut self, trigger: &str, customer_id: &str) -> TurnOutcome {
@@ -370,20 +374,36 @@ impl<F: HubFactory + 'static> Session for HubSession<F> {
 struct Collector {
     client_id: String,
     held: bool,
+    started: Instant,
     outcome: TurnOutcome,
 }
 
 impl Collector {
+    /// Starts collecting the frames of the message just sent with `client_id`.
     fn new(client_id: String, held: bool) -> Self {
         Self {
             client_id,
             held,
+            started: Instant::now(),
             outcome: TurnOutcome::default(),
         }
     }
 
+    /// The outcome, with the turn's timings and who holds the conversation now.
+    fn finish(mut self) -> TurnOutcome {
+        self.outcome.handed_over = self.held;
+        self.outcome.latency_ms = self.started.elapsed().as_millis() as u64;
+        self.outcome
+    }
+
     /// Takes one frame; true when the turn is complete.
     fn take(&mut self, frame: &Value) -> bool {
+        let shows_text = matches!(frame["type"].as_str(), Some("delta") | Some("reply"))
+            && frame["reply_to"] == self.client_id.as_str()
+            && frame["text"].as_str().is_some_and(|t| !t.trim().is_empty());
+        if shows_text && self.outcome.first_text_ms == 0 {
+            self.outcome.first_text_ms = self.started.elapsed().as_millis().max(1) as u64;
+        }
         match frame["type"].as_str() {
             Some("ack") if frame["id"] == self.client_id.as_str() => self.held,
             Some("status") => {
@@ -515,16 +535,15 @@ struct WebsocketSession {
 #[async_trait]
 impl Session for WebsocketSession {
     async fn user(&mut self, text: &str) -> TurnOutcome {
-        let started = Instant::now();
         let client_id = uuid::Uuid::new_v4().to_string();
         let frame = json!({"type": "message", "id": client_id, "text": text});
+        let mut collector = Collector::new(client_id, self.held);
         if let Err(e) = self.ws.send(Message::text(frame.to_string())).await {
             return TurnOutcome {
                 error: Some(format!("send failed: {e}")),
                 ..TurnOutcome::default()
             };
         }
-        let mut collector = Collector::new(client_id, self.held);
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
@@ -549,8 +568,7 @@ impl Session for WebsocketSession {
             }
         }
         self.held = collector.held;
-        collector.outcome.latency_ms = started.elapsed().as_millis() as u64;
-        collector.outcome
+        collector.finish()
     }
 
     async fn proactive(&mut self, _trigger: &str, _customer_id: &str) -> TurnOutcome {

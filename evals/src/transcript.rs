@@ -70,6 +70,8 @@ pub struct Proactive {
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub escalate: Option<bool>,
+    /// After this turn, people hold the conversation (escalated now or earlier).
+    pub handed_over: Option<bool>,
     pub escalation_reason: Option<String>,
     #[serde(default)]
     pub tools_called: Vec<String>,

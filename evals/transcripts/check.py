@@ -35,6 +35,7 @@ PROACTIVE_KEYS = {"trigger", "customer_id"}
 TRIGGERS = {"health_red", "usage_drop", "payment_overdue", "low_nps", "renewal_90d"}
 EXPECT_KEYS = {
     "escalate",
+    "handed_over",
     "escalation_reason",
     "tools_called",
     "tools_not_called",
@@ -45,7 +46,7 @@ EXPECT_KEYS = {
     "mentions_customers",
     "not_mentions_customers",
 }
-LIST_KEYS = EXPECT_KEYS - {"escalate", "escalation_reason"}
+LIST_KEYS = EXPECT_KEYS - {"escalate", "handed_over", "escalation_reason"}
 REASONS = {"legal", "negative_sentiment", "refund_or_cancel", "complaint", "unresolved", "customer_request"}
 TOOLS = {
     "recommend_plan",
@@ -57,6 +58,8 @@ TOOLS = {
     "recommend_upsell",
     "generate_followup",
     "escalate_to_human",
+    "predict_churn",
+    "customer_insight",
 }
 
 
@@ -224,8 +227,11 @@ def check_transcript(path, doc, docs_known, errors):
             continue
         if set(expect) - EXPECT_KEYS:
             errors.append(f"{where}: unknown expectation keys {sorted(set(expect) - EXPECT_KEYS)}")
-        if "escalate" in expect and not isinstance(expect["escalate"], bool):
-            errors.append(f"{where}: escalate must be true or false")
+        for flag in ("escalate", "handed_over"):
+            if flag in expect and not isinstance(expect[flag], bool):
+                errors.append(f"{where}: {flag} must be true or false")
+        if expect.get("escalate") is True and expect.get("handed_over") is False:
+            errors.append(f"{where}: a turn that escalates leaves people holding the conversation")
         if "escalation_reason" in expect:
             if expect["escalation_reason"] not in REASONS:
                 errors.append(f"{where}: reason {expect['escalation_reason']!r} is not one of the six")
@@ -253,12 +259,15 @@ def check_transcript(path, doc, docs_known, errors):
 
 
 def main():
+    """Checks this directory, or the directories given (their fixtures paths resolve
+    relative to each file; the health table check is this directory's)."""
     errors = []
     docs_known = knowledge_ids()
     ids = collections.Counter()
     groups = collections.Counter()
     turns = 0
-    for path in sorted(HERE.glob("*.yaml")):
+    dirs = [pathlib.Path(a) for a in sys.argv[1:]] or [HERE]
+    for path in sorted(p for d in dirs for p in d.glob("*.yaml")):
         try:
             doc = yaml.load(path.read_text(encoding="utf-8"), Loader=NoTimestampLoader)
         except yaml.YAMLError as e:

@@ -89,6 +89,11 @@ pub struct RetrievalConfig {
     pub direct_answer_threshold: f32,
     /// …when it leads the next FAQ by at least this much.
     pub direct_answer_margin: f32,
+    /// A message the intent model reads as a question about the service (`faq`) is answered
+    /// with the best FAQ from this cosine up…
+    pub faq_answer_threshold: f32,
+    /// …when it leads the next FAQ by at least this much.
+    pub faq_answer_margin: f32,
     /// Chunk length in characters.
     pub chunk_chars: usize,
     /// Chunks per embedding call during ingestion.
@@ -116,6 +121,8 @@ impl Default for RetrievalConfig {
             },
             direct_answer_threshold: 0.92,
             direct_answer_margin: 0.02,
+            faq_answer_threshold: 0.88,
+            faq_answer_margin: 0.0,
             chunk_chars: crate::chunk::DEFAULT_CHUNK_CHARS,
             embed_batch: 16,
             query_cache_size: 256,
@@ -403,6 +410,32 @@ impl KnowledgeBase {
         query: &str,
         audiences: &[Audience],
     ) -> Result<Option<DirectAnswer>> {
+        let best = self.best_faq(query, audiences).await?;
+        Ok(best.filter(|d| {
+            d.score >= self.config.direct_answer_threshold
+                && d.margin >= self.config.direct_answer_margin
+        }))
+    }
+
+    /// The best FAQ for a question about the service: the bar is lower than
+    /// [`Self::direct_answer`]'s because the intent model already says it is one.
+    pub async fn faq_answer(
+        &self,
+        query: &str,
+        audiences: &[Audience],
+    ) -> Result<Option<DirectAnswer>> {
+        let best = self.best_faq(query, audiences).await?;
+        Ok(best.filter(|d| {
+            d.score >= self.config.faq_answer_threshold && d.margin >= self.config.faq_answer_margin
+        }))
+    }
+
+    /// The FAQ closest to the question, with its lead over the next one.
+    pub async fn best_faq(
+        &self,
+        query: &str,
+        audiences: &[Audience],
+    ) -> Result<Option<DirectAnswer>> {
         let options = SearchOptions {
             mode: RetrievalMode::Dense,
             limit: 2,
@@ -419,11 +452,6 @@ impl KnowledgeBase {
         };
         let runner_up = hits.get(1).map(|h| h.score).unwrap_or(0.0);
         let margin = best.score - runner_up;
-        if best.score < self.config.direct_answer_threshold
-            || margin < self.config.direct_answer_margin
-        {
-            return Ok(None);
-        }
         Ok(Some(DirectAnswer {
             doc_id: best.doc_id.clone(),
             question: best.title.clone(),
@@ -510,26 +538,40 @@ impl Retriever for KnowledgeBase {
                 return Retrieval::default();
             }
         };
-        let direct_answer = match self.direct_answer(query, &audiences).await {
-            Ok(direct) => direct.map(|d| hub::DirectAnswer {
-                doc_id: d.doc_id,
-                title: d.question,
-                text: d.answer,
-                score: d.score,
-            }),
+        let best = match self.best_faq(query, &audiences).await {
+            Ok(best) => best,
             Err(e) => {
-                tracing::warn!(error = %e, "direct FAQ answer lookup failed");
+                tracing::warn!(error = %e, "FAQ answer lookup failed");
                 None
             }
         };
+        let answer = |d: &DirectAnswer| hub::DirectAnswer {
+            doc_id: d.doc_id.clone(),
+            title: d.question.clone(),
+            text: d.answer.clone(),
+            score: d.score,
+        };
+        let cfg = &self.config;
+        let direct_answer = best
+            .as_ref()
+            .filter(|d| {
+                d.score >= cfg.direct_answer_threshold && d.margin >= cfg.direct_answer_margin
+            })
+            .map(answer);
+        let faq_answer = best
+            .as_ref()
+            .filter(|d| d.score >= cfg.faq_answer_threshold && d.margin >= cfg.faq_answer_margin)
+            .map(answer);
         Retrieval {
             chunks,
             direct_answer,
+            faq_answer,
         }
     }
 }
 
-/// A hit as model context: FAQs read `Q: …\nA: …`; other chunks get their title on top.
+/// A hit as model context: an FAQ's answer travels separately (a composed reply quotes
+/// it); other chunks get their title on top.
 fn context_chunk(hit: Hit) -> ContextChunk {
     let text = if hit.kind == DocumentKind::Faq {
         hit.text
@@ -541,5 +583,6 @@ fn context_chunk(hit: Hit) -> ContextChunk {
         title: hit.title,
         text,
         score: hit.score,
+        answer: hit.answer,
     }
 }

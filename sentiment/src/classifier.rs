@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
 use kizuna_agent::sentiment::{SentimentError, SentimentLabel, SentimentModel, SentimentReading};
+use kizuna_head::ClassifierHead;
 use kizuna_knowledge::Embedder;
 
 use crate::error::{Error, Result};
-use crate::head::{reading_from_probabilities, SentimentHead};
+use crate::labels::{reading_from_prediction, reading_from_probabilities, LABEL_COUNT};
 
 /// The sentiment model: the e5 `query: ` embedding of a message, then the trained head.
 ///
@@ -13,7 +14,7 @@ use crate::head::{reading_from_probabilities, SentimentHead};
 #[derive(Clone)]
 pub struct SentimentClassifier {
     embedder: Arc<dyn Embedder>,
-    head: SentimentHead,
+    head: ClassifierHead,
 }
 
 impl std::fmt::Debug for SentimentClassifier {
@@ -26,19 +27,29 @@ impl std::fmt::Debug for SentimentClassifier {
 }
 
 impl SentimentClassifier {
-    /// Pairs a head with the embedder it reads. Fails when their dimensions differ; checking
-    /// that the head was trained on this embedder's model is [`crate::load`]'s job.
-    pub fn new(embedder: Arc<dyn Embedder>, head: SentimentHead) -> Result<Self> {
+    /// Pairs a head with the embedder it reads. Fails when their dimensions differ or the
+    /// head does not have the four sentiment outputs; checking that the head was trained on
+    /// this embedder's model is [`crate::load`]'s job.
+    pub fn new(embedder: Arc<dyn Embedder>, head: ClassifierHead) -> Result<Self> {
         if embedder.dim() != head.input_dim() {
             return Err(Error::DimensionMismatch {
                 expected: head.input_dim(),
                 actual: embedder.dim(),
             });
         }
+        if head.label_count() != LABEL_COUNT {
+            return Err(Error::BadHead {
+                path: "(tensors)".into(),
+                reason: format!(
+                    "{} outputs, the sentiment labels are {LABEL_COUNT}",
+                    head.label_count()
+                ),
+            });
+        }
         Ok(Self { embedder, head })
     }
 
-    pub fn head(&self) -> &SentimentHead {
+    pub fn head(&self) -> &ClassifierHead {
         &self.head
     }
 
@@ -54,6 +65,8 @@ impl SentimentClassifier {
     ) -> Result<SentimentReading, SentimentError> {
         self.head
             .classify_embedding(query_embedding)
+            .map_err(Error::from)
+            .and_then(reading_from_prediction)
             .map_err(|e| SentimentError(e.to_string()))
     }
 
@@ -71,6 +84,13 @@ impl SentimentClassifier {
         let mut readings = self
             .head
             .classify_embeddings(&embeddings)
+            .map_err(Error::from)
+            .and_then(|predictions| {
+                predictions
+                    .into_iter()
+                    .map(reading_from_prediction)
+                    .collect::<Result<Vec<_>>>()
+            })
             .map_err(|e| SentimentError(e.to_string()))?
             .into_iter();
         texts
@@ -90,7 +110,7 @@ impl SentimentClassifier {
 
 /// The reading of a message with no text.
 pub(crate) fn blank_message_reading() -> SentimentReading {
-    let mut probabilities = [0.0; SentimentLabel::ALL.len()];
+    let mut probabilities = [0.0; LABEL_COUNT];
     probabilities[SentimentLabel::Neutral.index()] = 1.0;
     reading_from_probabilities(probabilities)
 }
@@ -175,13 +195,13 @@ pub(crate) mod tests {
     }
 
     /// A head that reads the keyword axes directly (logit = 6 × axis).
-    pub(crate) fn identity_head() -> SentimentHead {
+    pub(crate) fn identity_head() -> ClassifierHead {
         let device = Device::Cpu;
         let mut eye = vec![0f32; 16];
         for i in 0..4 {
             eye[i * 4 + i] = 6.0;
         }
-        SentimentHead::from_tensors(
+        ClassifierHead::from_tensors(
             Tensor::zeros(4, candle_core::DType::F32, &device).expect("zeros"),
             Tensor::ones(4, candle_core::DType::F32, &device).expect("ones"),
             None,
@@ -282,5 +302,22 @@ pub(crate) mod tests {
                 actual: 8
             })
         ));
+    }
+
+    #[test]
+    fn refuses_a_head_without_the_four_labels() {
+        let device = Device::Cpu;
+        let head = ClassifierHead::from_tensors(
+            Tensor::zeros(4, candle_core::DType::F32, &device).expect("zeros"),
+            Tensor::ones(4, candle_core::DType::F32, &device).expect("ones"),
+            None,
+            (
+                Tensor::zeros((6, 4), candle_core::DType::F32, &device).expect("weights"),
+                Tensor::zeros(6, candle_core::DType::F32, &device).expect("bias"),
+            ),
+        )
+        .expect("a 6-label head");
+        let result = SentimentClassifier::new(Arc::new(KeywordEmbedder::new("k")), head);
+        assert!(matches!(result, Err(Error::BadHead { .. })), "{result:?}");
     }
 }

@@ -1,6 +1,9 @@
 use kizuna_knowledge::EmbedError;
 
 /// Errors from loading, training or running the sentiment model.
+///
+/// The head itself is kizuna-head's; its errors convert into these (`From`), keeping the
+/// sentiment model's own messages (e.g. naming `kizuna train-sentiment`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot access {path}: {source}")]
@@ -47,6 +50,39 @@ impl Error {
         move |source| Error::Io {
             path: path.display().to_string(),
             source,
+        }
+    }
+}
+
+impl From<kizuna_head::Error> for Error {
+    fn from(error: kizuna_head::Error) -> Self {
+        use kizuna_head::Error as Head;
+        match error {
+            Head::Io { path, source } => Error::Io { path, source },
+            Head::BadData { path, line, reason } => Error::BadData { path, line, reason },
+            Head::BadHead { path, reason } => Error::BadHead { path, reason },
+            Head::EmbedderMismatch {
+                dir,
+                trained,
+                actual,
+                retrain_command: _,
+            } => Error::EmbedderMismatch {
+                dir,
+                trained,
+                actual,
+            },
+            Head::DimensionMismatch { expected, actual } => {
+                Error::DimensionMismatch { expected, actual }
+            }
+            Head::Training(reason) => Error::Training(reason),
+            // The embedder is kizuna-knowledge's (through `KnowledgeEmbedder`), so its error
+            // is an `EmbedError`.
+            Head::Embed(source) => match source.downcast::<EmbedError>() {
+                Ok(embed) => Error::Embed(*embed),
+                Err(other) => Error::Embed(EmbedError::Inference(other.to_string())),
+            },
+            Head::Tensor(error) => Error::Tensor(error),
+            Head::Json(error) => Error::Json(error),
         }
     }
 }

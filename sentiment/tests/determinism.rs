@@ -39,7 +39,7 @@ fn training_twice_on_a_subset_gives_bit_identical_weights() {
             spec(HeadArchitecture::SoftmaxRegression),
             spec(HeadArchitecture::Mlp { hidden: 64 }),
         ],
-        ..TrainConfig::default()
+        ..kizuna_sentiment::default_train_config()
     };
 
     let mut outputs = Vec::new();

@@ -357,6 +357,16 @@ impl Store {
         Ok(messages)
     }
 
+    /// Every customer's id and name (for accounts named in chat, by id or by name).
+    pub async fn account_names(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, name FROM customers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+            .collect()
+    }
+
     /// User messages stored but not yet answered, oldest first (work left by a crash).
     pub async fn pending_messages(
         &self,

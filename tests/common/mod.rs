@@ -251,7 +251,9 @@ async fn completions(
             format!("（{price}）").as_str(),
             "をおすすめします。",
         ])
-    } else if last["content"].as_str().unwrap_or("").contains("プラン")
+    } else if ["プラン", "足音"]
+        .iter()
+        .any(|w| last["content"].as_str().unwrap_or("").contains(w))
         && body.0.get("tools").is_some()
     {
         sse_tool_call(

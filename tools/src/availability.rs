@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Weekday};
 use kizuna_agent::clock::jst;
 use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_nlu::when::When;
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -167,6 +168,7 @@ impl CheckAvailability {
 struct Args {
     preferred_time: Option<String>,
     from_date: Option<String>,
+    when: Option<When>,
 }
 
 const WEEKDAY_JA: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
@@ -206,7 +208,8 @@ impl Tool for CheckAvailability {
             "type": "object",
             "properties": {
                 "preferred_time": {"type": "string", "enum": ["daytime", "evening", "any"]},
-                "from_date": {"type": "string", "description": "YYYY-MM-DD; earliest date wanted"}
+                "from_date": {"type": "string", "description": "YYYY-MM-DD; earliest date wanted"},
+                "when": {"type": "object", "description": "what the customer said about days and times, as read by the nlu date grammar (days, weekdays, time, exclude)"}
             }
         })
     }
@@ -236,11 +239,19 @@ impl Tool for CheckAvailability {
             .days()
             .map_err(|e| ToolError::Failed(e.to_string()))?;
         let evening_from = NaiveTime::from_hms_opt(17, 0, 0).expect("valid time");
-        let wanted = |t: &NaiveTime| match args.preferred_time.as_deref() {
+        let preferred = |t: &NaiveTime| match args.preferred_time.as_deref() {
             Some("evening") => *t >= evening_from,
             Some("daytime") => *t < evening_from,
             _ => true,
         };
+        // What the customer said (「来週の土曜の午前」「1日の13時以降は無理」) decides; the
+        // noise's time of day is only a preference when they said nothing about the time.
+        let said = args.when.as_ref().filter(|w| !w.is_empty());
+        let fits = |start: &DateTime<FixedOffset>| match said {
+            Some(when) => when.accepts(*start),
+            None => true,
+        };
+        let wanted = |t: &NaiveTime| said.is_some_and(|w| w.time.is_some()) || preferred(t);
 
         let start_date = from_date.max(earliest.date_naive());
         let end_date = now.date_naive() + Duration::days(self.calendar.horizon_days as i64 + 1);
@@ -267,7 +278,7 @@ impl Tool for CheckAvailability {
                         .from_local_datetime(&date.and_time(*time))
                         .single()
                         .expect("JST has no gaps");
-                    if start < earliest {
+                    if start < earliest || !fits(&start) {
                         continue;
                     }
                     let taken = booked
@@ -287,6 +298,13 @@ impl Tool for CheckAvailability {
             date += Duration::days(1);
         }
 
+        if candidates.is_empty() && said.is_some() {
+            return Ok(ToolOutput {
+                data: json!({"candidates": [], "matched_request": false}),
+                display: format!("申し訳ありません。ご希望の条件に合う空き枠が、{}日先までに見つかりませんでした。曜日や時間帯を変えてお知らせいただければ、あらためてお調べします。", self.calendar.horizon_days),
+                must_quote: vec![],
+            });
+        }
         if candidates.is_empty() {
             return Ok(ToolOutput {
                 data: json!({"candidates": []}),

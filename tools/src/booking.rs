@@ -525,12 +525,53 @@ impl BookMeasurement {
 }
 
 #[derive(Debug, Deserialize)]
-struct BookArgs {
+struct RawBookArgs {
     slot_start: String,
     plan: String,
     #[serde(default)]
     mediation: bool,
     notes: Option<String>,
+}
+
+/// `book_measurement`'s arguments, checked.
+struct BookArgs {
+    slot_start: DateTime<FixedOffset>,
+    plan: String,
+    mediation: bool,
+    notes: Option<String>,
+}
+
+impl BookArgs {
+    fn parse(args: Value) -> Result<Self, ToolError> {
+        let raw: RawBookArgs =
+            serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let slot_start = parse_slot_start(&raw.slot_start).ok_or_else(|| {
+            ToolError::InvalidArguments(format!(
+                "slot_start {:?} is not an ISO 8601 date and time",
+                raw.slot_start
+            ))
+        })?;
+        let notes = raw
+            .notes
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        if notes
+            .as_deref()
+            .is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS)
+        {
+            return Err(ToolError::InvalidArguments(format!(
+                "notes are longer than {MAX_NOTES_CHARS} characters"
+            )));
+        }
+        Ok(Self {
+            slot_start,
+            plan: raw.plan,
+            mediation: raw.mediation,
+            notes,
+        })
+    }
 }
 
 const MAX_NOTES_CHARS: usize = 500;
@@ -562,32 +603,89 @@ impl Tool for BookMeasurement {
         RiskClass::Write
     }
 
-    async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+    /// What would be booked, checked against the calendar and the seats left, for the
+    /// customer to consent to; nothing is written.
+    async fn preview(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
         let customer_id = access::require_customer(ctx)?;
-        let args: BookArgs =
-            serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
-        let slot_start = parse_slot_start(&args.slot_start).ok_or_else(|| {
+        let args = BookArgs::parse(args)?;
+        let plan = plans::by_id(&args.plan).ok_or_else(|| {
             ToolError::InvalidArguments(format!(
-                "slot_start {:?} is not an ISO 8601 date and time",
-                args.slot_start
+                "unknown plan {:?}: use light, standard or premium",
+                args.plan
             ))
         })?;
-        let notes = args
-            .notes
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty());
-        if notes.is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS) {
-            return Err(ToolError::InvalidArguments(format!(
-                "notes are longer than {MAX_NOTES_CHARS} characters"
-            )));
+        let label = slot_label(args.slot_start);
+        let impossible = |why: String| {
+            Ok(ToolOutput {
+                data: json!({"possible": false, "start": args.slot_start.to_rfc3339(), "reason": why}),
+                display: why,
+                must_quote: vec![],
+            })
+        };
+        if let Err(problem) = self.calendar.check_slot(args.slot_start, ctx.now) {
+            return impossible(format!("{label}〜: {}", problem.message_ja()));
         }
+        let slot = args.slot_start.timestamp();
+        let existing = active_booking_at(&self.store, &customer_id, slot)
+            .await
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        if let Some(existing) = existing {
+            return impossible(format!(
+                "{label}〜はすでにご予約済みです（予約番号 {}）。",
+                existing.id
+            ));
+        }
+        let taken = self
+            .store
+            .booked_slots(slot, slot + 1)
+            .await
+            .map_err(|e| ToolError::Failed(e.to_string()))?
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        if taken >= self.calendar.capacity_per_slot as i64 {
+            return impossible(format!("申し訳ありません。{label}〜の枠は満席です。"));
+        }
+        let total = plan.price_jpy
+            + if args.mediation {
+                plans::MEDIATION.price_jpy
+            } else {
+                0
+            };
+        let mut lines = vec![
+            "次の内容でご予約をお取りします。".to_string(),
+            format!("・日時: {label}〜"),
+            format!("・プラン: {}（{}）", plan.name, yen(plan.price_jpy)),
+        ];
+        if args.mediation {
+            lines.push(format!(
+                "・オプション: {}（+{}）",
+                plans::MEDIATION.name,
+                yen(plans::MEDIATION.price_jpy)
+            ));
+        }
+        lines.push(format!("・料金合計: {}", yen(total)));
+        Ok(ToolOutput {
+            data: json!({
+                "possible": true, "start": args.slot_start.to_rfc3339(), "label": label,
+                "plan": plan.id, "mediation": args.mediation, "price_jpy": total,
+            }),
+            display: lines.join("\n"),
+            must_quote: vec![label, yen(total)],
+        })
+    }
+
+    async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+        let customer_id = access::require_customer(ctx)?;
+        let args = BookArgs::parse(args)?;
+        let slot_start = args.slot_start;
         let request = BookingRequest {
             customer_id: &customer_id,
             slot_start,
             plan: &args.plan,
             mediation: args.mediation,
-            notes,
+            notes: args.notes.as_deref(),
         };
         match book(&self.store, &self.calendar, &request, ctx.now).await {
             Ok(BookingOutcome::Created { booking, reminders }) => {
@@ -668,37 +766,10 @@ impl CancelBooking {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
-}
 
-#[derive(Debug, Default, Deserialize)]
-struct CancelArgs {
-    booking_id: Option<String>,
-}
-
-#[async_trait]
-impl Tool for CancelBooking {
-    fn name(&self) -> &str {
-        "cancel_booking"
-    }
-
-    fn description(&self) -> &str {
-        "ログイン中のお客様ご本人の測定予約をキャンセルする（予約番号を省略すると今後の予約が1件だけの場合にそれをキャンセル）"
-    }
-
-    fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
-                "booking_id": {"type": "string", "description": "予約番号 (BK-…)"}
-            }
-        })
-    }
-
-    fn risk(&self) -> RiskClass {
-        RiskClass::Write
-    }
-
-    async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+    /// The booking a cancellation is for: the named one (if it is the caller's), else a
+    /// customer's only upcoming booking; with several, the list to choose from.
+    async fn target(&self, ctx: &ToolContext, args: Value) -> Result<Target, ToolError> {
         let args: CancelArgs =
             serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
         let requested = args
@@ -754,7 +825,7 @@ impl Tool for CancelBooking {
                                         )
                                     })
                                     .collect();
-                                return Ok(ToolOutput {
+                                return Ok(Target::Choose(ToolOutput {
                                     data: json!({
                                         "cancelled": false,
                                         "reason": "choose_booking",
@@ -766,12 +837,99 @@ impl Tool for CancelBooking {
                                         lines.join("\n")
                                     ),
                                     must_quote: vec![],
-                                });
+                                }));
                             }
                         }
                     }
                 }
             }
+        };
+        Ok(Target::Booking(booking_id))
+    }
+}
+
+/// What a cancellation request points at.
+enum Target {
+    Booking(String),
+    /// Several upcoming bookings: the customer must say which.
+    Choose(ToolOutput),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CancelArgs {
+    booking_id: Option<String>,
+}
+
+#[async_trait]
+impl Tool for CancelBooking {
+    fn name(&self) -> &str {
+        "cancel_booking"
+    }
+
+    fn description(&self) -> &str {
+        "ログイン中のお客様ご本人の測定予約をキャンセルする（予約番号を省略すると今後の予約が1件だけの場合にそれをキャンセル）"
+    }
+
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "booking_id": {"type": "string", "description": "予約番号 (BK-…)"}
+            }
+        })
+    }
+
+    fn risk(&self) -> RiskClass {
+        RiskClass::Write
+    }
+
+    /// Which booking would be cancelled, for the customer to consent to; nothing changes.
+    async fn preview(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+        let booking_id = match self.target(ctx, args).await? {
+            Target::Booking(id) => id,
+            Target::Choose(output) => return Ok(output),
+        };
+        let booking = booking_by_id(&self.store, &booking_id)
+            .await
+            .map_err(|e| ToolError::Failed(e.to_string()))?
+            .ok_or_else(|| {
+                ToolError::NotFound(format!("予約番号 {booking_id} のご予約は見つかりません"))
+            })?;
+        let label = slot_label(booking.slot_start);
+        let (possible, display) = if booking.status != "booked" {
+            (
+                false,
+                format!(
+                    "予約番号 {} のご予約はすでにキャンセルされています。",
+                    booking.id
+                ),
+            )
+        } else if booking.slot_start <= ctx.now {
+            (false, "開始時刻を過ぎたご予約はこちらではキャンセルできません。担当者がご対応しますので、状況をお知らせください。".to_string())
+        } else {
+            (
+                true,
+                format!(
+                    "次のご予約をキャンセルします。\n・日時: {label}〜\n・プラン: {}\n・予約番号: {}",
+                    plan_line(&booking),
+                    booking.id
+                ),
+            )
+        };
+        let mut data = booking_summary(&booking);
+        data["possible"] = json!(possible);
+        Ok(ToolOutput {
+            data,
+            display,
+            must_quote: vec![],
+        })
+    }
+
+    async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
+        let failed = |e: BookingError| ToolError::Failed(e.to_string());
+        let booking_id = match self.target(ctx, args).await? {
+            Target::Booking(id) => id,
+            Target::Choose(output) => return Ok(output),
         };
         let outcome = cancel(&self.store, &booking_id, ctx.now)
             .await

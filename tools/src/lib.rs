@@ -16,6 +16,7 @@ pub mod escalate;
 pub mod followup;
 pub mod health;
 pub mod optout;
+pub mod plan_info;
 pub mod plans;
 pub mod recommend_plan;
 pub mod segments;
@@ -41,6 +42,7 @@ pub use followup::{
 };
 pub use health::{health_score, HealthReport, HealthStatus};
 pub use optout::{is_opt_in_request, is_opt_out_request};
+pub use plan_info::PlanInfo;
 pub use recommend_plan::RecommendPlan;
 pub use segments::{segment_customers, SegmentCustomers, SegmentOptions, SegmentReport};
 pub use upsell::RecommendUpsell;
@@ -66,6 +68,16 @@ pub struct ToolDeps {
 }
 
 /// Every tool this build ships, registered.
+/// Every price a reply may quote: the plans, the add-on and each plan with the add-on (the
+/// output validator rejects any other amount a model writes).
+pub fn price_table() -> Vec<u64> {
+    let mut prices: Vec<u64> = plans::PLANS.iter().map(|p| p.price_jpy as u64).collect();
+    let mediation = plans::MEDIATION.price_jpy as u64;
+    prices.push(mediation);
+    prices.extend(plans::PLANS.iter().map(|p| p.price_jpy as u64 + mediation));
+    prices
+}
+
 pub fn registry(deps: ToolDeps) -> Result<ToolRegistry, ToolsError> {
     let ToolDeps {
         store,
@@ -75,6 +87,7 @@ pub fn registry(deps: ToolDeps) -> Result<ToolRegistry, ToolsError> {
     } = deps;
     let mut tools = ToolRegistry::new();
     tools.register(Arc::new(RecommendPlan))?;
+    tools.register(Arc::new(PlanInfo))?;
     tools.register(Arc::new(CheckAvailability::new(
         store.clone(),
         calendar.clone(),

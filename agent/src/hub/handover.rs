@@ -120,7 +120,7 @@ impl ConversationHub {
         detail: &str,
     ) -> Result<(), HubError> {
         let now = self.clock.now();
-        let now_ms = now.timestamp_millis();
+        let now_ms = self.now_ms();
         let reason_name = reason_str(reason);
         let holding = self.handover.holding_message(reason, now);
         let status_frame = json!({

@@ -3,9 +3,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::turn::conversation_signals;
 use super::*;
 use crate::clock::SystemClock;
 use crate::engine::AgentConfig;
+use crate::escalation::EscalationReason;
 use crate::prompts::Prompts;
 use crate::testing::{PriceTool, ScriptedModel, Step};
 use crate::tool::ToolRegistry;
@@ -180,8 +182,20 @@ async fn unanswered_messages_are_answered_after_a_restart() {
             .await
             .unwrap();
     }
-    let model = ScriptedModel::new(false, vec![Step::Text("スタンダードは12,800円です。")]);
-    let hub = hub_on(Store::connect(&url).await.unwrap(), model.clone());
+    let model = ScriptedModel::new(false, vec![]);
+    // The intent model reads a request for a recommendation: the planned tool runs.
+    let services = HubServices {
+        intent: Some(Arc::new(crate::testing::FixedIntent(
+            crate::intent::Intent::PlanRecommend,
+        ))),
+        ..HubServices::default()
+    };
+    let hub = hub_with_services(
+        Store::connect(&url).await.unwrap(),
+        model.clone(),
+        vec![],
+        services,
+    );
     let mut opened = hub
         .open(&Identity::customer("C-9"), Some(&conv), 1)
         .await
@@ -751,6 +765,17 @@ impl crate::tool::Tool for FakeBooking {
     fn risk(&self) -> crate::tool::RiskClass {
         crate::tool::RiskClass::Write
     }
+    async fn preview(
+        &self,
+        _ctx: &crate::tool::ToolContext,
+        _args: Value,
+    ) -> Result<crate::tool::ToolOutput, crate::tool::ToolError> {
+        Ok(crate::tool::ToolOutput {
+            data: serde_json::json!({"possible": true}),
+            display: "11月23日(月) 19:00〜でご予約をお取りします。".into(),
+            must_quote: vec![],
+        })
+    }
     async fn call(
         &self,
         _ctx: &crate::tool::ToolContext,
@@ -765,7 +790,7 @@ impl crate::tool::Tool for FakeBooking {
 }
 
 #[tokio::test]
-async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
+async fn a_booking_is_proposed_then_made_on_consent_and_converts_the_newest_send() {
     let book = || {
         Step::Calls(vec![crate::llm::ToolCall {
             id: "b".into(),
@@ -773,15 +798,7 @@ async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
             arguments: serde_json::json!({"slot_start": "2026-11-23T19:00:00+09:00"}),
         }])
     };
-    let model = ScriptedModel::new(
-        true,
-        vec![
-            book(),
-            Step::Text("ご予約を承りました。"),
-            book(),
-            Step::Text("承りました。"),
-        ],
-    );
+    let model = ScriptedModel::new(true, vec![book(), book()]);
     let (store, _dir) = temp_store().await;
     let hub = hub_with_tools(store.clone(), model, vec![Arc::new(FakeBooking)]);
     insert_send(&store, "s-1", "C-3").await;
@@ -801,8 +818,27 @@ async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
         .await
         .unwrap();
     assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
-    let reply = next_durable(&mut opened.live).await;
-    assert_eq!(reply["tool_calls"][0]["name"], "book_measurement");
+    // The model asked to book: that is only a proposal, with the consent buttons.
+    let proposal = next_durable(&mut opened.live).await;
+    assert_eq!(proposal["proposal"]["tool"], "book_measurement");
+    assert!(proposal["text"]
+        .as_str()
+        .unwrap()
+        .contains("11月23日(月) 19:00〜"));
+    assert_eq!(proposal["tool_calls"], serde_json::json!([]));
+    assert_eq!(proposal["quick_replies"][0]["text"], "はい、お願いします");
+    assert_eq!(events(&store).await, ["s-1:opened", "s-1:replied"]);
+
+    hub.submit(&me, &conv, "m-2", "はい、お願いします")
+        .await
+        .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let booked = next_durable(&mut opened.live).await;
+    assert_eq!(
+        booked["tool_calls"][0]["name"], "book_measurement",
+        "{booked}"
+    );
+    assert_eq!(booked["text"], "ご予約を承りました。");
     assert_eq!(
         events(&store).await,
         ["s-1:converted", "s-1:opened", "s-1:replied"]
@@ -816,7 +852,13 @@ async fn a_booking_in_an_outreach_conversation_converts_its_newest_send() {
         .await
         .unwrap();
     next_durable(&mut fresh.live).await;
-    assert_eq!(next_durable(&mut fresh.live).await["type"], "reply");
+    assert!(next_durable(&mut fresh.live).await["proposal"].is_object());
+    hub.submit(&other, &fresh_id, "m-2", "はい、お願いします")
+        .await
+        .unwrap();
+    next_durable(&mut fresh.live).await;
+    let booked = next_durable(&mut fresh.live).await;
+    assert_eq!(booked["tool_calls"][0]["name"], "book_measurement");
     assert_eq!(events(&store).await.len(), 3);
 }
 

@@ -35,3 +35,22 @@ pub trait Embedder: Send + Sync {
     /// Embeds documents (e5: the `passage: ` prefix).
     fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
+
+/// An [`Embedder`] as the [`kizuna_head::QueryEmbedder`] the classifier heads (sentiment,
+/// intent) read: its query (`query: `) embeddings.
+#[derive(Clone, Copy)]
+pub struct KnowledgeEmbedder<'a>(pub &'a dyn Embedder);
+
+impl kizuna_head::QueryEmbedder for KnowledgeEmbedder<'_> {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, kizuna_head::BoxError> {
+        self.0
+            .embed_queries(texts)
+            .map_err(kizuna_head::BoxError::from)
+    }
+}

@@ -51,6 +51,12 @@ export interface ToolFrame {
   status: "started" | "done" | "failed";
 }
 
+/** A button under a reply: `label` is shown, `text` is sent as the customer's message. */
+export interface QuickReply {
+  label: string;
+  text: string;
+}
+
 export interface ReplyFrame {
   type: "reply";
   seq: number;
@@ -60,6 +66,10 @@ export interface ReplyFrame {
   sources?: Source[];
   tool_calls?: ToolCall[];
   fallback?: string | null;
+  /** Buttons under the reply (consent to a proposal, a clarifying question's choices). */
+  quick_replies?: QuickReply[];
+  /** A write (e.g. a booking) proposed in this reply and waiting for the customer's consent. */
+  proposal?: { tool: string; summary: string };
 }
 
 export interface StatusFrame {

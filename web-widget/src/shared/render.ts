@@ -1,7 +1,7 @@
 // Turns transcript entries into DOM, for the widget and the console alike.
 
 import { formatYen, h, isHttpUrl } from "./dom";
-import type { Source, ToolCall } from "./frames";
+import type { QuickReply, Source, ToolCall } from "./frames";
 import { STRINGS } from "./strings";
 import type { Entry } from "./transcript";
 
@@ -40,6 +40,8 @@ export function renderEntry(entry: Entry, options: RenderOptions): HTMLElement {
   el.append(bubble);
   if (entry.kind === "bot" && !entry.streaming) {
     for (const card of toolCards(entry.toolCalls ?? [], options)) el.append(card);
+    const quick = quickReplies(entry.quickReplies ?? [], options);
+    if (quick) el.append(quick);
     const sources = sourceList(entry.sources ?? []);
     if (sources) el.append(sources);
   }
@@ -157,6 +159,20 @@ function slotsCard(result: Record<string, unknown>, options: RenderOptions): HTM
     list,
     options.onSlot ? h("div", { class: "kz-hint" }, STRINGS.slotsHint) : null,
   );
+}
+
+/** Buttons that send their text (consent to a proposal, a clarifying question's choices). */
+function quickReplies(replies: QuickReply[], options: RenderOptions): HTMLElement | null {
+  const valid = replies.filter((r) => typeof r.label === "string" && typeof r.text === "string");
+  if (valid.length === 0 || !options.onSlot) return null;
+  const onSlot = options.onSlot;
+  const list = h("div", { class: "kz-slot-list kz-quick-replies" });
+  for (const reply of valid) {
+    const button = h("button", { type: "button", class: "kz-slot kz-quick" }, reply.label) as HTMLButtonElement;
+    button.addEventListener("click", () => onSlot(reply.text, button));
+    list.append(button);
+  }
+  return list;
 }
 
 function sourceList(sources: Source[]): HTMLElement | null {

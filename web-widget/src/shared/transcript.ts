@@ -7,6 +7,7 @@ import type {
   AckFrame,
   ConversationStatus,
   DeltaFrame,
+  QuickReply,
   ReplyFrame,
   ServerFrame,
   Source,
@@ -34,6 +35,7 @@ export interface Entry {
   lastIndex?: number;
   sources?: Source[];
   toolCalls?: ToolCall[];
+  quickReplies?: QuickReply[];
   agentName?: string;
   status?: ConversationStatus;
   reason?: string;
@@ -241,6 +243,7 @@ export class Transcript {
     entry.messageId = frame.message_id;
     entry.sources = frame.sources ?? [];
     entry.toolCalls = frame.tool_calls ?? [];
+    entry.quickReplies = frame.quick_replies ?? [];
     const changed = [key];
     // An escalation's status frame and holding reply carry the same text: show it once.
     const status = this.entries.get(`s:${frame.seq - 1}`);

@@ -1,19 +1,15 @@
 //! The classifier head: standardise the embedding with the training set's statistics, then
 //! either one linear layer (softmax regression) or a one-hidden-layer ReLU MLP, then softmax
-//! over the four labels in [`SentimentLabel::ALL`] order.
+//! over the labels (as many as the output layer has rows, in the caller's label order).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use kizuna_agent::sentiment::{SentimentLabel, SentimentReading};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// Number of output classes (anger, anxious, neutral, positive).
-pub const LABEL_COUNT: usize = SentimentLabel::ALL.len();
 
 const INPUT_MEAN: &str = "input.mean";
 const INPUT_SCALE: &str = "input.scale";
@@ -26,9 +22,9 @@ const OUTPUT_BIAS: &str = "output.bias";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HeadArchitecture {
-    /// One linear layer straight to the four logits.
+    /// One linear layer straight to the label logits.
     SoftmaxRegression,
-    /// embedding → `hidden` ReLU units → four logits.
+    /// embedding → `hidden` ReLU units → label logits.
     Mlp { hidden: usize },
 }
 
@@ -41,21 +37,51 @@ impl std::fmt::Display for HeadArchitecture {
     }
 }
 
+/// One classified embedding: label indices are positions in the caller's label list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index of the most probable label (the first on a tie).
+    pub label: usize,
+    /// Probability of `label`.
+    pub score: f32,
+    /// Probabilities in label order.
+    pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    /// The prediction for a probability vector: the most probable label (the first on a tie)
+    /// and its probability as the score. An empty vector gives label 0 with score 0.
+    pub fn from_probabilities(probabilities: Vec<f32>) -> Self {
+        let mut best = 0;
+        for (index, p) in probabilities.iter().enumerate() {
+            if *p > probabilities[best] {
+                best = index;
+            }
+        }
+        Self {
+            label: best,
+            score: probabilities.get(best).copied().unwrap_or(0.0),
+            probabilities,
+        }
+    }
+}
+
 /// A trained (or, during training, a being-trained) head. Cheap to clone: tensors share
 /// their storage.
 #[derive(Debug, Clone)]
-pub struct SentimentHead {
+pub struct ClassifierHead {
     input_mean: Tensor,
     input_scale: Tensor,
     hidden: Option<Linear>,
     output: Linear,
     input_dim: usize,
+    label_count: usize,
 }
 
-impl SentimentHead {
+impl ClassifierHead {
     /// Assembles a head from its tensors, checking their shapes: `input_mean` and
-    /// `input_scale` `(dim)`, `hidden` `(hidden, dim)` + `(hidden)`, `output` `(4, in)` +
-    /// `(4)` where `in` is `hidden` or `dim`.
+    /// `input_scale` `(dim)`, `hidden` `(hidden, dim)` + `(hidden)`, `output` `(labels, in)` +
+    /// `(labels)` where `in` is `hidden` or `dim` and `labels` is at least 2.
     pub fn from_tensors(
         input_mean: Tensor,
         input_scale: Tensor,
@@ -91,9 +117,10 @@ impl SentimentHead {
             None => None,
         };
         let (weight, bias) = output;
-        if weight.dims2()? != (LABEL_COUNT, fan_in) || bias.dims1()? != LABEL_COUNT {
+        let (label_count, columns) = weight.dims2()?;
+        if label_count < 2 || columns != fan_in || bias.dims1()? != label_count {
             return Err(bad(format!(
-                "output layer has shapes {:?} and {:?}, expected ({LABEL_COUNT}, {fan_in})",
+                "output layer has shapes {:?} and {:?}, expected (labels ≥ 2, {fan_in})",
                 weight.dims(),
                 bias.dims()
             )));
@@ -112,12 +139,18 @@ impl SentimentHead {
             hidden,
             output: Linear::new(weight, Some(bias)),
             input_dim,
+            label_count,
         })
     }
 
     /// The embedding dimension the head reads.
     pub fn input_dim(&self) -> usize {
         self.input_dim
+    }
+
+    /// The number of labels (output logits).
+    pub fn label_count(&self) -> usize {
+        self.label_count
     }
 
     pub fn architecture(&self) -> HeadArchitecture {
@@ -137,7 +170,7 @@ impl SentimentHead {
             .sum()
     }
 
-    /// Logits `(n, 4)` for a batch of embeddings `(n, dim)`.
+    /// Logits `(n, labels)` for a batch of embeddings `(n, dim)`.
     pub fn logits(&self, embeddings: &Tensor) -> Result<Tensor> {
         let standardised = embeddings
             .broadcast_sub(&self.input_mean)?
@@ -149,18 +182,18 @@ impl SentimentHead {
         Ok(self.output.forward(&features)?)
     }
 
-    /// Classifies one (e5 `query: `) embedding.
-    pub fn classify_embedding(&self, embedding: &[f32]) -> Result<SentimentReading> {
+    /// Classifies one embedding.
+    pub fn classify_embedding(&self, embedding: &[f32]) -> Result<Prediction> {
         self.check_dim(embedding.len())?;
         let input = Tensor::from_slice(embedding, (1, self.input_dim), &Device::Cpu)?;
-        let mut readings = self.readings(&input)?;
-        readings
+        let mut predictions = self.predictions(&input)?;
+        predictions
             .pop()
-            .ok_or_else(|| Error::Training("no reading for one embedding".into()))
+            .ok_or_else(|| Error::Training("no prediction for one embedding".into()))
     }
 
     /// Classifies a batch of embeddings in one pass.
-    pub fn classify_embeddings(&self, embeddings: &[Vec<f32>]) -> Result<Vec<SentimentReading>> {
+    pub fn classify_embeddings(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Prediction>> {
         if embeddings.is_empty() {
             return Ok(Vec::new());
         }
@@ -170,20 +203,22 @@ impl SentimentHead {
             flat.extend_from_slice(embedding);
         }
         let input = Tensor::from_vec(flat, (embeddings.len(), self.input_dim), &Device::Cpu)?;
-        self.readings(&input)
+        self.predictions(&input)
     }
 
-    fn readings(&self, input: &Tensor) -> Result<Vec<SentimentReading>> {
+    fn predictions(&self, input: &Tensor) -> Result<Vec<Prediction>> {
         let probabilities = candle_nn::ops::softmax_last_dim(&self.logits(input)?)?;
         probabilities
             .to_vec2::<f32>()?
             .into_iter()
             .map(|row| {
-                let probabilities: [f32; LABEL_COUNT] =
-                    row.try_into().map_err(|row: Vec<f32>| {
-                        Error::Training(format!("head produced {} probabilities", row.len()))
-                    })?;
-                Ok(reading_from_probabilities(probabilities))
+                if row.len() != self.label_count {
+                    return Err(Error::Training(format!(
+                        "head produced {} probabilities",
+                        row.len()
+                    )));
+                }
+                Ok(Prediction::from_probabilities(row))
             })
             .collect()
     }
@@ -224,7 +259,7 @@ impl SentimentHead {
             .map_err(|e| Error::Training(format!("cannot serialise the head: {e}")))
     }
 
-    /// Reads a head written by [`SentimentHead::to_safetensors_bytes`]. `source` names it in
+    /// Reads a head written by [`ClassifierHead::to_safetensors_bytes`]. `source` names it in
     /// errors.
     pub fn from_safetensors_bytes(bytes: &[u8], source: &str) -> Result<Self> {
         let bad = |reason: String| Error::BadHead {
@@ -263,22 +298,6 @@ impl SentimentHead {
     }
 }
 
-/// The reading for a probability vector: the most probable label (the first on a tie) and its
-/// probability as the score.
-pub fn reading_from_probabilities(probabilities: [f32; LABEL_COUNT]) -> SentimentReading {
-    let mut best = 0;
-    for (index, p) in probabilities.iter().enumerate() {
-        if *p > probabilities[best] {
-            best = index;
-        }
-    }
-    SentimentReading {
-        label: SentimentLabel::ALL[best],
-        score: probabilities[best],
-        probabilities,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,9 +306,9 @@ mod tests {
         Tensor::from_slice(values, shape, &Device::Cpu).expect("tensor")
     }
 
-    /// A 2-d softmax-regression head whose logits are easy to work out by hand.
-    fn linear_head() -> SentimentHead {
-        SentimentHead::from_tensors(
+    /// A 2-d, 4-label softmax-regression head whose logits are easy to work out by hand.
+    fn linear_head() -> ClassifierHead {
+        ClassifierHead::from_tensors(
             tensor(&[1.0, 0.0], &[2]),
             tensor(&[1.0, 2.0], &[2]),
             None,
@@ -305,24 +324,30 @@ mod tests {
     #[test]
     fn classifies_by_softmax_over_the_standardised_input() {
         let head = linear_head();
+        assert_eq!(head.label_count(), 4);
         // standardised (2, 0) → logits (2, 0, -1.5, 0)
-        let reading = head.classify_embedding(&[3.0, 0.0]).expect("classify");
-        assert_eq!(reading.label, SentimentLabel::Anger);
+        let prediction = head.classify_embedding(&[3.0, 0.0]).expect("classify");
+        assert_eq!(prediction.label, 0);
         let exp = [2f32.exp(), 1.0, (-1.5f32).exp(), 1.0];
         let total: f32 = exp.iter().sum();
-        for (p, e) in reading.probabilities.iter().zip(exp) {
-            assert!((p - e / total).abs() < 1e-6, "{:?}", reading.probabilities);
+        assert_eq!(prediction.probabilities.len(), 4);
+        for (p, e) in prediction.probabilities.iter().zip(exp) {
+            assert!(
+                (p - e / total).abs() < 1e-6,
+                "{:?}",
+                prediction.probabilities
+            );
         }
-        assert_eq!(reading.score, reading.probability(SentimentLabel::Anger));
+        assert_eq!(prediction.score, prediction.probabilities[0]);
 
         // standardised (0, 1) → logits (0, 1, 0.5, -1)
-        let reading = head.classify_embedding(&[1.0, 0.5]).expect("classify");
-        assert_eq!(reading.label, SentimentLabel::Anxious);
+        let prediction = head.classify_embedding(&[1.0, 0.5]).expect("classify");
+        assert_eq!(prediction.label, 1);
         let batch = head
             .classify_embeddings(&[vec![3.0, 0.0], vec![1.0, 0.5]])
             .expect("batch");
-        assert_eq!(batch[1], reading);
-        assert_eq!(batch[0].label, SentimentLabel::Anger);
+        assert_eq!(batch[1], prediction);
+        assert_eq!(batch[0].label, 0);
     }
 
     #[test]
@@ -341,18 +366,26 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_shapes() {
-        let result = SentimentHead::from_tensors(
+        let result = ClassifierHead::from_tensors(
             tensor(&[0.0, 0.0], &[2]),
             tensor(&[1.0, 1.0], &[2]),
             Some((tensor(&[0.0; 6], &[3, 2]), tensor(&[0.0; 3], &[3]))),
             (tensor(&[0.0; 8], &[4, 2]), tensor(&[0.0; 4], &[4])),
         );
         assert!(matches!(result, Err(Error::BadHead { .. })));
+        // A single output is no classifier.
+        let result = ClassifierHead::from_tensors(
+            tensor(&[0.0, 0.0], &[2]),
+            tensor(&[1.0, 1.0], &[2]),
+            None,
+            (tensor(&[0.0; 2], &[1, 2]), tensor(&[0.0; 1], &[1])),
+        );
+        assert!(matches!(result, Err(Error::BadHead { .. })));
     }
 
     #[test]
     fn safetensors_round_trip_keeps_the_outputs() {
-        let head = SentimentHead::from_tensors(
+        let head = ClassifierHead::from_tensors(
             tensor(&[0.1, -0.2], &[2]),
             tensor(&[2.0, 0.5], &[2]),
             Some((
@@ -374,21 +407,51 @@ mod tests {
         assert_eq!(head.parameter_count(), 2 + 2 + 6 + 3 + 12 + 4);
         let bytes = head.to_safetensors_bytes().expect("serialise");
         assert_eq!(bytes, head.to_safetensors_bytes().expect("serialise again"));
-        let loaded = SentimentHead::from_safetensors_bytes(&bytes, "mem").expect("load");
+        let loaded = ClassifierHead::from_safetensors_bytes(&bytes, "mem").expect("load");
         assert_eq!(loaded.architecture(), head.architecture());
+        assert_eq!(loaded.label_count(), 4);
         for input in [[0.4f32, -1.0], [-2.0, 0.3], [0.0, 0.0]] {
             assert_eq!(
                 loaded.classify_embedding(&input).expect("loaded"),
                 head.classify_embedding(&input).expect("original")
             );
         }
-        assert!(SentimentHead::from_safetensors_bytes(&bytes[..bytes.len() - 4], "cut").is_err());
+        assert!(ClassifierHead::from_safetensors_bytes(&bytes[..bytes.len() - 4], "cut").is_err());
+    }
+
+    #[test]
+    fn six_labels_come_out_as_six_probabilities() {
+        // Softmax regression on a 3-d input with 6 outputs: logit k = x[k % 3] × (k < 3 ? 1 : -1).
+        let mut weights = vec![0f32; 6 * 3];
+        for k in 0..6 {
+            weights[k * 3 + k % 3] = if k < 3 { 1.0 } else { -1.0 };
+        }
+        let head = ClassifierHead::from_tensors(
+            tensor(&[0.0; 3], &[3]),
+            tensor(&[1.0; 3], &[3]),
+            None,
+            (tensor(&weights, &[6, 3]), tensor(&[0.0; 6], &[6])),
+        )
+        .expect("6-label head");
+        assert_eq!(head.label_count(), 6);
+        let prediction = head
+            .classify_embedding(&[0.0, 0.0, -2.0])
+            .expect("classify");
+        assert_eq!(prediction.probabilities.len(), 6);
+        assert_eq!(prediction.label, 5);
+        let total: f32 = prediction.probabilities.iter().sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        let bytes = head.to_safetensors_bytes().expect("serialise");
+        let loaded = ClassifierHead::from_safetensors_bytes(&bytes, "mem").expect("load");
+        assert_eq!(loaded.label_count(), 6);
     }
 
     #[test]
     fn ties_go_to_the_first_label() {
-        let reading = reading_from_probabilities([0.25; 4]);
-        assert_eq!(reading.label, SentimentLabel::Anger);
-        assert_eq!(reading.score, 0.25);
+        let prediction = Prediction::from_probabilities(vec![0.25; 4]);
+        assert_eq!(prediction.label, 0);
+        assert_eq!(prediction.score, 0.25);
+        let prediction = Prediction::from_probabilities(vec![0.1, 0.3, 0.3, 0.2, 0.1]);
+        assert_eq!(prediction.label, 1);
     }
 }

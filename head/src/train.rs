@@ -9,18 +9,18 @@ use std::fmt;
 
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use kizuna_agent::sentiment::SentimentLabel;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport};
-use crate::head::{HeadArchitecture, SentimentHead, LABEL_COUNT};
+use crate::head::{ClassifierHead, HeadArchitecture};
 
-/// One training or evaluation example: a message's e5 `query: ` embedding and its label.
+/// One training or evaluation example: a message's embedding and its label, an index into the
+/// caller's label list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedExample {
     pub embedding: Vec<f32>,
-    pub label: SentimentLabel,
+    pub label: usize,
 }
 
 /// One head to try: its shape and the optimiser settings that go with it.
@@ -52,31 +52,11 @@ pub struct TrainConfig {
     /// The chosen candidate is then retrained on all training examples.
     pub folds: usize,
     /// Heads to compare, simplest first (see [`TrainReport::selection_tolerance`]).
+    ///
+    /// There is no `Default`: the settings belong to the model (kizuna-sentiment spells out
+    /// the ones its committed head was trained with), so that tuning one model's cannot
+    /// silently change another's weights.
     pub candidates: Vec<HeadSpec>,
-}
-
-/// The configuration of the committed head. The candidates' epoch counts and learning rates
-/// were settled by the same cross-validation on the training set (softmax regression peaks
-/// near 0.895 macro-F1, the MLPs near 0.903), never by the held-out scores.
-impl Default for TrainConfig {
-    fn default() -> Self {
-        let adam = |architecture, epochs, learning_rate, weight_decay| HeadSpec {
-            architecture,
-            epochs,
-            learning_rate,
-            weight_decay,
-        };
-        Self {
-            seed: 20_240_601,
-            batch_size: 32,
-            folds: 5,
-            candidates: vec![
-                adam(HeadArchitecture::SoftmaxRegression, 40, 3e-4, 0.05),
-                adam(HeadArchitecture::Mlp { hidden: 64 }, 20, 1e-3, 0.05),
-                adam(HeadArchitecture::Mlp { hidden: 128 }, 20, 1e-3, 0.05),
-            ],
-        }
-    }
 }
 
 /// A candidate's cross-validated result (pooled over the folds).
@@ -90,7 +70,7 @@ pub struct CandidateScore {
 /// The head trained on all examples with the chosen candidate's settings.
 #[derive(Debug, Clone)]
 pub struct TrainedHead {
-    pub head: SentimentHead,
+    pub head: ClassifierHead,
     pub spec: HeadSpec,
     pub seed: u64,
     pub batch_size: usize,
@@ -99,16 +79,19 @@ pub struct TrainedHead {
 /// What training did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
+    /// The label names, in index order.
+    pub labels: Vec<String>,
     /// Labelled lines read (before the held-out overlap check).
     pub training_lines: usize,
     /// Training messages dropped because they also occur in the held-out set.
     pub dropped_overlaps: Vec<String>,
     /// Examples the final head was trained on.
     pub examples_used: usize,
-    /// Of those, per label in [`SentimentLabel::ALL`] order.
-    pub class_counts: [usize; LABEL_COUNT],
-    /// Loss weight per label (`n / (labels × count)`), balancing the classes.
-    pub class_weights: [f32; LABEL_COUNT],
+    /// Of those, per label in label order.
+    pub class_counts: Vec<usize>,
+    /// Loss weight per label (`n / (labels present × count)`, 0 for an absent label),
+    /// balancing the classes.
+    pub class_weights: Vec<f32>,
     /// Cross-validation folds used to compare the candidates (0: no comparison).
     pub folds: usize,
     /// Examples scored in cross-validation (each once, by a head that did not see it).
@@ -128,17 +111,19 @@ pub struct TrainReport {
 
 impl fmt::Display for TrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts: Vec<String> = self
+            .labels
+            .iter()
+            .zip(&self.class_counts)
+            .map(|(label, count)| format!("{label} {count}"))
+            .collect();
         writeln!(
             f,
-            "{} labelled lines, {} dropped as held-out overlaps, {} used (anger {}, anxious {}, \
-             neutral {}, positive {})",
+            "{} labelled lines, {} dropped as held-out overlaps, {} used ({})",
             self.training_lines,
             self.dropped_overlaps.len(),
             self.examples_used,
-            self.class_counts[0],
-            self.class_counts[1],
-            self.class_counts[2],
-            self.class_counts[3]
+            counts.join(", ")
         )?;
         for text in &self.dropped_overlaps {
             writeln!(f, "  dropped: {text}")?;
@@ -175,16 +160,16 @@ impl fmt::Display for TrainReport {
 /// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast and fully specified, so the stream is
 /// the same everywhere.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -193,16 +178,16 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1) with 24 bits of precision.
-    pub(crate) fn next_f32(&mut self) -> f32 {
+    pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 
     /// Uniform in [0, bound), bound > 0 (the modulo bias is below 2^-40 for our sizes).
-    pub(crate) fn below(&mut self, bound: usize) -> usize {
+    pub fn below(&mut self, bound: usize) -> usize {
         (self.next_u64() % bound as u64) as usize
     }
 
-    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             items.swap(i, self.below(i + 1));
         }
@@ -218,15 +203,21 @@ const ORDER_STREAM: u64 = 0x4F52_4445_5200_0000;
 /// Compares the candidates by stratified k-fold cross-validation on `examples` (every
 /// example is predicted once by a head not trained on it), then trains the chosen one on all
 /// of them. With `folds` below 2 the first candidate is trained without comparison.
+///
+/// `labels` names the labels in index order (at least two); every example's label must be an
+/// index into it. A label with no example still gets an output (never predicted in practice).
 pub fn train(
     examples: &[EmbeddedExample],
+    labels: &[impl AsRef<str>],
     config: &TrainConfig,
 ) -> Result<(TrainedHead, TrainReport)> {
+    let labels: Vec<String> = labels.iter().map(|l| l.as_ref().to_string()).collect();
     let first = config
         .candidates
         .first()
         .ok_or_else(|| Error::Training("no candidate heads to train".into()))?;
-    check_examples(examples)?;
+    check_examples(examples, labels.len())?;
+    let label_count = labels.len();
 
     let mut candidates = Vec::new();
     let mut validation_examples = 0;
@@ -240,7 +231,12 @@ pub fn train(
                 config.folds
             )));
         }
-        let fold_of = stratified_folds(examples, config.folds, config.seed ^ FOLD_STREAM);
+        let fold_of = stratified_folds(
+            examples,
+            label_count,
+            config.folds,
+            config.seed ^ FOLD_STREAM,
+        );
         for spec in &config.candidates {
             let mut pairs = Vec::with_capacity(examples.len());
             for fold in 0..config.folds {
@@ -250,17 +246,21 @@ pub fn train(
                     .partition(|(_, f)| **f == fold);
                 let fit: Vec<EmbeddedExample> = fit.into_iter().map(|(e, _)| e.clone()).collect();
                 let held: Vec<EmbeddedExample> = held.into_iter().map(|(e, _)| e.clone()).collect();
-                let fitted = fit_head(&fit, spec, config.seed, config.batch_size)?;
+                let fitted = fit_head(&fit, label_count, spec, config.seed, config.batch_size)?;
                 let embeddings: Vec<Vec<f32>> = held.iter().map(|e| e.embedding.clone()).collect();
-                let readings = fitted.head.classify_embeddings(&embeddings)?;
-                pairs.extend(held.iter().zip(readings).map(|(e, r)| (e.label, r.label)));
+                let predictions = fitted.head.classify_embeddings(&embeddings)?;
+                pairs.extend(
+                    held.iter()
+                        .zip(predictions)
+                        .map(|(e, p)| (e.label, p.label)),
+                );
             }
-            let scores = EvalReport::from_pairs(pairs);
+            let scores = EvalReport::from_pairs(&labels, pairs);
             tracing::info!(
                 candidate = %spec,
                 accuracy = scores.accuracy,
                 macro_f1 = scores.macro_f1,
-                "sentiment head candidate, cross-validated"
+                "classifier head candidate, cross-validated"
             );
             candidates.push(CandidateScore {
                 spec: *spec,
@@ -274,9 +274,16 @@ pub fn train(
         selection_tolerance = tolerance;
     }
 
-    let fitted = fit_head(examples, &chosen, config.seed, config.batch_size)?;
-    let training_scores: EvalReport = evaluate(&fitted.head, examples)?;
+    let fitted = fit_head(
+        examples,
+        label_count,
+        &chosen,
+        config.seed,
+        config.batch_size,
+    )?;
+    let training_scores: EvalReport = evaluate(&fitted.head, &labels, examples)?;
     let report = TrainReport {
+        labels,
         training_lines: examples.len(),
         dropped_overlaps: Vec::new(),
         examples_used: examples.len(),
@@ -320,7 +327,12 @@ fn choose_candidate(candidates: &[CandidateScore], validation_examples: usize) -
     (index, tolerance)
 }
 
-fn check_examples(examples: &[EmbeddedExample]) -> Result<()> {
+fn check_examples(examples: &[EmbeddedExample], label_count: usize) -> Result<()> {
+    if label_count < 2 {
+        return Err(Error::Training(format!(
+            "{label_count} labels: a classifier needs at least two"
+        )));
+    }
     let dim = examples
         .first()
         .ok_or_else(|| Error::Training("no training examples".into()))?
@@ -341,17 +353,29 @@ fn check_examples(examples: &[EmbeddedExample]) -> Result<()> {
                 "example {index} has a non-finite value"
             )));
         }
+        if example.label >= label_count {
+            return Err(Error::Training(format!(
+                "example {index} has label {}, there are {label_count} labels",
+                example.label
+            )));
+        }
     }
     Ok(())
 }
 
-/// Assigns each example a fold in `0..folds`: each label's examples are shuffled with a seeded
-/// generator and dealt round-robin, so every fold has nearly the same label mix.
-fn stratified_folds(examples: &[EmbeddedExample], folds: usize, seed: u64) -> Vec<usize> {
+/// Assigns each example a fold in `0..folds`: each label's examples (labels in index order)
+/// are shuffled with a seeded generator and dealt round-robin, so every fold has nearly the
+/// same label mix.
+fn stratified_folds(
+    examples: &[EmbeddedExample],
+    label_count: usize,
+    folds: usize,
+    seed: u64,
+) -> Vec<usize> {
     let mut rng = SplitMix64::new(seed);
     let mut fold_of = vec![0; examples.len()];
     let mut next_fold = 0;
-    for label in SentimentLabel::ALL {
+    for label in 0..label_count {
         let mut indices: Vec<usize> = (0..examples.len())
             .filter(|&i| examples[i].label == label)
             .collect();
@@ -366,9 +390,9 @@ fn stratified_folds(examples: &[EmbeddedExample], folds: usize, seed: u64) -> Ve
 }
 
 struct Fitted {
-    head: SentimentHead,
-    class_counts: [usize; LABEL_COUNT],
-    class_weights: [f32; LABEL_COUNT],
+    head: ClassifierHead,
+    class_counts: Vec<usize>,
+    class_weights: Vec<f32>,
     final_loss: f32,
 }
 
@@ -388,6 +412,7 @@ fn init_layer(rng: &mut SplitMix64, rows: usize, columns: usize) -> Result<(Var,
 /// Trains one head on `examples` (assumed checked by [`check_examples`]).
 fn fit_head(
     examples: &[EmbeddedExample],
+    label_count: usize,
     spec: &HeadSpec,
     seed: u64,
     batch_size: usize,
@@ -416,19 +441,22 @@ fn fit_head(
         .collect();
     let mean: Vec<f32> = mean.iter().map(|m| *m as f32).collect();
 
-    let mut class_counts = [0usize; LABEL_COUNT];
+    let mut class_counts = vec![0usize; label_count];
     for example in examples {
-        class_counts[example.label.index()] += 1;
+        class_counts[example.label] += 1;
     }
     // Inverse-frequency weights so every label counts the same in the loss.
     let present = class_counts.iter().filter(|&&c| c > 0).count().max(1);
-    let class_weights = class_counts.map(|c| {
-        if c == 0 {
-            0.0
-        } else {
-            count as f32 / (present * c) as f32
-        }
-    });
+    let class_weights: Vec<f32> = class_counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                count as f32 / (present * c) as f32
+            }
+        })
+        .collect();
 
     let device = Device::Cpu;
     let flat: Vec<f32> = examples
@@ -436,9 +464,9 @@ fn fit_head(
         .flat_map(|e| e.embedding.iter().copied())
         .collect();
     let inputs = Tensor::from_vec(flat, (count, dim), &device)?;
-    let labels: Vec<u32> = examples.iter().map(|e| e.label.index() as u32).collect();
+    let labels: Vec<u32> = examples.iter().map(|e| e.label as u32).collect();
     let labels = Tensor::from_vec(labels, count, &device)?;
-    let weight_per_class = Tensor::from_slice(&class_weights, LABEL_COUNT, &device)?;
+    let weight_per_class = Tensor::from_slice(&class_weights, label_count, &device)?;
 
     let mut init_rng = SplitMix64::new(seed ^ INIT_STREAM);
     let (hidden, fan_in) = match spec.architecture {
@@ -450,7 +478,7 @@ fn fit_head(
             (Some(init_layer(&mut init_rng, hidden, dim)?), hidden)
         }
     };
-    let output = init_layer(&mut init_rng, LABEL_COUNT, fan_in)?;
+    let output = init_layer(&mut init_rng, label_count, fan_in)?;
     let mut variables = Vec::new();
     if let Some((weight, bias)) = &hidden {
         variables.push(weight.clone());
@@ -460,7 +488,7 @@ fn fit_head(
     variables.push(output.1.clone());
 
     // The head's tensors are the variables themselves: the optimiser updates them in place.
-    let head = SentimentHead::from_tensors(
+    let head = ClassifierHead::from_tensors(
         Tensor::from_vec(mean, dim, &device)?,
         Tensor::from_vec(scale, dim, &device)?,
         hidden
@@ -522,29 +550,27 @@ fn weighted_cross_entropy(
 }
 
 /// A copy of `head` whose tensors no longer alias the training variables.
-fn detached_copy(head: &SentimentHead) -> Result<SentimentHead> {
+fn detached_copy(head: &ClassifierHead) -> Result<ClassifierHead> {
     let bytes = head.to_safetensors_bytes()?;
-    SentimentHead::from_safetensors_bytes(&bytes, "(trained head)")
+    ClassifierHead::from_safetensors_bytes(&bytes, "(trained head)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Four noisy clusters in 16 dimensions, one per label, from a seeded generator.
-    fn clustered_examples(per_label: usize, seed: u64) -> Vec<EmbeddedExample> {
+    const FOUR: [&str; 4] = ["anger", "anxious", "neutral", "positive"];
+
+    /// `labels` noisy clusters in 16 dimensions, one per label, from a seeded generator.
+    fn clustered(per_label: usize, labels: usize, seed: u64) -> Vec<EmbeddedExample> {
         let mut rng = SplitMix64::new(seed);
         let dim = 16;
         let mut examples = Vec::new();
         for i in 0..per_label {
-            for label in SentimentLabel::ALL {
+            for label in 0..labels {
                 let embedding = (0..dim)
                     .map(|d| {
-                        let centre = if d % LABEL_COUNT == label.index() {
-                            1.0
-                        } else {
-                            0.0
-                        };
+                        let centre = if d % labels == label { 1.0 } else { 0.0 };
                         centre + (rng.next_f32() - 0.5) * 0.8 + (i % 3) as f32 * 0.01
                     })
                     .collect();
@@ -552,6 +578,11 @@ mod tests {
             }
         }
         examples
+    }
+
+    /// Four clusters, one per label of [`FOUR`].
+    fn clustered_examples(per_label: usize, seed: u64) -> Vec<EmbeddedExample> {
+        clustered(per_label, FOUR.len(), seed)
     }
 
     fn small_config(seed: u64) -> TrainConfig {
@@ -601,26 +632,27 @@ mod tests {
     #[test]
     fn folds_are_stratified() {
         let examples = clustered_examples(10, 3);
-        let fold_of = stratified_folds(&examples, 5, 11);
+        let fold_of = stratified_folds(&examples, 4, 5, 11);
         for fold in 0..5 {
-            for label in SentimentLabel::ALL {
+            for label in 0..4 {
                 let count = examples
                     .iter()
                     .zip(&fold_of)
                     .filter(|(e, f)| e.label == label && **f == fold)
                     .count();
-                assert_eq!(count, 2, "fold {fold}, {label:?}");
+                assert_eq!(count, 2, "fold {fold}, label {label}");
             }
         }
-        assert_eq!(fold_of, stratified_folds(&examples, 5, 11));
-        assert_ne!(fold_of, stratified_folds(&examples, 5, 12));
+        assert_eq!(fold_of, stratified_folds(&examples, 4, 5, 11));
+        assert_ne!(fold_of, stratified_folds(&examples, 4, 5, 12));
     }
 
     #[test]
     fn training_twice_gives_bit_identical_weights() {
         let examples = clustered_examples(30, 5);
-        let (first, first_report) = train(&examples, &small_config(42)).expect("train");
-        let (second, second_report) = train(&examples, &small_config(42)).expect("train again");
+        let (first, first_report) = train(&examples, &FOUR, &small_config(42)).expect("train");
+        let (second, second_report) =
+            train(&examples, &FOUR, &small_config(42)).expect("train again");
         assert_eq!(
             first.head.to_safetensors_bytes().expect("bytes"),
             second.head.to_safetensors_bytes().expect("bytes")
@@ -628,7 +660,8 @@ mod tests {
         assert_eq!(first_report, second_report);
 
         // A different seed must give different weights, or the test above proves nothing.
-        let (other, _) = train(&examples, &small_config(43)).expect("train with another seed");
+        let (other, _) =
+            train(&examples, &FOUR, &small_config(43)).expect("train with another seed");
         assert_ne!(
             first.head.to_safetensors_bytes().expect("bytes"),
             other.head.to_safetensors_bytes().expect("bytes")
@@ -638,7 +671,8 @@ mod tests {
     #[test]
     fn learns_separable_clusters_and_reports_candidates() {
         let examples = clustered_examples(40, 9);
-        let (trained, report) = train(&examples, &small_config(1)).expect("train");
+        let (trained, report) = train(&examples, &FOUR, &small_config(1)).expect("train");
+        assert_eq!(report.labels, FOUR);
         assert_eq!(report.candidates.len(), 2);
         assert_eq!(report.folds, 4);
         assert_eq!(report.validation_examples, 160);
@@ -657,10 +691,80 @@ mod tests {
         assert!(report.candidates[chosen].validation_macro_f1 >= best - report.selection_tolerance);
         assert!(best > 0.9, "{report}");
         assert!(report.training_accuracy > 0.9, "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("used (anger 40, anxious 40, neutral 40, positive 40)"),
+            "{report}"
+        );
 
         let fresh = clustered_examples(10, 99);
-        let scores = evaluate(&trained.head, &fresh).expect("evaluate");
+        let scores = evaluate(&trained.head, &FOUR, &fresh).expect("evaluate");
         assert!(scores.accuracy > 0.9, "{scores}");
+    }
+
+    /// The head is not hard-wired to four labels: six clusters, six outputs, six-way folds,
+    /// weights and scores.
+    #[test]
+    fn trains_a_six_label_head() {
+        let labels = ["a", "b", "c", "d", "e", "f"];
+        let mut examples = clustered(24, 6, 21);
+        // Make label "f" rarer, so its class weight differs.
+        let mut seen = 0;
+        examples.retain(|e| {
+            if e.label != 5 {
+                return true;
+            }
+            seen += 1;
+            seen % 2 == 0
+        });
+        let fold_of = stratified_folds(&examples, 6, 4, 3);
+        for label in 0..6 {
+            let per_fold: Vec<usize> = (0..4)
+                .map(|fold| {
+                    examples
+                        .iter()
+                        .zip(&fold_of)
+                        .filter(|(e, f)| e.label == label && **f == fold)
+                        .count()
+                })
+                .collect();
+            let (min, max) = (per_fold.iter().min(), per_fold.iter().max());
+            assert!(
+                max.zip(min).is_some_and(|(a, b)| a - b <= 1),
+                "{per_fold:?}"
+            );
+        }
+
+        let (trained, report) = train(&examples, &labels, &small_config(6)).expect("train");
+        assert_eq!(trained.head.label_count(), 6);
+        assert_eq!(report.class_counts, [24, 24, 24, 24, 24, 12]);
+        // n / (6 × count): 132 / 144 and 132 / 72
+        assert!((report.class_weights[0] - 132.0 / 144.0).abs() < 1e-6);
+        assert!((report.class_weights[5] - 132.0 / 72.0).abs() < 1e-6);
+        assert!(report.training_accuracy > 0.9, "{report}");
+        assert!(report.to_string().contains("f 12)"), "{report}");
+
+        let fresh = clustered(10, 6, 77);
+        let scores = evaluate(&trained.head, &labels, &fresh).expect("evaluate");
+        assert_eq!(scores.per_class.len(), 6);
+        assert_eq!(scores.confusion.len(), 6);
+        assert_eq!(scores.class(5).label, "f");
+        assert!(scores.accuracy > 0.9, "{scores}");
+        let prediction = trained
+            .head
+            .classify_embedding(&fresh[5].embedding)
+            .expect("classify");
+        assert_eq!(prediction.probabilities.len(), 6);
+        assert_eq!(prediction.label, 5);
+
+        // Labels beyond the list are refused.
+        let mut bad = examples.clone();
+        bad[0].label = 6;
+        assert!(matches!(
+            train(&bad, &labels, &small_config(6)),
+            Err(Error::Training(_))
+        ));
     }
 
     fn candidate(architecture: HeadArchitecture, f1: f64) -> CandidateScore {
@@ -694,20 +798,20 @@ mod tests {
     #[test]
     fn class_weights_balance_an_imbalanced_set() {
         let mut examples = clustered_examples(12, 4);
-        // Keep only a third of the positive examples.
-        let mut positives = 0;
+        // Keep only a third of the examples of the last label.
+        let mut last = 0;
         examples.retain(|e| {
-            if e.label != SentimentLabel::Positive {
+            if e.label != 3 {
                 return true;
             }
-            positives += 1;
-            positives % 3 == 0
+            last += 1;
+            last % 3 == 0
         });
         let config = TrainConfig {
             folds: 0,
             ..small_config(3)
         };
-        let (_, report) = train(&examples, &config).expect("train");
+        let (_, report) = train(&examples, &FOUR, &config).expect("train");
         assert_eq!(report.class_counts, [12, 12, 12, 4]);
         // n / (4 × count): 40 / 48 and 40 / 16
         assert!((report.class_weights[0] - 40.0 / 48.0).abs() < 1e-6);
@@ -717,11 +821,17 @@ mod tests {
 
     #[test]
     fn rejects_ragged_or_empty_input() {
-        assert!(train(&[], &small_config(1)).is_err());
+        assert!(train(&[], &FOUR, &small_config(1)).is_err());
         let mut examples = clustered_examples(3, 1);
         examples[2].embedding.pop();
         assert!(matches!(
-            train(&examples, &small_config(1)),
+            train(&examples, &FOUR, &small_config(1)),
+            Err(Error::Training(_))
+        ));
+        // One label is no classification.
+        let examples = clustered(3, 1, 1);
+        assert!(matches!(
+            train(&examples, &["only"], &small_config(1)),
             Err(Error::Training(_))
         ));
     }

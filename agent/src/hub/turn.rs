@@ -1,0 +1,744 @@
+//! One turn, in stages (docs/architecture.md, "A turn"): who holds the conversation →
+//! preferences → understanding (sentiment, intent, what the message names) → escalation →
+//! retrieval → one plan → the reply (composed, from the FAQ, or written by the model and
+//! validated) → stored and shown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kizuna_nlu::accounts::{mentioned_ids, AccountDirectory};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::outreach::{self, Preference};
+use super::{
+    ConversationHub, DirectAnswer, EscalationInput, Job, Live, OutFrame, Progress, Retrieval,
+};
+use crate::engine::{
+    ExecutedCall, Fallback, TurnEvent, TurnRequest, TurnResult, OTHER_ACCOUNT_REFUSAL,
+};
+use crate::escalation::EscalationReason;
+use crate::identity::Role;
+use crate::intent::{Intent, IntentReading};
+use crate::llm::ChatMessage;
+use crate::planner::{self, FaqSignal, PlanInput, Proposal, TurnPlan};
+use crate::sentiment::SentimentReading;
+
+/// How long the account directory (ids and names, for naming accounts in chat) is reused.
+const DIRECTORY_TTL: Duration = Duration::from_secs(60);
+
+/// What the hub understood of a message before planning.
+struct Understanding {
+    sentiment: Option<SentimentReading>,
+    /// The best intent this caller may have, and its probability among those.
+    intent: Option<(Intent, f32)>,
+    /// Account ids the message names, by id or by name.
+    accounts: Vec<String>,
+}
+
+/// Where the conversation stands before this message.
+struct Before {
+    history: Vec<ChatMessage>,
+    previous_user: Vec<String>,
+    recent_sentiments: Vec<SentimentReading>,
+    unresolved_streak: u32,
+    pending: Option<Proposal>,
+}
+
+impl ConversationHub {
+    pub(super) async fn answer(&self, conversation_id: &str, live: &Live, job: Job) {
+        let started = Instant::now();
+        // 配信停止 / 配信再開 is a request about messages, not an answer to one.
+        let preference = Preference::of(&job.text);
+        if !self
+            .bot_may_answer(conversation_id, live, &job, preference)
+            .await
+        {
+            return;
+        }
+        if let Some(preference) = preference {
+            // Before sentiment, escalation and the model: answered by rule, never escalated.
+            self.answer_preference(conversation_id, live, &job, preference, started)
+                .await;
+            return;
+        }
+        self.record_outreach_replied(conversation_id).await;
+
+        let before = self.before(conversation_id, &job).await;
+        let understood = self.understand(&job).await;
+        let _ = self
+            .store
+            .merge_message_metadata(
+                &job.message_id,
+                &json!({
+                    "sentiment": understood.sentiment,
+                    "intent": understood.intent.map(|(i, p)| json!({"label": i, "p": p})),
+                }),
+            )
+            .await;
+        if let Some(preference) = intent_preference(&understood) {
+            self.answer_preference(conversation_id, live, &job, preference, started)
+                .await;
+            return;
+        }
+
+        // Another customer's account, by id or by name: refused by rule, before any tool or
+        // model, and without repeating what was asked about.
+        if job.identity.role != Role::Manager
+            && !self.foreign_accounts(&job, &understood).is_empty()
+        {
+            let result = TurnResult {
+                reply: OTHER_ACCOUNT_REFUSAL.to_string(),
+                composed: true,
+                ..TurnResult::default()
+            };
+            self.deliver(conversation_id, live, &job, result, &understood, started)
+                .await;
+            return;
+        }
+
+        if let Some((reason, detail)) = self.escalation_for(&job, &understood, &before) {
+            match self
+                .escalate(conversation_id, live, &job, reason, &detail)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
+                }
+            }
+        }
+
+        let retrieval = match &self.retriever {
+            Some(r) => r.retrieve(&job.text, &job.identity).await,
+            None => Retrieval::default(),
+        };
+        let previous_user: Vec<&str> = before.previous_user.iter().map(String::as_str).collect();
+        let agent = self.agent.clone();
+        let available = |name: &str| agent.tools().get(name).is_some();
+        let faq =
+            (retrieval.direct_answer.is_some() || retrieval.faq_answer.is_some()).then(|| {
+                FaqSignal {
+                    confident: retrieval.direct_answer.is_some(),
+                    answers_faq_intent: retrieval.faq_answer.is_some(),
+                }
+            });
+        let plan = planner::plan_turn(&PlanInput {
+            identity: &job.identity,
+            now: self.clock.now(),
+            text: &job.text,
+            previous_user: &previous_user,
+            intent: understood.intent,
+            pending: before.pending.as_ref(),
+            accounts: &understood.accounts,
+            faq,
+            has_context: !retrieval.chunks.is_empty(),
+            available: &available,
+            config: &self.planner,
+        });
+        tracing::debug!(conversation_id, ?plan, intent = ?understood.intent, "turn planned");
+
+        match &plan {
+            TurnPlan::Faq => {
+                let answer = retrieval
+                    .direct_answer
+                    .as_ref()
+                    .or(retrieval.faq_answer.as_ref())
+                    .cloned();
+                if let Some(answer) = answer {
+                    self.send_direct_answer(conversation_id, live, &job, &answer, started)
+                        .await;
+                    return;
+                }
+            }
+            TurnPlan::Escalate { reason, detail } => {
+                match self
+                    .escalate(conversation_id, live, &job, *reason, detail)
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
+                    }
+                }
+            }
+            _ => {}
+        }
+
+        let request = TurnRequest {
+            conversation_id: conversation_id.to_string(),
+            identity: job.identity.clone(),
+            now: self.clock.now(),
+            history: before.history,
+            user_text: job.text.clone(),
+            context: retrieval.chunks,
+        };
+        let result = self.run_agent(live, &job, request, plan).await;
+        if outreach::booked_measurement(&result.tool_calls) {
+            self.record_outreach_converted(conversation_id).await;
+        }
+        if let Some((reason, detail)) = result.tool_calls.iter().find_map(tool_escalation) {
+            // The model asked for a person: the policy may name a weightier reason.
+            let decision = self.check_escalation(&EscalationInput {
+                text: &job.text,
+                sentiment: understood.sentiment.as_ref(),
+                recent_sentiments: &before.recent_sentiments,
+                unresolved_streak: before.unresolved_streak,
+                tool_request: Some((reason, detail.clone())),
+                intent: understood.intent,
+            });
+            let (reason, detail) = decision.unwrap_or((reason, detail));
+            *live.progress.lock().expect("progress lock") = None;
+            match self
+                .escalate(conversation_id, live, &job, reason, &detail)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "escalation failed; sending the reply")
+                }
+            }
+        }
+        self.deliver(conversation_id, live, &job, result, &understood, started)
+            .await;
+    }
+
+    /// Whether the bot may answer: not while people hold the conversation (the message is
+    /// stored as held; a stop request is still honoured), and a closed conversation reopens.
+    async fn bot_may_answer(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        preference: Option<Preference>,
+    ) -> bool {
+        match self.store.conversation(conversation_id).await {
+            Ok(Some(conv)) if conv.status == "escalated" || conv.status == "human" => {
+                if let Err(e) = self.store.hold_message(&job.message_id).await {
+                    tracing::error!(conversation_id, error = %e, "cannot mark a message held");
+                }
+                match preference {
+                    Some(preference) => {
+                        self.apply_preference_while_held(conversation_id, job, preference)
+                            .await
+                    }
+                    None => self.record_outreach_replied(conversation_id).await,
+                }
+                false
+            }
+            Ok(Some(conv)) if conv.status == "closed" => {
+                let frame = json!({"type": "status", "status": "bot"});
+                match self
+                    .store
+                    .change_handler(conversation_id, "bot", None, &frame, self.now_ms())
+                    .await
+                {
+                    Ok(seq) => {
+                        let _ = live.frames.send(OutFrame::durable(seq, frame));
+                    }
+                    Err(e) => {
+                        tracing::error!(conversation_id, error = %e, "cannot reopen a conversation")
+                    }
+                }
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                // Who holds it is unknown: a person may, so the bot stays silent and the
+                // message stays pending for the next attempt.
+                tracing::error!(conversation_id, error = %e, "cannot read the conversation's status; not answering");
+                false
+            }
+        }
+    }
+
+    /// History, earlier signals and a proposal awaiting consent.
+    async fn before(&self, conversation_id: &str, job: &Job) -> Before {
+        let earlier = self
+            .store
+            .recent_messages(conversation_id, self.config.history_messages + 1)
+            .await
+            .unwrap_or_default();
+        let history = history_messages(&earlier, &job.message_id);
+        let previous_user = history
+            .iter()
+            .filter(|m| m.role == crate::llm::ChatRole::User)
+            .map(|m| m.content.clone())
+            .collect();
+        let (recent_sentiments, unresolved_streak) =
+            conversation_signals(&earlier, &job.message_id);
+        Before {
+            history,
+            previous_user,
+            recent_sentiments,
+            unresolved_streak,
+            pending: pending_proposal(&earlier, &job.message_id),
+        }
+    }
+
+    /// Sentiment, intent and the accounts the message names.
+    async fn understand(&self, job: &Job) -> Understanding {
+        let (sentiment, reading) =
+            tokio::join!(self.classify(&job.text), self.read_intent(&job.text));
+        let role = job.identity.role;
+        let intent = reading
+            .as_ref()
+            .and_then(|r| r.best(|i| role == Role::Manager || !i.is_manager_only()));
+        let mut accounts = mentioned_ids(&job.text);
+        if let Some(directory) = self.account_directory().await {
+            for id in directory.resolve(&job.text) {
+                if !accounts.contains(&id) {
+                    accounts.push(id);
+                }
+            }
+        }
+        Understanding {
+            sentiment,
+            intent,
+            accounts,
+        }
+    }
+
+    async fn read_intent(&self, text: &str) -> Option<IntentReading> {
+        let model = self.intent.clone()?;
+        let text = text.to_string();
+        match tokio::task::spawn_blocking(move || model.classify(&text)).await {
+            Ok(Ok(reading)) => Some(reading),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "intent model failed; planning without it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "intent task failed");
+                None
+            }
+        }
+    }
+
+    /// Every account's id and name, reused for [`DIRECTORY_TTL`].
+    async fn account_directory(&self) -> Option<Arc<AccountDirectory>> {
+        if let Some((at, directory)) = self.directory.lock().expect("directory lock").as_ref() {
+            if at.elapsed() < DIRECTORY_TTL {
+                return Some(directory.clone());
+            }
+        }
+        match self.store.account_names().await {
+            Ok(names) => {
+                let directory = Arc::new(AccountDirectory::new(names));
+                *self.directory.lock().expect("directory lock") =
+                    Some((Instant::now(), directory.clone()));
+                Some(directory)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read account names; accounts are matched by id only");
+                None
+            }
+        }
+    }
+
+    /// Accounts a customer or visitor named that are not their own.
+    fn foreign_accounts(&self, job: &Job, understood: &Understanding) -> Vec<String> {
+        let own = job.identity.customer_id.as_deref().map(str::to_uppercase);
+        understood
+            .accounts
+            .iter()
+            .filter(|id| Some(id.to_uppercase()) != own)
+            .cloned()
+            .collect()
+    }
+
+    /// The escalation policy's decision. Staff are never escalated: they are the people a
+    /// conversation would be handed to.
+    fn escalation_for(
+        &self,
+        job: &Job,
+        understood: &Understanding,
+        before: &Before,
+    ) -> Option<(EscalationReason, String)> {
+        if job.identity.role == Role::Manager {
+            return None;
+        }
+        self.check_escalation(&EscalationInput {
+            text: &job.text,
+            sentiment: understood.sentiment.as_ref(),
+            recent_sentiments: &before.recent_sentiments,
+            unresolved_streak: before.unresolved_streak,
+            tool_request: None,
+            intent: understood.intent,
+        })
+    }
+
+    /// Runs the planned turn on the agent, streaming its events to the sockets.
+    async fn run_agent(
+        &self,
+        live: &Live,
+        job: &Job,
+        request: TurnRequest,
+        plan: TurnPlan,
+    ) -> TurnResult {
+        *live.progress.lock().expect("progress lock") = Some(Progress {
+            reply_to: job.client_msg_id.clone(),
+            text: String::new(),
+        });
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let turn = self.agent.run(request, plan, events_tx);
+        tokio::pin!(turn);
+        let mut index = 0u32;
+        let result = loop {
+            tokio::select! {
+                result = &mut turn => break result,
+                Some(event) = events_rx.recv() => self.forward_event(live, &job.client_msg_id, &mut index, event),
+            }
+        };
+        while let Ok(event) = events_rx.try_recv() {
+            self.forward_event(live, &job.client_msg_id, &mut index, event);
+        }
+        result
+    }
+
+    /// Stores the reply (with its tool calls and any proposal) and shows it.
+    async fn deliver(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        result: TurnResult,
+        understood: &Understanding,
+        started: Instant,
+    ) {
+        let unhelpful = result
+            .fallback
+            .is_some_and(|f| f != Fallback::AddedToolFacts)
+            || (!result.composed
+                && result.sources.is_empty()
+                && !result.tool_calls.iter().any(|c| c.ok));
+        let reply_id = uuid::Uuid::new_v4().to_string();
+        let tool_calls: Vec<Value> = result
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}))
+            .collect();
+        let mut payload = json!({
+            "type": "reply",
+            "reply_to": job.client_msg_id,
+            "message_id": reply_id,
+            "text": result.reply,
+            "sources": result.sources,
+            "tool_calls": tool_calls,
+            "fallback": result.fallback,
+        });
+        if !result.quick_replies.is_empty() {
+            payload["quick_replies"] = json!(result.quick_replies);
+        }
+        if let Some(proposal) = &result.proposal {
+            payload["proposal"] = json!({"tool": proposal.tool, "summary": proposal.summary});
+        }
+        let metadata = json!({
+            "sources": result.sources,
+            "fallback": result.fallback,
+            "steps": result.steps,
+            "llm_ms": result.llm_time.as_millis() as u64,
+            "usage": result.usage,
+            "model": if result.composed { "composed" } else { self.agent.llm().name() },
+            "unhelpful": unhelpful,
+            "proposal": result.proposal,
+            "rejected": result.rejected,
+            "intent": understood.intent.map(|(i, _)| i),
+        });
+        let records: Vec<kizuna_store::ToolCallRecord> = result
+            .tool_calls
+            .iter()
+            .map(|c| kizuna_store::ToolCallRecord {
+                id: format!("{}-{}", job.message_id, c.id),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+                result: c.result.clone(),
+                ok: c.ok,
+                duration_ms: c.duration_ms as i64,
+            })
+            .collect();
+        // The reply must not be lost to a transient database error.
+        let mut attempt = 0;
+        let seq = loop {
+            match self
+                .store
+                .record_reply(
+                    conversation_id,
+                    &job.message_id,
+                    &reply_id,
+                    "assistant",
+                    &result.reply,
+                    &metadata,
+                    &records,
+                    &payload,
+                    self.now_ms(),
+                )
+                .await
+            {
+                Ok(seq) => break Some(seq),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(conversation_id, error = %e, attempt, "storing the reply failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(conversation_id, error = %e, "could not store the reply; the message stays pending");
+                    break None;
+                }
+            }
+        };
+        *live.progress.lock().expect("progress lock") = None;
+        if let Some(seq) = seq {
+            let _ = live.frames.send(OutFrame::durable(seq, payload));
+        }
+        let total = started.elapsed();
+        metrics::counter!("kizuna_turns_total").increment(1);
+        metrics::histogram!("kizuna_turn_seconds").record(total.as_secs_f64());
+        metrics::histogram!("kizuna_turn_overhead_seconds")
+            .record(total.saturating_sub(result.llm_time).as_secs_f64());
+        for call in &result.tool_calls {
+            metrics::counter!("kizuna_tool_calls_total", "tool" => call.name.clone(), "ok" => call.ok.to_string()).increment(1);
+        }
+        if let Some(fallback) = result.fallback {
+            metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}"))
+                .increment(1);
+        }
+        tracing::info!(
+            conversation_id,
+            intent = ?understood.intent.map(|(i, _)| i),
+            composed = result.composed,
+            steps = result.steps,
+            tools = result.tool_calls.len(),
+            llm_ms = result.llm_time.as_millis() as u64,
+            total_ms = total.as_millis() as u64,
+            fallback = ?result.fallback,
+            "turn answered"
+        );
+    }
+
+    pub(super) fn forward_event(
+        &self,
+        live: &Live,
+        reply_to: &str,
+        index: &mut u32,
+        event: TurnEvent,
+    ) {
+        let frame = match event {
+            TurnEvent::Delta(text) => {
+                if let Some(p) = live.progress.lock().expect("progress lock").as_mut() {
+                    p.text.push_str(&text);
+                }
+                *index += 1;
+                json!({"type": "delta", "reply_to": reply_to, "index": *index, "text": text})
+            }
+            TurnEvent::ToolStarted { name, .. } => {
+                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"})
+            }
+            TurnEvent::ToolFinished { name, ok, .. } => {
+                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
+            }
+        };
+        let _ = live.frames.send(OutFrame::transient(frame));
+    }
+
+    pub(super) async fn classify(&self, text: &str) -> Option<SentimentReading> {
+        let model = self.sentiment.clone()?;
+        let text = text.to_string();
+        match tokio::task::spawn_blocking(move || model.classify(&text)).await {
+            Ok(Ok(reading)) => Some(reading),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "sentiment model failed; deciding without it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sentiment task failed");
+                None
+            }
+        }
+    }
+
+    pub(super) fn check_escalation(
+        &self,
+        input: &EscalationInput<'_>,
+    ) -> Option<(EscalationReason, String)> {
+        match &self.escalation {
+            Some(policy) => policy.check(input),
+            None => input.tool_request.clone(),
+        }
+    }
+
+    /// Stores a reply that needed no model (an FAQ answer, a preference confirmation) and
+    /// shows it on the conversation's sockets. On a store error nothing is shown and the
+    /// customer's message stays pending.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn post_fixed_reply(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        reply_id: &str,
+        text: &str,
+        metadata: &Value,
+        payload: Value,
+    ) -> Result<(), kizuna_store::StoreError> {
+        let seq = self
+            .store
+            .record_reply(
+                conversation_id,
+                &job.message_id,
+                reply_id,
+                "assistant",
+                text,
+                metadata,
+                &[],
+                &payload,
+                self.now_ms(),
+            )
+            .await?;
+        let _ = live.frames.send(OutFrame::durable(seq, payload));
+        Ok(())
+    }
+
+    /// Answers from the FAQ entry that answers the question, without the model.
+    async fn send_direct_answer(
+        &self,
+        conversation_id: &str,
+        live: &Live,
+        job: &Job,
+        direct: &DirectAnswer,
+        started: Instant,
+    ) {
+        let reply_id = uuid::Uuid::new_v4().to_string();
+        let sources =
+            json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
+        let payload = json!({
+            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
+            "text": direct.text, "sources": sources, "tool_calls": [], "fallback": null,
+            "direct_answer": true,
+        });
+        let metadata =
+            json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
+        match self
+            .post_fixed_reply(
+                conversation_id,
+                live,
+                job,
+                &reply_id,
+                &direct.text,
+                &metadata,
+                payload,
+            )
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("kizuna_direct_answers_total").increment(1);
+                tracing::info!(conversation_id, doc_id = %direct.doc_id, score = direct.score, total_ms = started.elapsed().as_millis() as u64, "answered from the FAQ");
+            }
+            Err(e) => {
+                tracing::error!(conversation_id, error = %e, "could not store the FAQ answer; the message stays pending")
+            }
+        }
+    }
+}
+
+/// A stop or resume request the rules missed but the intent model is sure of. Resuming is
+/// consent, so it needs the same certainty.
+fn intent_preference(understood: &Understanding) -> Option<Preference> {
+    const SURE: f32 = 0.9;
+    match understood.intent {
+        Some((Intent::OptOut, p)) if p >= SURE => Some(Preference::OptOut),
+        Some((Intent::OptIn, p)) if p >= SURE => Some(Preference::OptIn),
+        _ => None,
+    }
+}
+
+/// The conversation before `current_message_id`, as prompt messages.
+fn history_messages(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> Vec<ChatMessage> {
+    messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .filter(|m| {
+            m.role == "assistant"
+                || m.role == "human_agent"
+                || (m.role == "user" && m.status == "answered")
+        })
+        .map(|m| {
+            if m.role == "user" {
+                ChatMessage::user(m.content.clone())
+            } else {
+                ChatMessage::assistant(m.content.clone())
+            }
+        })
+        .collect()
+}
+
+/// The write proposed by the bot's last reply before `current_message_id`, if that reply
+/// is the latest thing said (a person's reply or a newer bot reply withdraws it).
+fn pending_proposal(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> Option<Proposal> {
+    let last_said = messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .filter(|m| m.role == "assistant" || m.role == "human_agent")
+        .last()?;
+    if last_said.role != "assistant" {
+        return None;
+    }
+    serde_json::from_value(last_said.metadata.get("proposal")?.clone()).ok()
+}
+
+/// Sentiment readings of the customer's earlier messages (oldest first), and how many bot
+/// replies in a row, most recent first, did not help. Messages read as a description of the
+/// noise (`noise_report`) carry distress about the neighbour, not about us: they are left out
+/// of the trend.
+pub(super) fn conversation_signals(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> (Vec<SentimentReading>, u32) {
+    let earlier: Vec<_> = messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .collect();
+    let readings = earlier
+        .iter()
+        .filter(|m| m.role == "user")
+        .filter(|m| {
+            m.metadata
+                .get("intent")
+                .and_then(|i| i.get("label"))
+                .and_then(Value::as_str)
+                != Some(Intent::NoiseReport.as_str())
+        })
+        .filter_map(|m| serde_json::from_value(m.metadata.get("sentiment")?.clone()).ok())
+        .collect();
+    let mut streak = 0;
+    for m in earlier.iter().rev() {
+        match m.role.as_str() {
+            "assistant" if m.metadata.get("unhelpful") == Some(&Value::Bool(true)) => streak += 1,
+            "assistant" | "human_agent" => break,
+            _ => {}
+        }
+    }
+    (readings, streak)
+}
+
+/// An `escalate_to_human` call of the turn: its reason and summary.
+fn tool_escalation(call: &ExecutedCall) -> Option<(EscalationReason, String)> {
+    if call.name != "escalate_to_human" || !call.ok {
+        return None;
+    }
+    let reason = serde_json::from_value(call.arguments.get("reason")?.clone())
+        .unwrap_or(EscalationReason::CustomerRequest);
+    let summary = call
+        .arguments
+        .get("summary")
+        .and_then(Value::as_str)
+        .unwrap_or("the agent asked for a person")
+        .to_string();
+    Some((reason, summary))
+}
