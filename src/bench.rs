@@ -7,6 +7,11 @@
 //!    send→final-reply time is the server's own work (plus one loopback HTTP call).
 //! 3. The local model: time to first token of a conversation's second turn (its prefix
 //!    cached) and decode tokens/s.
+//! 4. Realistic turns with the local model (`--local`): a `kizuna serve` child on the
+//!    embedded defaults with the knowledge base ingested, and whole conversations over the
+//!    websocket: a FAQ question, a plan question, a free question with retrieval, a 4-turn
+//!    conversation. Per kind of answer (composed from tools, FAQ, written by the model), p50
+//!    and p95 of the time to the first visible text and to the final reply.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +47,9 @@ pub struct BenchArgs {
         default_value = "models/qwen2.5-tokenizer.json"
     )]
     tokenizer_path: PathBuf,
+    /// Repetitions of the realistic conversations (phase 4, with `--local`).
+    #[arg(long, env = "KIZUNA_BENCH_REAL_REPS", default_value_t = 3)]
+    real_reps: usize,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -155,6 +163,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let system = prompts.system_message(&tools.specs(), false);
         let m = model.measure(Some(&system), 32).await?;
         report.insert("local_model".into(), serde_json::to_value(&m)?);
+        drop(model);
+        let real = realistic_turns(&args, &dir)
+            .await
+            .context("realistic turns")?;
+        report.insert("realistic_turns".into(), real);
     }
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -171,6 +184,179 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The conversations of phase 4, as a visitor on the widget would write them.
+const REALISTIC: &[(&str, &[&str])] = &[
+    ("faq", &["測定の当日は家にいないといけませんか？"]),
+    ("plan", &["スタンダードプランはいくらですか？"]),
+    (
+        "free",
+        &["夜勤明けで昼間に寝ているのですが、昼の生活音のような小さめの音でも測定で記録に残せますか？"],
+    ),
+    (
+        "four_turns",
+        &[
+            "上の階の足音が夜中にうるさくて眠れません",
+            "どのプランがいいですか？",
+            "測定の日までに準備しておくことはありますか？",
+            "ありがとうございます、検討します",
+        ],
+    ),
+];
+
+/// Phase 4: whole conversations against `kizuna serve` on the embedded model.
+async fn realistic_turns(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<Value> {
+    let data = dir.join("real");
+    let port = free_port()?;
+    let config = dir.join("real.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[llm]\nbackend = \"local\"\nmodel_path = \"{}\"\ntokenizer_path = \"{}\"\n[limits]\nmessages_per_minute_per_ip = 1000000\nmessages_per_minute_per_connection = 1000000\n",
+            data.display(),
+            args.model_path.display(),
+            args.tokenizer_path.display(),
+        ),
+    )?;
+    let config = config
+        .to_str()
+        .context("temp path is not UTF-8")?
+        .to_string();
+    eprintln!("[bench] realistic turns: ingesting the knowledge base");
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--config", &config, "ingest"])
+        .env("KIZUNA_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("kizuna ingest failed ({status})");
+    }
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--config", &config, "serve"])
+        .env("KIZUNA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start kizuna serve")?;
+    let base = format!("127.0.0.1:{port}");
+    wait_ready(&base, Duration::from_secs(600)).await?;
+    let url = format!("ws://{base}/ws");
+
+    // (kind of answer, first visible text, final reply) per turn.
+    let mut samples: Vec<(String, Duration, Duration)> = Vec::new();
+    for rep in 0..args.real_reps {
+        for (scenario, messages) in REALISTIC {
+            let mut ws = open_idle(&url).await?;
+            for (i, text) in messages.iter().enumerate() {
+                let id = format!("{scenario}-{rep}-{i}");
+                let sent = Instant::now();
+                ws.send(Message::Text(
+                    json!({"type": "message", "id": id, "text": text})
+                        .to_string()
+                        .into(),
+                ))
+                .await?;
+                let mut first = None;
+                let mut streamed = false;
+                let reply = loop {
+                    let frame = next_frame(&mut ws, Duration::from_secs(300)).await?;
+                    let mine = frame["reply_to"] == id.as_str();
+                    match frame["type"].as_str() {
+                        Some("delta") if mine => {
+                            streamed = true;
+                            first.get_or_insert(sent.elapsed());
+                        }
+                        Some("reply") if mine => break frame,
+                        _ => {}
+                    }
+                };
+                let done = sent.elapsed();
+                let kind = if reply["direct_answer"] == true {
+                    "faq"
+                } else if streamed {
+                    "model"
+                } else {
+                    "composed"
+                };
+                eprintln!(
+                    "[bench] {id} {kind} first {:.2}s final {:.2}s",
+                    first.unwrap_or(done).as_secs_f64(),
+                    done.as_secs_f64()
+                );
+                samples.push((kind.to_string(), first.unwrap_or(done), done));
+            }
+        }
+    }
+    child.kill().await.ok();
+
+    let mut out = serde_json::Map::new();
+    for kind in ["composed", "faq", "model", "all"] {
+        let mut firsts: Vec<Duration> = Vec::new();
+        let mut finals: Vec<Duration> = Vec::new();
+        for (k, f, d) in &samples {
+            if kind == "all" || k == kind {
+                firsts.push(*f);
+                finals.push(*d);
+            }
+        }
+        if firsts.is_empty() {
+            continue;
+        }
+        out.insert(
+            kind.into(),
+            json!({
+                "turns": firsts.len(),
+                "first_text_p50_ms": percentile_ms(&mut firsts, 0.50),
+                "first_text_p95_ms": percentile_ms(&mut firsts, 0.95),
+                "final_p50_ms": percentile_ms(&mut finals, 0.50),
+                "final_p95_ms": percentile_ms(&mut finals, 0.95),
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+fn percentile_ms(values: &mut [Duration], p: f64) -> u64 {
+    values.sort();
+    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[i].as_millis() as u64
+}
+
+async fn next_frame(ws: &mut Ws, wait: Duration) -> anyhow::Result<Value> {
+    let msg = tokio::time::timeout(wait, ws.next())
+        .await
+        .context("timed out waiting for a frame")?;
+    let Some(Ok(Message::Text(t))) = msg else {
+        bail!("connection ended")
+    };
+    let v: Value = serde_json::from_str(&t)?;
+    if v["type"] == "error" {
+        bail!("server error: {v}");
+    }
+    Ok(v)
+}
+
+/// Waits for `/readyz` (the model loaded and its prompt prefilled).
+async fn wait_ready(base: &str, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(base).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let req = format!("GET /readyz HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_ok() {
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+                if buf.starts_with(b"HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the server was not ready after {limit:?}")
+}
 
 async fn open_idle(url: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;

@@ -251,6 +251,14 @@ impl Agent {
             TurnPlan::Propose { call, otherwise } => {
                 self.propose(&req, &call, otherwise.as_ref(), &events).await
             }
+            TurnPlan::FindSlot {
+                availability,
+                booking,
+                lead,
+            } => {
+                self.find_slot(&req, &availability, &booking, lead, &events)
+                    .await
+            }
             TurnPlan::Execute(proposal) => self.execute(&req, &proposal, &events).await,
             TurnPlan::Model { calls } => self.run_model(&req, &calls, &events).await,
             // The hub answers these itself; an engine asked to is given the safe reply.
@@ -314,6 +322,49 @@ impl Agent {
             composed: true,
             ..TurnResult::default()
         }
+    }
+
+    /// Free slots; exactly one that fits is proposed for booking (the customer confirms it
+    /// or not), several are listed.
+    async fn find_slot(
+        &self,
+        req: &TurnRequest,
+        availability: &PlannedCall,
+        booking: &Value,
+        lead: Option<String>,
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> TurnResult {
+        let listed = self
+            .run_tools(req, std::slice::from_ref(availability), lead, events)
+            .await;
+        let only_slot = listed
+            .tool_calls
+            .first()
+            .and_then(|c| c.output.as_ref())
+            .and_then(|o| o.data.get("candidates"))
+            .and_then(Value::as_array)
+            .and_then(|c| match c.as_slice() {
+                [one] => one.get("start").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            });
+        let Some(start) = only_slot else {
+            return listed;
+        };
+        let mut arguments = booking.clone();
+        arguments["slot_start"] = Value::String(start);
+        let call = PlannedCall {
+            name: "book_measurement",
+            arguments,
+        };
+        let mut proposed = self.propose(req, &call, None, events).await;
+        if proposed.proposal.is_none() {
+            return listed;
+        }
+        proposed.reply = format!("{SINGLE_SLOT_LEAD}\n{}", proposed.reply);
+        let mut calls = listed.tool_calls;
+        calls.append(&mut proposed.tool_calls);
+        proposed.tool_calls = calls;
+        proposed
     }
 
     /// A write's preview and the consent question; when the write cannot be done (the slot
@@ -894,6 +945,9 @@ fn sources_of(context: &[ContextChunk]) -> Vec<Source> {
         })
         .collect()
 }
+
+/// Before the proposal of the one free slot that fits the customer's request.
+const SINGLE_SLOT_LEAD: &str = "ご希望の条件で空いているのは、次の日時です。";
 
 /// A tool's error as a customer may read it: the Japanese text tools give for refusals,
 /// else `otherwise` (internal messages are not for customers).

@@ -45,14 +45,15 @@ impl EscalationReason {
     /// Every reason, most important first: when several apply, the first one is recorded.
     /// Legal matters carry the most risk; money and contract requests need a person who can
     /// act on them; a complaint needs an apology from a person before a handover request is
-    /// merely routed; sentiment and lack of progress are the weakest, inferred signals.
+    /// merely routed; lack of progress (observed over turns) before sentiment, the weakest,
+    /// inferred signal.
     pub const BY_PRIORITY: [EscalationReason; 6] = [
         EscalationReason::Legal,
         EscalationReason::RefundOrCancel,
         EscalationReason::Complaint,
         EscalationReason::CustomerRequest,
-        EscalationReason::NegativeSentiment,
         EscalationReason::Unresolved,
+        EscalationReason::NegativeSentiment,
     ];
 
     /// The snake_case name used in transcripts, tool arguments and logs.
@@ -104,9 +105,10 @@ impl std::str::FromStr for EscalationReason {
 pub struct EscalationConfig {
     /// One message whose anger probability reaches this escalates (`negative_sentiment`).
     pub anger_threshold: f32,
-    /// The anger threshold for a message that talks about the neighbour's noise and names
-    /// nothing of ours: venting about the neighbour is not anger at us, so it takes a near
-    /// certain reading. The higher of this and `anger_threshold` applies to such messages.
+    /// The anger threshold for a message with no target (it names nothing of ours outside
+    /// quoted speech, nor the neighbour: a terse question) or around a concrete question:
+    /// such heat is rarely anger at us, so it takes a near-certain reading. The higher of
+    /// this and `anger_threshold` applies. (Anger about the neighbour alone never escalates.)
     pub noise_anger_threshold: f32,
     /// One message whose anxious probability reaches this escalates; 1 (the default) turns
     /// it off, because worry about the noise is what our customers come with and the bot's
@@ -243,6 +245,9 @@ pub struct TurnSignals<'a> {
     pub tool_request: Option<(EscalationReason, String)>,
     /// What the message asks for (the intent model), with its probability.
     pub intent: Option<(crate::intent::Intent, f32)>,
+    /// The customer's earlier messages of this conversation, oldest first: what a message
+    /// with no target of its own (「もう限界です」) is about.
+    pub previous_texts: &'a [String],
 }
 
 /// A handover, with what the CSM needs to know first.
@@ -357,19 +362,48 @@ impl EscalationPolicy {
         }
         let concrete_ask = intent.is_some_and(is_concrete_ask);
 
-        let anger_limit = if about_their_side_only(text) || concrete_ask {
-            cfg.anger_threshold.max(cfg.noise_anger_threshold)
-        } else {
+        // One message escalates on anger at `anger_threshold` only when it is aimed at us (a
+        // sentence names our service, staff, report or bot outside quoted speech). The head
+        // reads heat, not its target: anger with no target of ours (a terse question) or
+        // around a concrete question takes a near-certain reading (`noise_anger_threshold`);
+        // "that did not help" is counted by the unresolved streak instead.
+        // Anger at the neighbour (quoted words included) that names nothing of ours is
+        // distress about the noise: answered with empathy, not escalated on sentiment
+        // (only a business that weighs distress in, `anxious_weight`, has it trend).
+        // A message with no target of its own, in a conversation about the neighbour so far
+        // (「上の階が毎晩うるさい」→「もう限界です」), is about the neighbour too.
+        let their_side_only = about_their_side_only(text)
+            || (!aimed_at_us(text)
+                && !signals.previous_texts.is_empty()
+                && signals
+                    .previous_texts
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .any(|t| about_their_side_only(&NormalizedText::new(t)))
+                && !signals
+                    .previous_texts
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .any(|t| aimed_at_us(&NormalizedText::new(t))));
+        if their_side_only && cfg.anxious_weight <= 0.0 {
+            return None;
+        }
+        let unresolved_feedback = says_unresolved(&text.display);
+        let anger_limit = if aimed_at_us(text) && !concrete_ask {
             cfg.anger_threshold
+        } else {
+            cfg.anger_threshold.max(cfg.noise_anger_threshold)
         };
-        if anger >= anger_limit {
+        if anger >= anger_limit && !unresolved_feedback && !their_side_only {
             return Some(format!("強い怒りを検知しました（anger {anger:.2}）"));
         }
         if cfg.anxious_threshold < 1.0 && anxious >= cfg.anxious_threshold {
             return Some(format!("強い不安を検知しました（anxious {anxious:.2}）"));
         }
 
-        if cfg.consecutive_anger > 0 && current.label == SentimentLabel::Anger {
+        if cfg.consecutive_anger > 0 && current.label == SentimentLabel::Anger && !their_side_only {
             let earlier = signals
                 .recent_sentiments
                 .iter()
@@ -492,6 +526,23 @@ fn fold(text: &str) -> String {
 }
 
 /// Rule patterns are written in natural spelling and folded the same way as the text.
+/// The customer says the previous answers did not help or were not understood
+/// (「まだよくわかりません」「ピンときません」「解決しないままです」 "that doesn't help"): the
+/// observable signal of non-resolution, counted over consecutive turns by the hub.
+pub fn says_unresolved(text: &str) -> bool {
+    static PATTERN: OnceLock<Regex> = OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        compile(concat!(
+            r"(?:わから|分から|判ら)(?:ない|なかった|ん|ず)|(?:わかり|分かり)ません",
+            r"|理解(?:でき|出来)(?:ない|ません|なかった)|ピンと(?:こ|来|き)(?:ない|ません|なかった)",
+            r"|解決(?:し|でき)(?:ない|ません|てない|ていない|ていません|なかった)",
+            r"|答えになって(?:ない|いない|いません)|(?:役に|参考に)(?:立た|なら)(?:ない|なかった)",
+            r"|don'?t (?:understand|get it)|not helpful|(?:doesn'?t|didn'?t) help|still (?:confused|unclear)",
+        ))
+    });
+    pattern.is_match(&NormalizedText::new(text).folded)
+}
+
 fn compile(pattern: &str) -> Regex {
     Regex::new(&fold(pattern)).expect("escalation rule patterns are valid regular expressions")
 }
@@ -688,6 +739,8 @@ fn text_rules() -> &'static [TextRule] {
                     r"|(?:経っ|たっ|待っ|過ぎ)ても(?:まだ|全然)?(?:届|来|連絡|返事|返信)(?:かない|ない|きません|ません|ていない|てない)",
                     r"|(?:返事|返信|連絡|回答)(?:が|も)(?:まだ|全然|一向に|何も)?(?:来ない|来ません|ない|ありません|なかった|なし)",
                     r"|(?:内容|記載|日付|日時|数値|金額|請求額?|結果|測定結果|部屋番号|住所|名前|宛名)(?:が|に|は)(?:明らかに|全然|全く|まったく|なんか|少し)?(?:おかしい|間違|誤り|誤って|でたらめ)",
+                    r"|(?:住所|部屋番号|名前|宛名|日付|日時|時間帯?|金額|請求額?)(?:が|は)、?(?:うち|実際|私|自分|こちら)[^。]{0,12}と(?:全然|全く|まったく|[0-9]+時間も?)?(?:違|ずれ)",
+                    r"|(?:請求|金額|料金)[^。]{0,10}(?:見積もり|見積り|見積|案内|説明)より[^。]{0,10}(?:多く|高く)",
                     r"|連絡漏れ|管理体制",
                     r"|(?:測定|御社|貴社|スタッフ|そちら|担当者?|請求|記載|入力|事務|手続き?)(?:の|側の)?(?:ミス|不手際|手違い)",
                     r"|(?:不手際|手違い)(?:が|で|です|でした|を)",
@@ -716,7 +769,7 @@ fn text_rules() -> &'static [TextRule] {
                     r"(?:人間|担当(?:者|の方|の人|csm)|csm|オペレーター|スタッフ|係の人|係の方|生身の人",
                     r"|専門家|専門のスタッフ|専門の方|相談員|サポートの方|社員|責任者|上司|人)",
                     r"(?:さん)?(?:の方)?(?:と|に|で|から|へ|を)(?:直接)?(?:お|ご)?",
-                    r"(?:話|代わ|かわ|替わ|変わ|つな|繋|対応して|相談し|連絡|出|呼|よこ)",
+                    r"(?:話|代わ|かわ|替わ|変わ|つな|繋|対応して|相談し|説明し|連絡|出|呼|よこ)",
                     r"|(?:ボット|ai|ロボット|機械|自動応答)(?:じゃ|では)(?:なく|話にならない|埒が明かない|らちがあかない|だめ|ダメ)",
                     r"|有人(?:チャット|対応|窓口|の窓口)?|人間に(?:切り替|代わ)",
                 ),
@@ -956,7 +1009,6 @@ enum Target {
 /// words that usually mean us (「スタッフ」「対応」, which also fit 管理会社のスタッフ).
 fn target_of(sentence: &str) -> Target {
     static STRONG_US: OnceLock<Regex> = OnceLock::new();
-    static THEIR_SIDE: OnceLock<Regex> = OnceLock::new();
     static WEAK_US: OnceLock<Regex> = OnceLock::new();
     let strong_us = STRONG_US.get_or_init(|| {
         compile(concat!(
@@ -965,14 +1017,7 @@ fn target_of(sentence: &str) -> Target {
             r"|レポート|報告書|測定結果|この会社|このサービス",
         ))
     });
-    let their_side = THEIR_SIDE.get_or_init(|| {
-        compile(concat!(
-            r"管理会社|管理人|大家|オーナー|不動産|隣|上の階|下の階|上階|階下|上の人|下の人",
-            r"|上の部屋|下の部屋|上の住|下の住|住人|住民|入居者|近所|相手|警察|役所|理事|管理組合|家主",
-            r"|弊社|当社|我が社|わが社",
-            r"|うるさ|騒音|足音|物音|音が|音で|音に|騒ぎ|響|振動|眠れ|寝られ|工事",
-        ))
-    });
+    let their_side = their_side();
     let weak_us = WEAK_US.get_or_init(|| {
         compile(concat!(
             r"スタッフ|担当|対応|サービス|予約|料金|請求|説明|回答|返事|返信|案内|問い合わせ",
@@ -990,15 +1035,51 @@ fn target_of(sentence: &str) -> Target {
     }
 }
 
+/// The neighbour, the landlord, the customer's own firm, the noise itself.
+fn their_side() -> &'static Regex {
+    static THEIR_SIDE: OnceLock<Regex> = OnceLock::new();
+    THEIR_SIDE.get_or_init(|| {
+        compile(concat!(
+            r"管理会社|管理人|大家|オーナー|不動産|隣|上の階|下の階|上階|階下|上の人|下の人",
+            r"|上の部屋|下の部屋|上の住|下の住|住人|住民|入居者|近所|相手|警察|役所|理事|管理組合|家主",
+            r"|弊社|当社|我が社|わが社",
+            r"|うるさ|騒音|足音|物音|音が|音で|音に|騒ぎ|響|振動|眠れ|寝られ|工事",
+        ))
+    })
+}
+
+/// Some sentence of the message, quoted speech removed, is about us.
+fn aimed_at_us(text: &NormalizedText) -> bool {
+    text.sentences().into_iter().any(|s| {
+        let unquoted = without_quotes(&text.folded[s]);
+        target_of(&unquoted) == Target::Us
+    })
+}
+
+/// The text with 「…」『…』 and "…" spans removed (someone else's words).
+fn without_quotes(sentence: &str) -> String {
+    let mut out = String::with_capacity(sentence.len());
+    let mut depth = 0usize;
+    for c in sentence.chars() {
+        match c {
+            '「' | '『' | '“' => depth += 1,
+            '」' | '』' | '”' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The message is about the neighbour's noise (or the customer's own side) and names nothing
 /// of ours, so a high anger reading more likely reflects anger at them than at us.
 fn about_their_side_only(text: &NormalizedText) -> bool {
-    let targets: Vec<Target> = text
-        .sentences()
-        .into_iter()
-        .map(|s| target_of(&text.folded[s]))
-        .collect();
-    targets.contains(&Target::TheirSide) && !targets.contains(&Target::Us)
+    // Quoted words count here: 「そっちこそうるさい」と言われた is about the neighbour.
+    let mentions_their_side = text.sentences().into_iter().any(|s| {
+        target_of(&without_quotes(&text.folded[s.clone()])) == Target::TheirSide
+            || their_side().is_match(&text.folded[s])
+    });
+    mentions_their_side && !aimed_at_us(text)
 }
 
 #[cfg(test)]
@@ -1090,6 +1171,7 @@ mod tests {
             unresolved_streak: 3,
             tool_request: None,
             intent: None,
+            previous_texts: &[],
         };
         let (reason, detail) = policy.check(&input).expect("escalates");
         assert_eq!(reason, EscalationReason::Unresolved);
@@ -1116,5 +1198,39 @@ mod tests {
             })
             .expect("escalates");
         assert_eq!(decision.reason, EscalationReason::Legal);
+    }
+
+    #[test]
+    fn saying_it_did_not_help_is_read_in_several_registers() {
+        for text in [
+            "すみません、今の説明ではよくわかりませんでした",
+            "うーん、読んでもピンときません",
+            "やっぱり理解できないです",
+            "全然解決しません",
+            "ｲﾏｲﾁ ﾜｶﾗﾅｲ",
+            "Sorry, that doesn't help. I still don't understand.",
+        ] {
+            assert!(says_unresolved(text), "{text}");
+        }
+        for text in [
+            "ありがとうございます、よくわかりました",
+            "測定は何時間ですか",
+            "Thanks, that helps",
+        ] {
+            assert!(!says_unresolved(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn quoted_words_are_not_the_target_of_anger() {
+        let quoted =
+            NormalizedText::new("直接お願いしに行ったら「そっちこそうるさい」って言い返されました");
+        assert!(!aimed_at_us(&quoted));
+        assert!(aimed_at_us(&NormalizedText::new(
+            "そちらの測定、全然役に立たなかった"
+        )));
+        assert!(!aimed_at_us(&NormalizedText::new(
+            "それで具体的に何がわかるんですか？"
+        )));
     }
 }

@@ -14,7 +14,7 @@ pub mod intents;
 use chrono::{DateTime, FixedOffset};
 use kizuna_nlu::intent::Intent;
 use kizuna_nlu::plans::{plans_mentioned, PlanRef};
-use kizuna_nlu::when::parse_when;
+use kizuna_nlu::when::{parse_when, DaySet, When};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use unicode_normalization::UnicodeNormalization;
@@ -97,6 +97,13 @@ pub enum TurnPlan {
     Propose {
         call: PlannedCall,
         otherwise: Option<PlannedCall>,
+    },
+    /// Look for free slots; when exactly one fits what the customer asked, propose booking
+    /// it (`booking` holds the plan and options), else list them after `lead`.
+    FindSlot {
+        availability: PlannedCall,
+        booking: Value,
+        lead: Option<String>,
     },
     /// The customer consented: run the proposed write.
     Execute(Proposal),
@@ -219,6 +226,13 @@ pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
         }
     }
     let Some(intent) = input.intent() else {
+        // A message that names a future day or slot but whose intent is unclear
+        // (「土曜の朝に来てもらえますか？スタンダードで」) is about scheduling: look it up (a
+        // concrete slot is proposed, never booked).
+        if input.intent.is_some() && input.identity.role != Role::Manager && names_future_day(input)
+        {
+            return plan_availability(input);
+        }
         return unsure(input);
     };
     if intent.is_manager_only() {
@@ -283,6 +297,26 @@ fn unsure(input: &PlanInput<'_>) -> TurnPlan {
 
 fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
     let signed_in = input.identity.role == Role::Customer;
+    // A very confident FAQ match answers what these labels would answer less well: a
+    // question about one plan's feature (「スタンダードのレポートは裁判で使えますか」), the
+    // price of a B2B add-on, whether a CSM is assigned, a receipt, a report's numbers.
+    // Labels whose own answer is weak (a generic upsell, "out of scope", a handover for a
+    // question about whether a CSM is assigned) give way to a good FAQ match; the others
+    // only to a very confident one. Explicit requests for a person are caught by the
+    // escalation rules before planning.
+    let faq_confident = input.faq.is_some_and(|f| f.confident);
+    let faq_answers = input
+        .faq
+        .is_some_and(|f| f.confident || f.answers_faq_intent);
+    let weak_label = matches!(
+        intent,
+        Intent::UpsellInterest | Intent::HumanRequest | Intent::OutOfScope
+    );
+    if (weak_label && faq_answers)
+        || (faq_confident && matches!(intent, Intent::PlanCompare | Intent::MyAccount))
+    {
+        return TurnPlan::Faq;
+    }
     match intent {
         Intent::PlanPrice | Intent::PlanCompare => {
             if !input.has("plan_info") {
@@ -312,14 +346,15 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
                 lead: None,
             }
         }
-        Intent::Availability => match availability_call(input) {
-            Some(call) => TurnPlan::Tools {
-                calls: vec![call],
-                lead: None,
-            },
-            None => unsure(input),
-        },
+        Intent::Availability => plan_availability(input),
         Intent::Book => plan_booking(input),
+        // Changing a slot that is only proposed (not booked yet) is a new proposal.
+        Intent::Reschedule
+            if input.pending.is_some_and(|p| p.tool == "book_measurement")
+                && contextual_when(input).exact(input.now).is_some() =>
+        {
+            plan_booking(input)
+        }
         Intent::Reschedule => match availability_call(input) {
             Some(call) => TurnPlan::Tools {
                 calls: vec![call],
@@ -335,9 +370,9 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
             _ => unsure(input),
         },
         Intent::MyAccount => {
-            if signed_in && input.has("lookup_health") {
+            if signed_in && input.has("my_account") {
                 TurnPlan::Tools {
-                    calls: vec![PlannedCall::new("lookup_health", json!({}))],
+                    calls: vec![PlannedCall::new("my_account", json!({}))],
                     lead: None,
                 }
             } else {
@@ -399,13 +434,105 @@ fn noise_facts(input: &PlanInput<'_>) -> NoiseFacts {
     )
 }
 
+/// What the message says about when, read in the conversation: a time without a day
+/// (「同じ日の夜7時は？」「じゃあ10時は？」) takes the day the customer named last, and
+/// 翌日 / 前日 / "the next day" are counted from it.
+fn contextual_when(input: &PlanInput<'_>) -> When {
+    let mut when = parse_when(input.text, input.now);
+    let last_day = || {
+        input.previous_user.iter().rev().find_map(|m| {
+            let dates = parse_when(m, input.now).days?.dates()?;
+            match dates.as_slice() {
+                [day] => Some(*day),
+                _ => None,
+            }
+        })
+    };
+    let text = input.normalized().to_lowercase();
+    let shift = if ["翌日", "次の日", "next day", "day after"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
+        Some(1)
+    } else if text.contains("前日") || text.contains("day before") {
+        Some(-1)
+    } else {
+        None
+    };
+    match (shift, last_day()) {
+        (Some(days), Some(day)) => {
+            when.days = Some(DaySet::List(vec![day + chrono::Duration::days(days)]));
+        }
+        (None, Some(day))
+            if when.days.is_none() && when.weekdays.is_none() && when.time.is_some() =>
+        {
+            when.days = Some(DaySet::List(vec![day]));
+        }
+        _ => {}
+    }
+    when
+}
+
+/// The message (in context) names days, all of them today or later.
+fn names_future_day(input: &PlanInput<'_>) -> bool {
+    let today = input.now.date_naive();
+    match contextual_when(input).days {
+        Some(DaySet::List(days)) => !days.is_empty() && days.iter().all(|d| *d >= today),
+        Some(DaySet::Range { from, to }) => to.unwrap_or(from) >= today,
+        None => false,
+    }
+}
+
+/// An availability question: a concrete slot is checked and proposed for booking (the
+/// customer still has to say yes); anything vaguer lists the free slots that fit.
+fn plan_availability(input: &PlanInput<'_>) -> TurnPlan {
+    let exact = contextual_when(input).exact(input.now).is_some();
+    if exact && may_book(input) {
+        return plan_booking(input);
+    }
+    find_slot(input, None)
+}
+
+fn may_book(input: &PlanInput<'_>) -> bool {
+    input.identity.role == Role::Customer && input.has("book_measurement")
+}
+
+/// Free slots that fit what was said; a signed-in customer with exactly one fitting slot is
+/// offered it for booking (still only a proposal).
+fn find_slot(input: &PlanInput<'_>, lead: Option<String>) -> TurnPlan {
+    match availability_call(input) {
+        Some(call) if may_book(input) => TurnPlan::FindSlot {
+            availability: call,
+            booking: booking_options(input),
+            lead,
+        },
+        Some(call) => TurnPlan::Tools {
+            calls: vec![call],
+            lead,
+        },
+        None => unsure(input),
+    }
+}
+
+/// The plan and options of a booking, from what the customer said in this conversation.
+fn booking_options(input: &PlanInput<'_>) -> Value {
+    let mut args = json!({"plan": chosen_plan(input)});
+    let mediation = std::iter::once(&input.text)
+        .chain(input.previous_user.iter())
+        .any(|t| plans_mentioned(t).contains(&PlanRef::Mediation) || t.contains("仲裁"));
+    if mediation {
+        args["mediation"] = json!(true);
+    }
+    args
+}
+
 /// `check_availability` with what the message says about when (days, weekdays, a time or
 /// window, exclusions), and the noise's time of day as a preference when it says nothing.
 fn availability_call(input: &PlanInput<'_>) -> Option<PlannedCall> {
     if !input.has("check_availability") {
         return None;
     }
-    let when = parse_when(input.text, input.now);
+    let when = contextual_when(input);
     let mut args = Map::new();
     if !when.is_empty() {
         args.insert("when".into(), serde_json::to_value(&when).ok()?);
@@ -426,28 +553,17 @@ fn availability_call(input: &PlanInput<'_>) -> Option<PlannedCall> {
 /// A booking request: a concrete slot is proposed for consent (never booked from a parse);
 /// without one, the free slots that fit what was said are shown.
 fn plan_booking(input: &PlanInput<'_>) -> TurnPlan {
-    let when = parse_when(input.text, input.now);
+    let when = contextual_when(input);
     if let (Some(slot), true) = (when.exact(input.now), input.has("book_measurement")) {
-        let plan = chosen_plan(input);
-        let mut args = json!({"slot_start": slot.to_rfc3339(), "plan": plan});
-        let mediation = plans_mentioned(input.text).contains(&PlanRef::Mediation)
-            || input.text.contains("仲裁");
-        if mediation {
-            args["mediation"] = json!(true);
-        }
+        let mut args = booking_options(input);
+        args["slot_start"] = json!(slot.to_rfc3339());
         let otherwise = availability_call(input);
         return TurnPlan::Propose {
             call: PlannedCall::new("book_measurement", args),
             otherwise,
         };
     }
-    match availability_call(input) {
-        Some(call) => TurnPlan::Tools {
-            calls: vec![call],
-            lead: Some(BOOKING_NEEDS_SLOT.to_string()),
-        },
-        None => unsure(input),
-    }
+    find_slot(input, Some(BOOKING_NEEDS_SLOT.to_string()))
 }
 
 /// The plan to book: named now, else the last one the customer named, else スタンダード (the

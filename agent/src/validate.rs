@@ -120,8 +120,10 @@ fn personal_data() -> &'static Regex {
 
 /// Characters of simplified Chinese that Japanese does not use: a reply with several of them
 /// has drifted out of Japanese.
+/// Characters of simplified Chinese that Japanese does not use (候 and 得, shared with
+/// Japanese as in 候補 and 得られる, are not in it).
 const SIMPLIFIED_ONLY: &str =
-    "们这吗么您请问没对关为时候还让说话给过进买卖预约诉觉得际应该样认识谢帮吧呢";
+    "们这吗么您请问没对关为时还让说话给过进买卖预约诉觉际应该样认识谢帮吧呢";
 
 fn normalize(text: &str) -> String {
     text.nfkc().collect()
@@ -299,6 +301,11 @@ mod tests {
         assert_eq!(
             kind("您好，我们可以帮您预约。"),
             Some(ViolationKind::WrongLanguage)
+        );
+        // Kanji that Japanese shares with Chinese are Japanese.
+        assert_eq!(
+            kind("空いている候補日時をお調べします。納得が得られるまでご説明します。"),
+            None
         );
         assert_eq!(
             kind("担当の佐藤（sato@example.com）にご連絡ください。"),

@@ -196,10 +196,21 @@ fn noise_descriptions_do_not_escalate() {
         assert_eq!(with_reading(&policy, text, &worried), None, "{text}");
         assert_eq!(with_reading(&policy, text, &annoyed), None, "{text}");
     }
-    // A near-certain anger reading still escalates, even about the noise.
-    let furious = reading(SentimentLabel::Anger, 0.97);
-    let decision = with_reading(&policy, descriptions[0], &furious).expect("escalates");
-    assert_eq!(decision.reason, EscalationReason::NegativeSentiment);
+    // Not even a near-certain anger reading: anger at the neighbour is distress about the
+    // noise (issue 13), and the customer is answered with empathy.
+    let furious = reading(SentimentLabel::Anger, 0.999);
+    for text in descriptions {
+        assert_eq!(with_reading(&policy, text, &furious), None, "{text}");
+    }
+    // Quoted words of the neighbour do not make it anger at us.
+    assert_eq!(
+        with_reading(
+            &policy,
+            "お願いしに行ったら「そっちこそうるさい」と言い返されました",
+            &furious
+        ),
+        None
+    );
 }
 
 #[test]
@@ -277,7 +288,8 @@ fn rule_examples_from_the_issue() {
 
 #[test]
 fn anger_threshold_is_inclusive_and_configurable() {
-    let text = "もういいです";
+    // Aimed at us (そちら): the plain anger threshold applies.
+    let text = "そちらの説明はもういいです";
     let policy = EscalationPolicy::default();
     let at = mixed(0.80, 0.0);
     let below = mixed(0.79, 0.0);
@@ -312,13 +324,15 @@ fn anxiety_alone_escalates_only_when_configured() {
 }
 
 #[test]
-fn noise_anger_threshold_applies_only_to_noise_descriptions() {
+fn untargeted_anger_takes_a_near_certain_reading() {
     let policy = EscalationPolicy::default();
     let reading = mixed(0.90, 0.0);
+    // Names nothing of ours: 0.90 is below the near-certain bar.
     assert_eq!(
-        with_reading(&policy, "上の階の足音がうるさくて腹が立つ", &reading),
+        with_reading(&policy, "はぁ、もう嫌になってきた", &reading),
         None
     );
+    // Aimed at us: the plain anger threshold.
     assert_eq!(
         with_reading(
             &policy,
@@ -332,7 +346,12 @@ fn noise_anger_threshold_applies_only_to_noise_descriptions() {
         noise_anger_threshold: 0.0,
         ..Default::default()
     });
-    assert!(with_reading(&lenient, "上の階の足音がうるさくて腹が立つ", &reading).is_some());
+    assert!(with_reading(&lenient, "はぁ、もう嫌になってきた", &reading).is_some());
+    // About the neighbour only: never, whatever the setting.
+    assert_eq!(
+        with_reading(&lenient, "上の階の足音がうるさくて腹が立つ", &reading),
+        None
+    );
 }
 
 #[test]

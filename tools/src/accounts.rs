@@ -148,9 +148,14 @@ impl Tool for LookupHealth {
         };
         let manager = ctx.identity.role == Role::Manager;
         let score = format!("{}点", format_points(report.total));
+        // Staff look accounts up by name as often as by id: say which account this is.
+        let who = if manager {
+            format!("{}（{}）", customer.name, customer.id)
+        } else {
+            customer.name.clone()
+        };
         let mut display = format!(
-            "{}様のヘルススコアは{score}（{}）です（{}時点）。",
-            customer.name,
+            "{who}様のヘルススコアは{score}（{}）です（{}時点）。",
             report.status.label_ja(),
             long_date(date)
         );

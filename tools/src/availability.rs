@@ -79,7 +79,12 @@ impl BookingCalendar {
         if start <= now {
             return Err(SlotProblem::Past);
         }
-        if !days.contains(&start.weekday()) || !times.contains(&start.time()) {
+        if !days.contains(&start.weekday()) {
+            return Err(SlotProblem::ClosedDay {
+                weekday: start.weekday(),
+            });
+        }
+        if !times.contains(&start.time()) {
             return Err(SlotProblem::NotOffered);
         }
         if start < now + Duration::hours(self.min_lead_hours as i64) {
@@ -127,6 +132,8 @@ pub enum SlotProblem {
     Past,
     #[error("no measurement starts at that time")]
     NotOffered,
+    #[error("no measurements on {weekday}")]
+    ClosedDay { weekday: Weekday },
     #[error("bookings need at least {min_lead_hours} hours' notice")]
     TooSoon { min_lead_hours: u32 },
     #[error("bookings open only {horizon_days} days ahead")]
@@ -141,6 +148,11 @@ impl SlotProblem {
             SlotProblem::NotOffered => {
                 "ご指定の日時は測定の受付枠ではありません。空き日時をお調べしてご案内します。"
                     .to_string()
+            }
+            SlotProblem::ClosedDay { weekday } => {
+                let name = ["月", "火", "水", "木", "金", "土", "日"]
+                    [weekday.num_days_from_monday() as usize];
+                format!("{name}曜日は測定をお休みしています。ほかの曜日の空き日時をご案内します。")
             }
             SlotProblem::TooSoon { min_lead_hours } => {
                 format!("ご予約は{min_lead_hours}時間以上先の日時から承っております。")
@@ -461,7 +473,9 @@ mod tests {
         );
         assert_eq!(
             cal.check_slot(at("2026-11-29T10:00:00+09:00"), now),
-            Err(SlotProblem::NotOffered)
+            Err(SlotProblem::ClosedDay {
+                weekday: Weekday::Sun
+            })
         );
         assert_eq!(
             cal.check_slot(at("2026-11-23T10:00:00+09:00"), now),

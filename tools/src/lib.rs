@@ -15,6 +15,7 @@ pub mod crm;
 pub mod escalate;
 pub mod followup;
 pub mod health;
+pub mod my_account;
 pub mod optout;
 pub mod plan_info;
 pub mod plans;
@@ -95,6 +96,7 @@ pub fn registry(deps: ToolDeps) -> Result<ToolRegistry, ToolsError> {
     tools.register(Arc::new(BookMeasurement::new(store.clone(), calendar)?))?;
     tools.register(Arc::new(CancelBooking::new(store.clone())))?;
     tools.register(Arc::new(LookupHealth::new(store.clone())))?;
+    tools.register(Arc::new(my_account::MyAccount::new(store.clone())))?;
     tools.register(Arc::new(ListAtRiskAccounts::new(store.clone())))?;
     tools.register(Arc::new(RecommendUpsell::new(store.clone())))?;
     tools.register(Arc::new(GenerateFollowup::new(

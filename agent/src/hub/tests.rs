@@ -568,7 +568,7 @@ async fn opt_out_in_chat_is_honoured_at_once_without_the_model() {
         ("assistant", &serde_json::json!({"opt_out": true}))
     );
     // The confirmation is not an unresolved round trip.
-    assert_eq!(conversation_signals(&messages, "none").1, 0);
+    assert_eq!(conversation_signals(&messages, "none", None).1, 0);
     assert!(store.pending_messages(None).await.unwrap().is_empty());
     // A stop request is not counted as a reply to the campaign.
     assert_eq!(events(&store).await, ["s-1:opened"]);

@@ -15,9 +15,9 @@ use super::{
     ConversationHub, DirectAnswer, EscalationInput, Job, Live, OutFrame, Progress, Retrieval,
 };
 use crate::engine::{
-    ExecutedCall, Fallback, TurnEvent, TurnRequest, TurnResult, OTHER_ACCOUNT_REFUSAL,
+    ExecutedCall, Fallback, Source, TurnEvent, TurnRequest, TurnResult, OTHER_ACCOUNT_REFUSAL,
 };
-use crate::escalation::EscalationReason;
+use crate::escalation::{says_unresolved, EscalationReason};
 use crate::identity::Role;
 use crate::intent::{Intent, IntentReading};
 use crate::llm::ChatMessage;
@@ -113,6 +113,10 @@ impl ConversationHub {
             Some(r) => r.retrieve(&job.text, &job.identity).await,
             None => Retrieval::default(),
         };
+        let faq_entry = retrieval
+            .direct_answer
+            .clone()
+            .or_else(|| retrieval.faq_answer.clone());
         let previous_user: Vec<&str> = before.previous_user.iter().map(String::as_str).collect();
         let agent = self.agent.clone();
         let available = |name: &str| agent.tools().get(name).is_some();
@@ -173,7 +177,26 @@ impl ConversationHub {
             user_text: job.text.clone(),
             context: retrieval.chunks,
         };
-        let result = self.run_agent(live, &job, request, plan).await;
+        let composed_from_tools = matches!(
+            plan,
+            TurnPlan::Tools { .. } | TurnPlan::FindSlot { .. } | TurnPlan::Propose { .. }
+        );
+        let rescheduling =
+            matches!(&plan, TurnPlan::Tools { lead: Some(l), .. } if l == planner::RESCHEDULE);
+        let mut result = self.run_agent(live, &job, request, plan).await;
+        if let Some(faq) = faq_entry.filter(|_| composed_from_tools && result.sources.is_empty()) {
+            // A fact composed from the price table or the calendar is the one the business's
+            // FAQ states: cite the entry that answers the question, and for a date change
+            // lead with its rules (deadline, fees) before the new slots.
+            if rescheduling {
+                result.reply = format!("{}\n\n{}", faq.text, result.reply);
+            }
+            result.sources.push(Source {
+                doc_id: faq.doc_id,
+                title: faq.title,
+                score: faq.score,
+            });
+        }
         if outreach::booked_measurement(&result.tool_calls) {
             self.record_outreach_converted(conversation_id).await;
         }
@@ -186,6 +209,7 @@ impl ConversationHub {
                 unresolved_streak: before.unresolved_streak,
                 tool_request: Some((reason, detail.clone())),
                 intent: understood.intent,
+                previous_texts: &before.previous_user,
             });
             let (reason, detail) = decision.unwrap_or((reason, detail));
             *live.progress.lock().expect("progress lock") = None;
@@ -266,7 +290,7 @@ impl ConversationHub {
             .map(|m| m.content.clone())
             .collect();
         let (recent_sentiments, unresolved_streak) =
-            conversation_signals(&earlier, &job.message_id);
+            conversation_signals(&earlier, &job.message_id, Some(&job.text));
         Before {
             history,
             previous_user,
@@ -365,6 +389,7 @@ impl ConversationHub {
             unresolved_streak: before.unresolved_streak,
             tool_request: None,
             intent: understood.intent,
+            previous_texts: &before.previous_user,
         })
     }
 
@@ -406,9 +431,19 @@ impl ConversationHub {
         understood: &Understanding,
         started: Instant,
     ) {
-        let unhelpful = result
-            .fallback
-            .is_some_and(|f| f != Fallback::AddedToolFacts)
+        // A fixed reply that answers nothing (a clarifying question, "out of scope", "nothing
+        // to confirm") does not resolve anything either: it counts toward the unresolved streak.
+        let non_answer = [
+            planner::CLARIFY,
+            planner::OUT_OF_SCOPE,
+            planner::NOTHING_PENDING,
+        ]
+        .iter()
+        .any(|fixed| result.reply.starts_with(fixed));
+        let unhelpful = non_answer
+            || result
+                .fallback
+                .is_some_and(|f| f != Fallback::AddedToolFacts)
             || (!result.composed
                 && result.sources.is_empty()
                 && !result.tool_calls.iter().any(|c| c.ok));
@@ -699,6 +734,7 @@ fn pending_proposal(
 pub(super) fn conversation_signals(
     messages: &[kizuna_store::StoredMessage],
     current_message_id: &str,
+    current_text: Option<&str>,
 ) -> (Vec<SentimentReading>, u32) {
     let earlier: Vec<_> = messages
         .iter()
@@ -724,7 +760,29 @@ pub(super) fn conversation_signals(
             _ => {}
         }
     }
-    (readings, streak)
+    // The customer saying so counts too: consecutive messages, this one included, each
+    // answering a bot reply with "that did not help / I still do not understand".
+    let mut turns: Vec<(&str, bool)> = Vec::new();
+    let mut answered = false;
+    for m in &earlier {
+        match m.role.as_str() {
+            "assistant" => answered = true,
+            "user" => {
+                turns.push((m.content.as_str(), answered));
+                answered = false;
+            }
+            _ => {}
+        }
+    }
+    if let Some(text) = current_text {
+        turns.push((text, answered));
+    }
+    let said = turns
+        .iter()
+        .rev()
+        .take_while(|(text, answered)| *answered && says_unresolved(text))
+        .count();
+    (readings, streak.max(said as u32))
 }
 
 /// An `escalate_to_human` call of the turn: its reason and summary.

@@ -59,9 +59,11 @@ impl Case {
     }
 }
 
+/// The one read call of a plan (a slot search counts as its availability call).
 fn only_call(plan: &TurnPlan) -> &PlannedCall {
     match plan {
         TurnPlan::Tools { calls, .. } if calls.len() == 1 => &calls[0],
+        TurnPlan::FindSlot { availability, .. } => availability,
         other => panic!("expected one tool call, got {other:?}"),
     }
 }
@@ -344,4 +346,98 @@ fn booking_numbers_are_read_in_any_width() {
         Some("BK-1A2B")
     );
     assert_eq!(booking_number("予約をキャンセルしたい"), None);
+}
+
+#[test]
+fn a_time_without_a_day_takes_the_day_named_before() {
+    // 「12月1日…」 then 「同じ日の夜7時は空いてますか？ライトで」: a concrete slot, proposed.
+    let mut case = Case::customer(
+        "じゃあ同じ日の夜7時は空いてますか？ライトプランで",
+        Intent::Availability,
+    );
+    case.previous = vec!["12月1日に来てほしいんですが、1日は13時から仕事なんですよね"];
+    match case.plan() {
+        TurnPlan::Propose { call, .. } => {
+            assert_eq!(call.name, "book_measurement");
+            assert_eq!(call.arguments["slot_start"], "2026-12-01T19:00:00+09:00");
+            assert_eq!(call.arguments["plan"], "light");
+        }
+        other => panic!("expected a proposal, got {other:?}"),
+    }
+
+    // 翌日 counts from the day named before, not from today.
+    let mut next = Case::customer(
+        "じゃあ翌日の月曜の、同じ13時はどうですか？",
+        Intent::Availability,
+    );
+    next.previous = vec!["11月29日の日曜、13時に来てもらえますか？スタンダードで"];
+    match next.plan() {
+        TurnPlan::Propose { call, .. } => {
+            assert_eq!(call.arguments["slot_start"], "2026-11-30T13:00:00+09:00");
+            assert_eq!(call.arguments["plan"], "standard");
+        }
+        other => panic!("expected a proposal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_vague_slot_request_looks_for_one_slot_to_propose() {
+    let plan = Case::customer(
+        "来週の土曜の午前は空いてますか？AI仲裁も付けたい",
+        Intent::Availability,
+    )
+    .plan();
+    match plan {
+        TurnPlan::FindSlot {
+            availability,
+            booking,
+            ..
+        } => {
+            assert_eq!(availability.name, "check_availability");
+            assert_eq!(booking["mediation"], true);
+        }
+        other => panic!("expected a slot search, got {other:?}"),
+    }
+    // Anonymous visitors cannot book: the slots are listed.
+    let mut anonymous = Case::customer("来週の土曜の午前は空いてますか？", Intent::Availability);
+    anonymous.identity = Identity::anonymous("v-1");
+    assert_eq!(only_call(&anonymous.plan()).name, "check_availability");
+}
+
+#[test]
+fn an_unclear_message_naming_a_future_day_is_about_scheduling() {
+    let mut case = Case::customer(
+        "今度の土曜の朝に来てもらうことってできますか？",
+        Intent::UpsellInterest,
+    );
+    case.intent = Some((Intent::UpsellInterest, 0.38));
+    assert!(matches!(case.plan(), TurnPlan::FindSlot { .. }));
+    // A past day is not.
+    let mut past = Case::customer("先週の土曜に測定してもらった件です", Intent::Faq);
+    past.intent = Some((Intent::Faq, 0.3));
+    assert!(!matches!(
+        past.plan(),
+        TurnPlan::FindSlot { .. } | TurnPlan::Propose { .. }
+    ));
+}
+
+#[test]
+fn a_good_faq_answer_beats_a_weak_label() {
+    let faq = Some(FaqSignal {
+        confident: false,
+        answers_faq_intent: true,
+    });
+    for intent in [
+        Intent::HumanRequest,
+        Intent::UpsellInterest,
+        Intent::OutOfScope,
+    ] {
+        let mut case = Case::customer("担当者はついてもらえますか？", intent);
+        case.faq = faq;
+        assert_eq!(case.plan(), TurnPlan::Faq, "{intent:?}");
+    }
+    // A price question keeps the price table unless the FAQ is very confident.
+    let mut price = Case::customer("スタンダードプランはいくら？", Intent::PlanPrice);
+    price.faq = faq;
+    assert_eq!(only_call(&price.plan()).name, "plan_info");
 }
