@@ -191,7 +191,10 @@ const REALISTIC: &[(&str, &[&str])] = &[
     ("plan", &["スタンダードプランはいくらですか？"]),
     (
         "free",
-        &["夜勤明けで昼間に寝ているのですが、昼の生活音のような小さめの音でも測定で記録に残せますか？"],
+        &[
+            "防音マットを敷いてもらえば、上の階の足音はどのくらい軽くなるものなんでしょうか？",
+            "夜勤明けで昼間に寝ているのですが、昼の生活音のような小さめの音でも記録に残せますか？",
+        ],
     ),
     (
         "four_turns",
@@ -280,10 +283,17 @@ async fn realistic_turns(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Res
                 } else {
                     "composed"
                 };
+                let shown: String = reply["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(60)
+                    .collect();
                 eprintln!(
-                    "[bench] {id} {kind} first {:.2}s final {:.2}s",
+                    "[bench] {id} {kind} first {:.2}s final {:.2}s: {}",
                     first.unwrap_or(done).as_secs_f64(),
-                    done.as_secs_f64()
+                    done.as_secs_f64(),
+                    shown.replace('\n', " ")
                 );
                 samples.push((kind.to_string(), first.unwrap_or(done), done));
             }

@@ -341,6 +341,7 @@ impl Agent {
             .tool_calls
             .first()
             .and_then(|c| c.output.as_ref())
+            .filter(|o| o.data.get("matched_request") != Some(&Value::Bool(false)))
             .and_then(|o| o.data.get("candidates"))
             .and_then(Value::as_array)
             .and_then(|c| match c.as_slice() {
@@ -505,6 +506,7 @@ impl Agent {
             facts: facts.iter().map(String::as_str).collect(),
             prompts: prompt_texts.to_vec(),
             known_prices: self.known_prices.clone(),
+            user_text: &req.user_text,
         };
         let mut rejected = None;
 
@@ -990,6 +992,7 @@ struct OwnedReplyContext {
     facts: Vec<String>,
     prompts: Vec<String>,
     known_prices: Vec<u64>,
+    user_text: String,
 }
 
 impl OwnedReplyContext {
@@ -998,6 +1001,7 @@ impl OwnedReplyContext {
             facts: ctx.facts.iter().map(|s| s.to_string()).collect(),
             prompts: ctx.prompts.iter().map(|s| s.to_string()).collect(),
             known_prices: ctx.known_prices.clone(),
+            user_text: ctx.user_text.to_string(),
         }
     }
 
@@ -1006,6 +1010,7 @@ impl OwnedReplyContext {
             facts: self.facts.iter().map(String::as_str).collect(),
             prompts: self.prompts.iter().map(String::as_str).collect(),
             known_prices: self.known_prices.clone(),
+            user_text: &self.user_text,
         }
     }
 }

@@ -1048,6 +1048,12 @@ fn their_side() -> &'static Regex {
     })
 }
 
+/// The message mentions the neighbour, the landlord or the noise itself (quoted words
+/// included): what a conversation about the customer's noise problem sounds like.
+pub fn mentions_their_side(text: &str) -> bool {
+    their_side().is_match(&NormalizedText::new(text).folded)
+}
+
 /// Some sentence of the message, quoted speech removed, is about us.
 fn aimed_at_us(text: &NormalizedText) -> bool {
     text.sentences().into_iter().any(|s| {

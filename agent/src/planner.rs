@@ -233,6 +233,9 @@ pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
         {
             return plan_availability(input);
         }
+        if input.identity.role == Role::Manager {
+            return manager_unsure(input);
+        }
         return unsure(input);
     };
     if intent.is_manager_only() {
@@ -241,6 +244,21 @@ pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
         }
         // Never for customers (the caller masks these labels); be safe anyway.
         return unsure(input);
+    }
+    // Staff asking a customer's kind of question: the facts (prices, plans, slots) are the
+    // same for them, but the FAQ and the customer flows (booking, cancellation, handover)
+    // are written for customers.
+    if input.identity.role == Role::Manager
+        && !matches!(
+            intent,
+            Intent::PlanPrice
+                | Intent::PlanCompare
+                | Intent::PlanRecommend
+                | Intent::Availability
+                | Intent::Greeting
+        )
+    {
+        return manager_unsure(input);
     }
     plan_customer(input, intent)
 }
@@ -308,11 +326,24 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
     let faq_answers = input
         .faq
         .is_some_and(|f| f.confident || f.answers_faq_intent);
+    // (`affirm` / `deny` reach here only with nothing pending: a misread question.)
     let weak_label = matches!(
         intent,
-        Intent::UpsellInterest | Intent::HumanRequest | Intent::OutOfScope
+        Intent::UpsellInterest
+            | Intent::HumanRequest
+            | Intent::OutOfScope
+            | Intent::Affirm
+            | Intent::Deny
     );
-    if (weak_label && faq_answers)
+    // A scheduling label for a message that names no day or time, read with less than
+    // near-certainty, is more likely a question about the day itself (「測定の当日は家に
+    // いないといけませんか」): the FAQ answers it when it can.
+    let scheduling_without_when = matches!(
+        intent,
+        Intent::Availability | Intent::Book | Intent::Reschedule
+    ) && input.intent.is_some_and(|(_, p)| p < 0.9)
+        && contextual_when(input).is_empty();
+    if ((weak_label || scheduling_without_when) && faq_answers)
         || (faq_confident && matches!(intent, Intent::PlanCompare | Intent::MyAccount))
     {
         return TurnPlan::Faq;
@@ -383,7 +414,18 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
             Some(f) if f.confident || f.answers_faq_intent => TurnPlan::Faq,
             _ => TurnPlan::Model { calls: Vec::new() },
         },
+        Intent::NoiseReport if in_noise_conversation(input) => noise_follow_up(input),
         Intent::NoiseReport => say(&noise_reply(&noise_facts(input))),
+        // A "greeting" with no greeting in it, or "out of scope", in a conversation about the
+        // customer's noise is more of their story (「年寄りの一人暮らしで心細い」): answered
+        // as such, not with a welcome or a refusal.
+        Intent::Greeting | Intent::OutOfScope
+            if in_noise_conversation(input)
+                && (intent == Intent::OutOfScope
+                    || greeting_reply(&input.normalized()) == GREETING) =>
+        {
+            noise_follow_up(input)
+        }
         Intent::Greeting => say(greeting_reply(&input.normalized())),
         Intent::HumanRequest => match input.intent {
             Some((_, p)) if p >= input.config.human_request_threshold => TurnPlan::Escalate {
@@ -600,6 +642,46 @@ pub fn booking_number(text: &str) -> Option<String> {
 
 /// What a customer describing their noise reads: understanding first, then what we still
 /// need to know to recommend a plan (seed 003 §5.1).
+/// The reply to more venting about the noise in a conversation already about it: the
+/// first reply's empathy is not repeated word for word; what is known is used and the next
+/// step offered (buttons).
+fn noise_follow_up(input: &PlanInput<'_>) -> TurnPlan {
+    let facts = noise_facts(input);
+    let when = match facts.time_of_day {
+        Some("late_night") => "深夜の音",
+        Some("night") => "夜の音",
+        Some("morning") => "朝の音",
+        Some("daytime") => "日中の音",
+        _ => "音",
+    };
+    // Two wordings, alternating, so a long story is not answered with the same lines.
+    let text = if input.previous_user.len() % 2 == 1 {
+        format!(
+            "お聞かせいただきありがとうございます。つらい状況が続いているのですね。{when}がいつ、どのくらい続いているかを測定で記録に残すと、管理会社や相手の方にも客観的にお伝えできます。状況に合ったプランや、測定できる日時をご案内しましょうか？"
+        )
+    } else {
+        "そのようなお気持ちになるのも無理はありません。ひとりで抱え込まず、まずは音の事実を数字で残すところから一緒に進めましょう。測定のデータがあれば、管理会社への相談や相手の方との話し合いが進めやすくなります。プランや日時のご案内が必要でしたら、下のボタンからどうぞ。".to_string()
+    };
+    TurnPlan::Say {
+        text,
+        quick_replies: vec![
+            QuickReply::new("おすすめのプラン", "私の状況に合うプランを教えてください"),
+            QuickReply::new("空いている日時", "測定に来てもらえる日時を教えてください"),
+        ],
+    }
+}
+
+/// The conversation so far is about the customer's noise problem.
+fn in_noise_conversation(input: &PlanInput<'_>) -> bool {
+    let earlier = NoiseFacts::from_messages(input.previous_user.iter().copied(), input.now);
+    earlier.noise_type.is_some()
+        || earlier.time_of_day.is_some()
+        || input
+            .previous_user
+            .iter()
+            .any(|m| crate::escalation::mentions_their_side(m))
+}
+
 pub fn noise_reply(facts: &NoiseFacts) -> String {
     let what = match facts.noise_type {
         Some("footsteps") => "足音などの生活音",
@@ -642,6 +724,22 @@ fn greeting_reply(text: &str) -> &'static str {
         ABOUT_BOT
     } else {
         GREETING
+    }
+}
+
+/// A manager's message the intent model cannot place: the customer FAQ is written for
+/// customers, so it is not used; an account it names is looked up (score, reasons and the
+/// recommended actions), anything else goes to the model.
+fn manager_unsure(input: &PlanInput<'_>) -> TurnPlan {
+    match input.accounts.first() {
+        Some(id) if input.has("lookup_health") => TurnPlan::Tools {
+            calls: vec![PlannedCall::new(
+                "lookup_health",
+                json!({"customer_id": id}),
+            )],
+            lead: None,
+        },
+        _ => TurnPlan::Model { calls: Vec::new() },
     }
 }
 

@@ -37,6 +37,8 @@ pub enum ViolationKind {
     UnknownPrice,
     /// An e-mail address or phone number the reply was not given.
     PersonalData,
+    /// The customer's own message copied back (a long run of it) instead of an answer.
+    Echo,
 }
 
 impl ViolationKind {
@@ -49,6 +51,7 @@ impl ViolationKind {
             ViolationKind::WrongLanguage => "wrong_language",
             ViolationKind::UnknownPrice => "unknown_price",
             ViolationKind::PersonalData => "personal_data",
+            ViolationKind::Echo => "echo",
         }
     }
 }
@@ -66,7 +69,12 @@ pub struct ReplyContext<'a> {
     /// Prices (in yen) that are always fine to quote: the price table. Empty: prices are
     /// not checked.
     pub known_prices: Vec<u64>,
+    /// The customer's message: a reply may not copy a long run of it back. Empty: unchecked.
+    pub user_text: &'a str,
 }
+
+/// Characters of the customer's message a reply may repeat verbatim in one run.
+const ECHO_RUN_CHARS: usize = 20;
 
 fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     cell.get_or_init(|| Regex::new(pattern).expect("validator patterns are valid"))
@@ -176,6 +184,34 @@ pub fn check_reply(reply: &str, ctx: &ReplyContext<'_>) -> Result<(), Violation>
     if let Some(m) = boilerplate().find(&text) {
         return violation(ViolationKind::Boilerplate, m.as_str());
     }
+    // A reply with no Japanese at all to a customer who wrote Japanese (the model switched
+    // languages) is not ours to send; an English question may get an English answer.
+    let has_japanese = |t: &str| {
+        t.chars().any(|c| {
+            ('\u{3040}'..='\u{30ff}').contains(&c) || ('\u{4e00}'..='\u{9fff}').contains(&c)
+        })
+    };
+    let latin = text.chars().filter(|c| c.is_ascii_alphabetic()).count();
+    if latin >= 20 && !has_japanese(&text) && has_japanese(ctx.user_text) {
+        return violation(ViolationKind::WrongLanguage, "no Japanese");
+    }
+    // Compared without punctuation and spaces: 「…も、測定で」 echoed as 「…も測定で」.
+    let bare = |t: &str| -> String {
+        normalize(t)
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect()
+    };
+    let user: Vec<char> = bare(ctx.user_text).chars().collect();
+    if user.len() >= ECHO_RUN_CHARS {
+        let reply = bare(&text);
+        for window in user.windows(ECHO_RUN_CHARS) {
+            let run: String = window.iter().collect();
+            if reply.contains(&run) {
+                return violation(ViolationKind::Echo, &run);
+            }
+        }
+    }
     let chinese: Vec<char> = text
         .chars()
         .filter(|c| SIMPLIFIED_ONLY.contains(*c))
@@ -234,6 +270,7 @@ mod tests {
                 "上の結果をもとに、お客様への返答を2〜3文で書いてください。",
             ],
             known_prices: vec![8_800, 12_800, 24_800, 8_000],
+            user_text: "隣の部屋から夜中じゅう低い音が響いてきて、もう気が狂いそうです。測定をお願いできますか？",
         }
     }
 
@@ -247,11 +284,16 @@ mod tests {
             "スタンダードプランは12,800円で、2時間の測定です。夜の音も記録できます。",
             "ご不安なお気持ち、お察しします。測定の流れをご案内しますね。",
             "料金は１２，８００円です。",
-            "Thank you. The Standard plan costs 12,800 yen.",
             "予約番号はBK-12345です。",
         ] {
             assert_eq!(kind(reply), None, "{reply}");
         }
+        // An English question may get an English answer.
+        let english = ReplyContext {
+            user_text: "How much is the standard plan?",
+            ..ctx()
+        };
+        assert!(check_reply("Thank you. The Standard plan costs 12,800 yen.", &english).is_ok());
     }
 
     #[test]
@@ -314,6 +356,23 @@ mod tests {
         assert_eq!(
             kind("お電話は03-1234-5678までどうぞ。"),
             Some(ViolationKind::PersonalData)
+        );
+    }
+
+    #[test]
+    fn echoes_and_english_only_replies_are_caught() {
+        assert_eq!(
+            kind("はい、隣の部屋から夜中じゅう低い音が響いてきて、もう気が狂いそうです。"),
+            Some(ViolationKind::Echo)
+        );
+        assert_eq!(
+            kind("夜中の低い音もスタンダードプランで測定できます。"),
+            None
+        );
+        // English to a Japanese message (the test context's), not to an English one.
+        assert_eq!(
+            kind("Yes, we can measure low-frequency noise at night for you."),
+            Some(ViolationKind::WrongLanguage)
         );
     }
 

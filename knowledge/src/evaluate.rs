@@ -162,6 +162,13 @@ pub struct DirectAnswerMetrics {
     /// [`DIRECT_ANSWER_TARGET_PRECISION`], and how many questions it answers.
     pub suggested_threshold: Option<f32>,
     pub suggested_answered: usize,
+    /// The lower bar used when the intent model reads the message as a FAQ question
+    /// (`faq_answer_threshold`, `faq_answer_margin`): answered and right at the configured
+    /// settings, and per threshold of a sweep (threshold, answered, right).
+    pub faq_intent_threshold: f32,
+    pub faq_intent_answered: usize,
+    pub faq_intent_correct: usize,
+    pub faq_intent_sweep: Vec<(f32, usize, usize)>,
 }
 
 /// A question whose expected document was not in the top 5 (configured mode).
@@ -431,14 +438,24 @@ async fn direct_answer_metrics(
             candidates.push((best.score, margin, question.is_expected(&best.doc_id)));
         }
     }
-    let answered_at = |threshold: f32| {
+    let answered_with = |threshold: f32, margin: f32| {
         let answered: Vec<bool> = candidates
             .iter()
-            .filter(|(s, m, _)| *s >= threshold && *m >= config.direct_answer_margin)
+            .filter(|(s, m, _)| *s >= threshold && *m >= margin)
             .map(|(_, _, right)| *right)
             .collect();
         (answered.len(), answered.iter().filter(|r| **r).count())
     };
+    let answered_at = |threshold: f32| answered_with(threshold, config.direct_answer_margin);
+    let (faq_intent_answered, faq_intent_correct) =
+        answered_with(config.faq_answer_threshold, config.faq_answer_margin);
+    let faq_intent_sweep = (0..=10)
+        .map(|i| {
+            let t = 0.85 + 0.01 * i as f32;
+            let (n, right) = answered_with(t, config.faq_answer_margin);
+            (t, n, right)
+        })
+        .collect();
     let (answered, correct) = answered_at(config.direct_answer_threshold);
     let mut thresholds: Vec<f32> = candidates.iter().map(|c| c.0).collect();
     thresholds.sort_by(f32::total_cmp);
@@ -453,6 +470,10 @@ async fn direct_answer_metrics(
         correct,
         suggested_threshold: suggested,
         suggested_answered: suggested.map(|t| answered_at(t).0).unwrap_or(0),
+        faq_intent_threshold: config.faq_answer_threshold,
+        faq_intent_answered,
+        faq_intent_correct,
+        faq_intent_sweep,
     })
 }
 
@@ -552,6 +573,23 @@ impl fmt::Display for EvalReport {
                 "  no threshold reaches {:.0}% right answers",
                 DIRECT_ANSWER_TARGET_PRECISION * 100.0
             )?,
+        }
+        writeln!(
+            f,
+            "FAQ answers for questions the intent model reads as FAQ, at cosine ≥ {:.3}: {} answered, {} right (of {} questions, off-topic included)",
+            d.faq_intent_threshold, d.faq_intent_answered, d.faq_intent_correct, self.questions
+        )?;
+        writeln!(f, "  threshold answered right precision")?;
+        for (t, n, right) in &d.faq_intent_sweep {
+            writeln!(
+                f,
+                "  {t:>9.3} {n:>8} {right:>5} {:>9.3}",
+                if *n == 0 {
+                    0.0
+                } else {
+                    *right as f32 / *n as f32
+                }
+            )?;
         }
         if !self.misses.is_empty() {
             writeln!(f, "Not in the top 5 ({} questions):", self.misses.len())?;

@@ -125,6 +125,22 @@ impl BookingCalendar {
     }
 }
 
+/// 「月〜土」 for Monday to Saturday, else the days joined with ・.
+fn open_days_label(days: &[Weekday]) -> String {
+    const NAMES: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
+    let mut idx: Vec<usize> = days
+        .iter()
+        .map(|d| d.num_days_from_monday() as usize)
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    let consecutive = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    match (idx.first(), idx.last()) {
+        (Some(&a), Some(&b)) if consecutive && b > a + 1 => format!("{}〜{}", NAMES[a], NAMES[b]),
+        _ => idx.iter().map(|&i| NAMES[i]).collect::<Vec<_>>().join("・"),
+    }
+}
+
 /// Why a requested start time cannot be booked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SlotProblem {
@@ -281,42 +297,71 @@ impl Tool for CheckAvailability {
             .await
             .map_err(|e| ToolError::Failed(e.to_string()))?;
 
-        let mut candidates = Vec::new();
-        let mut date = start_date;
-        while date < end_date && candidates.len() < 3 {
-            if days.contains(&date.weekday()) {
-                for time in times.iter().filter(|t| wanted(t)) {
-                    let start = tz
-                        .from_local_datetime(&date.and_time(*time))
-                        .single()
-                        .expect("JST has no gaps");
-                    if start < earliest || !fits(&start) {
-                        continue;
-                    }
-                    let taken = booked
-                        .iter()
-                        .find(|(s, _)| *s == start.timestamp())
-                        .map(|(_, n)| *n)
-                        .unwrap_or(0);
-                    let remaining = self.calendar.capacity_per_slot as i64 - taken;
-                    if remaining > 0 {
-                        candidates.push((start, remaining));
-                        if candidates.len() == 3 {
-                            break;
+        // The first three free slots from `start_date` that `fits` and whose time is `wanted`.
+        let search = |fits: &dyn Fn(&DateTime<FixedOffset>) -> bool,
+                      wanted: &dyn Fn(&NaiveTime) -> bool| {
+            let mut candidates = Vec::new();
+            let mut date = start_date;
+            while date < end_date && candidates.len() < 3 {
+                if days.contains(&date.weekday()) {
+                    for time in times.iter().filter(|t| wanted(t)) {
+                        let start = tz
+                            .from_local_datetime(&date.and_time(*time))
+                            .single()
+                            .expect("JST has no gaps");
+                        if start < earliest || !fits(&start) {
+                            continue;
+                        }
+                        let taken = booked
+                            .iter()
+                            .find(|(s, _)| *s == start.timestamp())
+                            .map(|(_, n)| *n)
+                            .unwrap_or(0);
+                        let remaining = self.calendar.capacity_per_slot as i64 - taken;
+                        if remaining > 0 {
+                            candidates.push((start, remaining));
+                            if candidates.len() == 3 {
+                                break;
+                            }
                         }
                     }
                 }
+                date += Duration::days(1);
             }
-            date += Duration::days(1);
+            candidates
+        };
+        let mut candidates = search(&fits, &wanted);
+        let mut lead = "ご案内できる候補日時です。".to_string();
+        let matched_request = !candidates.is_empty() || said.is_none();
+        if candidates.is_empty() && said.is_some() {
+            // Nothing fits what was asked (a closed day, too soon, a time we do not start at,
+            // all taken): say why in general terms and offer the nearest slots instead, the
+            // same time of day first.
+            let time_only = said
+                .and_then(|w| w.time)
+                .map(|time| kizuna_nlu::when::When {
+                    time: Some(time),
+                    ..Default::default()
+                });
+            let same_time = |start: &DateTime<FixedOffset>| {
+                time_only.as_ref().is_some_and(|w| w.accepts(*start))
+            };
+            candidates = search(&same_time, &|_| true);
+            if candidates.is_empty() {
+                candidates = search(&|_| true, &preferred);
+            }
+            if candidates.is_empty() {
+                candidates = search(&|_| true, &|_| true);
+            }
+            lead = format!(
+                "申し訳ありません。ご希望の条件に合う空き枠はありませんでした（測定は{}の{}開始、ご予約は{}時間以上先から{}日先まで承っています）。近い候補日時です。",
+                open_days_label(&days),
+                times.iter().map(|t| t.format("%H:%M").to_string()).collect::<Vec<_>>().join("・"),
+                self.calendar.min_lead_hours,
+                self.calendar.horizon_days
+            );
         }
 
-        if candidates.is_empty() && said.is_some() {
-            return Ok(ToolOutput {
-                data: json!({"candidates": [], "matched_request": false}),
-                display: format!("申し訳ありません。ご希望の条件に合う空き枠が、{}日先までに見つかりませんでした。曜日や時間帯を変えてお知らせいただければ、あらためてお調べします。", self.calendar.horizon_days),
-                must_quote: vec![],
-            });
-        }
         if candidates.is_empty() {
             return Ok(ToolOutput {
                 data: json!({"candidates": []}),
@@ -329,7 +374,7 @@ impl Tool for CheckAvailability {
             .map(|(start, _)| format!("{}〜", slot_label(*start)))
             .collect();
         let display = format!(
-            "ご案内できる候補日時です。\n{}\nご希望の日時をお知らせいただければご予約を承ります。",
+            "{lead}\n{}\nご希望の日時をお知らせいただければご予約を承ります。",
             labels
                 .iter()
                 .enumerate()
@@ -343,7 +388,8 @@ impl Tool for CheckAvailability {
                 "start": start.to_rfc3339(),
                 "label": label,
                 "remaining": remaining,
-            })).collect::<Vec<_>>()
+            })).collect::<Vec<_>>(),
+            "matched_request": matched_request,
         });
         Ok(ToolOutput {
             data,
