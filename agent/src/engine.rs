@@ -726,6 +726,12 @@ impl Agent {
                         let _ = events.send(TurnEvent::Delta(ready));
                     }
                 }
+                if sentences.rejected.is_some() {
+                    // Nothing more will be shown: dropping the receiver stops a backend that
+                    // checks for listeners (the embedded model), so the composed answer that
+                    // replaces the reply comes without waiting for the rest.
+                    break;
+                }
             }
             sentences.finish(&owned_context.borrow())
         });

@@ -23,7 +23,8 @@ pub struct Violation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViolationKind {
-    /// Text of our own prompts: instructions, the context header, Q/A scaffolding.
+    /// Text of our own prompts: instructions, the context header, Q/A scaffolding, template
+    /// placeholders ({{link}}).
     PromptText,
     /// Tool-call syntax or chat-template markers.
     ToolSyntax,
@@ -85,7 +86,7 @@ fn scaffolding() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     re(
         &RE,
-        r"(?m)(参考情報|^\s*(質問|答え?|回答|Q|A|ユーザー|アシスタント|user|assistant|system)\s*[:：]|お客様への返答を|上の結果をもとに|ツール(の結果|呼び出し)|tool_result|function_call)",
+        r"(?m)(参考情報|^\s*(質問|答え?|回答|Q|A|ユーザー|アシスタント|user|assistant|system)\s*[:：]|お客様への返答を|上の結果をもとに|ツール(の結果|呼び出し)|tool_result|function_call|\{\{[^{}]{0,40}\}\})",
     )
 }
 
@@ -356,6 +357,15 @@ mod tests {
         assert_eq!(
             kind("お電話は03-1234-5678までどうぞ。"),
             Some(ViolationKind::PersonalData)
+        );
+    }
+
+    #[test]
+    fn template_placeholders_are_caught() {
+        // Copied from a scenario template in the retrieved context.
+        assert_eq!(
+            kind("当日の流れを動画にまとめましたので、ご覧ください：{{link}}"),
+            Some(ViolationKind::PromptText)
         );
     }
 
