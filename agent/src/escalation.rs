@@ -390,7 +390,9 @@ impl EscalationPolicy {
         if their_side_only && cfg.anxious_weight <= 0.0 {
             return None;
         }
-        let unresolved_feedback = says_unresolved(&text.display);
+        // A correction of what the bot understood (「いえ、受け取り方ではなくて、届く日数を
+        // 聞いているんです」) is not anger at us, however it reads.
+        let unresolved_feedback = says_unresolved(&text.display) || is_clarification(text);
         let anger_limit = if aimed_at_us(text) && !concrete_ask {
             cfg.anger_threshold
         } else {
@@ -526,6 +528,20 @@ fn fold(text: &str) -> String {
 }
 
 /// Rule patterns are written in natural spelling and folded the same way as the text.
+/// The customer corrects what the bot understood: 「…ではなくて、…を聞いているんです」,
+/// 「そうじゃなくて」, "that's not what I asked".
+fn is_clarification(text: &NormalizedText) -> bool {
+    static PATTERN: OnceLock<Regex> = OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        compile(concat!(
+            r"(?:を|が|について|のこと)(?:聞|訊|伺|尋ね|質問し)(?:いて|いてい|てい|って)(?:る|ます)",
+            r"|(?:ではなく|じゃなく)(?:て)?[^。]{0,40}(?:を|が)(?:知りたい|聞きたい|伺いたい)",
+            r"|そう(?:では|じゃ)なく(?:て)?|not what i (?:asked|meant)|i (?:was|am) asking (?:about|for)",
+        ))
+    });
+    pattern.is_match(&text.folded)
+}
+
 /// The customer says the previous answers did not help or were not understood
 /// (「まだよくわかりません」「ピンときません」「解決しないままです」 "that doesn't help"): the
 /// observable signal of non-resolution, counted over consecutive turns by the hub.
@@ -1238,5 +1254,24 @@ mod tests {
         assert!(!aimed_at_us(&NormalizedText::new(
             "それで具体的に何がわかるんですか？"
         )));
+    }
+
+    #[test]
+    fn a_clarification_is_not_anger_at_us() {
+        // Issue 13's example: a one-line correction was handed to a person.
+        let policy = EscalationPolicy::default();
+        let furious = reading(SentimentLabel::Anger, 0.99);
+        for text in [
+            "いえ、受け取り方ではなくて、測定してから何日くらいで届くのかを聞いているんです",
+            "いや、料金じゃなくて、空いている日を聞いてるんです",
+            "No, that's not what I asked. I was asking about the report.",
+        ] {
+            let signals = TurnSignals {
+                text,
+                sentiment: Some(&furious),
+                ..Default::default()
+            };
+            assert_eq!(policy.assess(&signals), None, "{text}");
+        }
     }
 }

@@ -888,3 +888,62 @@ fn only_new_bookings_count_as_conversions() {
         assert!(!outreach::booked_measurement(&[call(ok, result)]));
     }
 }
+
+#[tokio::test]
+async fn staff_are_never_escalated_even_when_they_relay_an_angry_client() {
+    // Issue 13: a manager's question about a risky account was handed to a person.
+    let model = ScriptedModel::new(false, vec![Step::Text("状況を確認します。")]);
+    let (hub, _dir) = hub_with_policy(model.clone(), None).await;
+    let me = Identity::manager("csm-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(
+        &me,
+        &conv,
+        "m-1",
+        "取引先の担当者が弁護士に相談すると言っています。どう動けばいい？",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let next = next_durable(&mut opened.live).await;
+    assert_eq!(next["type"], "reply", "{next}");
+    assert!(next.get("escalation").is_none(), "{next}");
+}
+
+#[tokio::test]
+async fn a_visitor_asking_about_a_named_company_is_refused_by_name() {
+    // Issue 13: an anonymous visitor asking whether a named company "is red" was told it is.
+    let model = ScriptedModel::new(false, vec![Step::Text("はい、レッドです。")]);
+    let (store, _dir) = temp_store().await;
+    sqlx::query(
+        "INSERT INTO customers (id, kind, name, opted_out, created_at, updated_at)
+         VALUES ('B-2003', 'b2b', 'あおば不動産株式会社', 0, 1, 1)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let hub = hub_on(store, model.clone());
+    let me = Identity::anonymous("v-1");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(
+        &me,
+        &conv,
+        "m-1",
+        "あおば不動産さんって、レッドなんですか？",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+    let reply = next_durable(&mut opened.live).await;
+    assert_eq!(
+        reply["text"],
+        crate::engine::OTHER_ACCOUNT_REFUSAL,
+        "{reply}"
+    );
+    assert!(
+        model.requests.lock().unwrap().is_empty(),
+        "the model was not asked"
+    );
+}
