@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod chat;
+mod churn;
 mod config;
 mod data;
 mod eval;
@@ -96,6 +97,10 @@ enum Command {
     /// Proactive outreach: preview a trigger run, or report campaign rates.
     #[command(subcommand)]
     Outreach(outreach::OutreachCommand),
+    /// Churn model: evaluate on any CSV by k-fold (train and predict on the store's customers
+    /// come with the store integration).
+    #[command(subcommand)]
+    Churn(churn::ChurnCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             Command::Segments(args) => data::segments(cli.config, args).await,
             Command::Eval(args) => eval::run(cli.config, args).await,
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
+            Command::Churn(cmd) => churn::run(cli.config, cmd).await,
         }
     })
 }

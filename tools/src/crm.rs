@@ -79,6 +79,14 @@ pub struct Customer {
     /// The customer's time zone for quiet hours: an IANA name (`America/Los_Angeles`) or a
     /// fixed offset (`+09:00`), as written in the file. `None`: the configured zone.
     pub time_zone: Option<String>,
+    /// The day the customer left (`None`: still a customer). Labels for churn training; a
+    /// churned customer is not scored as at-risk.
+    pub churned_at: Option<NaiveDate>,
+    /// Measurements in the last 90 days (optional column beyond the spec's first version):
+    /// with `measurements_30d` it gives the 3-month usage trend.
+    pub measurements_90d: Option<i64>,
+    /// Logins in the last 30 days (optional column).
+    pub logins_30d: Option<i64>,
 }
 
 impl Customer {
@@ -105,6 +113,9 @@ impl Customer {
             payment_overdue_days: None,
             opted_out: false,
             time_zone: None,
+            churned_at: None,
+            measurements_90d: None,
+            logins_30d: None,
         }
     }
 }
@@ -623,6 +634,9 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
     let payment_overdue_days = r.integer("payment_overdue_days", 0, 36_500);
     let opted_out = r.boolean("opted_out").unwrap_or(false);
     let time_zone = r.time_zone("time_zone");
+    let churned_at = r.date("churned_at");
+    let measurements_90d = r.integer("measurements_90d", 0, MAX_COUNT);
+    let logins_30d = r.integer("logins_30d", 0, MAX_COUNT);
 
     match (id, kind, name) {
         (Some(id), Some(kind), Some(name)) if r.problems.is_empty() => Ok(Customer {
@@ -646,6 +660,9 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
             payment_overdue_days,
             opted_out,
             time_zone,
+            churned_at,
+            measurements_90d,
+            logins_30d,
         }),
         _ => Err(r.problems),
     }
@@ -660,8 +677,8 @@ async fn upsert(
         "INSERT INTO customers (id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy,
             contract_end, customer_since, measurements_30d, last_login, report_view_rate,
             feature_adoption, csat, nps, escalations_30d, payment_overdue_days, opted_out,
-            time_zone, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)
+            time_zone, churned_at, measurements_90d, logins_30d, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)
          ON CONFLICT (id) DO UPDATE SET
             kind = excluded.kind, name = excluded.name, email = excluded.email,
             phone = excluded.phone, plan = excluded.plan,
@@ -673,7 +690,9 @@ async fn upsert(
             nps = excluded.nps, escalations_30d = excluded.escalations_30d,
             payment_overdue_days = excluded.payment_overdue_days,
             opted_out = CASE WHEN customers.opted_out = 1 THEN 1 ELSE excluded.opted_out END,
-            time_zone = excluded.time_zone, updated_at = excluded.updated_at",
+            time_zone = excluded.time_zone, churned_at = excluded.churned_at,
+            measurements_90d = excluded.measurements_90d, logins_30d = excluded.logins_30d,
+            updated_at = excluded.updated_at",
     )
     .bind(&c.id)
     .bind(c.kind.as_str())
@@ -695,6 +714,9 @@ async fn upsert(
     .bind(c.payment_overdue_days)
     .bind(c.opted_out as i64)
     .bind(&c.time_zone)
+    .bind(c.churned_at.map(|d| d.to_string()))
+    .bind(c.measurements_90d)
+    .bind(c.logins_30d)
     .bind(now_ms)
     // Not a cached prepared statement: sqlx 0.9's Any driver sends a NULL f64 to PostgreSQL
     // as float4, and a statement prepared with that type rejects a later 8-byte float.
@@ -710,7 +732,8 @@ macro_rules! customer_columns {
     () => {
         "id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy, contract_end,
          customer_since, measurements_30d, last_login, report_view_rate, feature_adoption,
-         csat, nps, escalations_30d, payment_overdue_days, opted_out, time_zone"
+         csat, nps, escalations_30d, payment_overdue_days, opted_out, time_zone, churned_at,
+         measurements_90d, logins_30d"
     };
 }
 
@@ -833,6 +856,9 @@ fn customer_from_row(r: &AnyRow) -> Result<Customer, CustomerError> {
         payment_overdue_days: r.try_get("payment_overdue_days")?,
         opted_out: r.try_get::<i64, _>("opted_out")? != 0,
         time_zone: r.try_get("time_zone")?,
+        churned_at: date("churned_at")?,
+        measurements_90d: r.try_get("measurements_90d")?,
+        logins_30d: r.try_get("logins_30d")?,
         id,
     })
 }

@@ -11,6 +11,7 @@ mod access;
 pub mod accounts;
 pub mod availability;
 pub mod booking;
+pub mod churn;
 pub mod crm;
 pub mod escalate;
 pub mod followup;

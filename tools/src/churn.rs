@@ -1,0 +1,458 @@
+//! Churn on the store's customers: features from the CRM table and the conversation history,
+//! training on the customers with a known outcome (`churned_at` set or still a customer),
+//! models versioned in the database with their metrics, and predictions with the top risk
+//! factors (TreeSHAP contributions) and the seed's retention plan.
+//!
+//! The model covers B2B accounts (companies with contracts); a churned customer's features
+//! are taken as of the day it left, so that nothing after leaving leaks into training.
+
+use chrono::{Datelike, NaiveDate, NaiveTime, Utc};
+use kizuna_churn::{
+    cross_validate, retention_plan, top_factors, ChurnModel, CvReport, Dataset, Factor, Params,
+    RetentionAction, RiskLevel,
+};
+use kizuna_store::Store;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::crm::{list_customers, Customer, CustomerError, CustomerFilter, CustomerKind};
+
+/// The features, in model order (the seed's names where it has one).
+pub const FEATURES: [&str; 14] = [
+    "monthly_usage_rate",
+    "usage_trend_3m",
+    "days_since_last_use",
+    "login_frequency_30d",
+    "report_view_rate",
+    "feature_adoption",
+    "support_ticket_count",
+    "escalation_count",
+    "nps_score",
+    "csat_score",
+    "negative_feedback_count",
+    "payment_delay_days",
+    "contract_length_months",
+    "days_until_renewal",
+];
+
+/// A feature's name for a Japanese reply.
+pub fn feature_label_ja(feature: &str) -> &'static str {
+    match feature {
+        "monthly_usage_rate" => "月間利用率",
+        "usage_trend_3m" => "3ヶ月の利用トレンド",
+        "days_since_last_use" => "最終利用からの日数",
+        "login_frequency_30d" => "30日間のログイン回数",
+        "report_view_rate" => "レポート閲覧率",
+        "feature_adoption" => "機能活用度",
+        "support_ticket_count" => "問い合わせ件数(90日)",
+        "escalation_count" => "エスカレーション件数(30日)",
+        "nps_score" => "NPS",
+        "csat_score" => "CSAT",
+        "negative_feedback_count" => "否定的なメッセージ数(90日)",
+        "payment_delay_days" => "支払い遅延日数",
+        "contract_length_months" => "契約期間(月)",
+        "days_until_renewal" => "更新までの日数",
+        _ => "その他",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChurnError {
+    #[error(transparent)]
+    Customers(#[from] CustomerError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Model(#[from] kizuna_churn::ModelError),
+    #[error("stored churn model {0} is unreadable: {1}")]
+    Corrupt(i64, String),
+    #[error("not enough labelled accounts to train: {churned} churned and {retained} current B2B accounts (at least {needed} of each)")]
+    TooFewLabels {
+        churned: usize,
+        retained: usize,
+        needed: usize,
+    },
+    #[error("no churn model yet: train one with `kizuna churn train`")]
+    NoModel,
+}
+
+/// What the store knows about an account's conversations in a window before `as_of`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct History {
+    /// Conversations started in the last 90 days.
+    pub tickets_90d: i64,
+    /// Escalations to a person in the last 30 days.
+    pub escalations_30d: i64,
+    /// Customer messages the sentiment model read as anger or anxiety, last 90 days.
+    pub negative_messages_90d: i64,
+}
+
+fn end_of_day_ms(day: NaiveDate) -> i64 {
+    day.and_time(NaiveTime::MIN).and_utc().timestamp_millis() + 86_400_000
+}
+
+/// The account's conversation history up to the end of `as_of`.
+pub async fn history(store: &Store, customer_id: &str, as_of: NaiveDate) -> Result<History, sqlx::Error> {
+    let until = end_of_day_ms(as_of);
+    let since_90 = until - 90 * 86_400_000;
+    let since_30 = until - 30 * 86_400_000;
+    let tickets: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM conversations
+         WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3",
+    )
+    .bind(customer_id)
+    .bind(since_90)
+    .bind(until)
+    .fetch_one(store.pool())
+    .await?
+    .try_get("n")?;
+    let escalations: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM escalations e JOIN conversations c ON c.id = e.conversation_id
+         WHERE c.customer_id = $1 AND e.created_at >= $2 AND e.created_at < $3",
+    )
+    .bind(customer_id)
+    .bind(since_30)
+    .bind(until)
+    .fetch_one(store.pool())
+    .await?
+    .try_get("n")?;
+    let rows = sqlx::query(
+        "SELECT m.metadata AS metadata FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE c.customer_id = $1 AND m.role = 'user' AND m.created_at >= $2 AND m.created_at < $3",
+    )
+    .bind(customer_id)
+    .bind(since_90)
+    .bind(until)
+    .fetch_all(store.pool())
+    .await?;
+    let negative = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("metadata").ok())
+        .filter(|m| is_negative(m))
+        .count() as i64;
+    Ok(History {
+        tickets_90d: tickets,
+        escalations_30d: escalations,
+        negative_messages_90d: negative,
+    })
+}
+
+/// Whether a message's metadata holds a negative sentiment reading (anger or anxiety).
+fn is_negative(metadata: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(metadata)
+        .ok()
+        .and_then(|v| v["sentiment"]["label"].as_str().map(str::to_string))
+        .is_some_and(|l| l == "anger" || l == "anxious")
+}
+
+fn months_between(from: NaiveDate, to: NaiveDate) -> f64 {
+    let months = (to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32;
+    let adjust = if to.day() < from.day() { 1 } else { 0 };
+    f64::from((months - adjust).max(0))
+}
+
+/// The account's features as of `as_of`, in [`FEATURES`] order; `NaN` where the CRM has no
+/// value (the trees route missing values on their own).
+pub fn features(c: &Customer, h: &History, as_of: NaiveDate) -> Vec<f64> {
+    let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    let usage_rate = match (c.measurements_30d, c.monthly_measurements) {
+        (Some(used), Some(contract)) if contract > 0 => used as f64 / contract as f64,
+        _ => f64::NAN,
+    };
+    let trend = match (c.measurements_30d, c.measurements_90d) {
+        (Some(m30), Some(m90)) if m90 > 0 => {
+            let monthly = m90 as f64 / 3.0;
+            (m30 as f64 - monthly) / monthly
+        }
+        (Some(m30), Some(0)) => {
+            if m30 > 0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        _ => f64::NAN,
+    };
+    let escalations = c.escalations_30d.unwrap_or(0).max(h.escalations_30d);
+    vec![
+        usage_rate,
+        trend,
+        opt(c.last_login.map(|d| (as_of - d).num_days().max(0) as f64)),
+        opt(c.logins_30d.map(|v| v as f64)),
+        opt(c.report_view_rate),
+        opt(c.feature_adoption),
+        h.tickets_90d as f64,
+        escalations as f64,
+        opt(c.nps),
+        opt(c.csat),
+        h.negative_messages_90d as f64,
+        opt(c.payment_overdue_days.map(|v| v as f64)),
+        opt(c.customer_since.map(|d| months_between(d, as_of))),
+        opt(c.contract_end.map(|d| (d - as_of).num_days() as f64)),
+    ]
+}
+
+/// Metrics stored with a model.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ModelMetrics {
+    pub roc_auc: f64,
+    pub pr_auc: f64,
+    pub calibration_error: f64,
+    pub folds: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub version: i64,
+    pub as_of: NaiveDate,
+    pub rows: usize,
+    pub churned: usize,
+    pub metrics: ModelMetrics,
+    #[serde(skip)]
+    pub cv: CvReport,
+}
+
+/// Builds the labelled B2B set: every account with `churned_at` (label 1, features as of
+/// that day) and every current account (label 0, features as of `as_of`).
+pub async fn training_set(store: &Store, as_of: NaiveDate) -> Result<Dataset, ChurnError> {
+    let customers = list_customers(store, &CustomerFilter::default()).await?;
+    let mut columns = vec![Vec::new(); FEATURES.len()];
+    let mut labels = Vec::new();
+    let mut ids = Vec::new();
+    for c in customers.iter().filter(|c| c.kind == CustomerKind::B2b) {
+        let day = c.churned_at.unwrap_or(as_of);
+        let h = history(store, &c.id, day).await?;
+        for (col, v) in columns.iter_mut().zip(features(c, &h, day)) {
+            col.push(v);
+        }
+        labels.push(if c.churned_at.is_some() { 1.0 } else { 0.0 });
+        ids.push(c.id.clone());
+    }
+    Ok(Dataset {
+        feature_names: FEATURES.iter().map(|s| s.to_string()).collect(),
+        columns,
+        labels,
+        ids: Some(ids),
+        encoder: Default::default(),
+    })
+}
+
+/// Trains on the labelled accounts, scores it by stratified k-fold and stores the model
+/// trained on all of them as the next version.
+pub async fn train(
+    store: &Store,
+    as_of: NaiveDate,
+    folds: usize,
+    seed: u64,
+) -> Result<TrainReport, ChurnError> {
+    let ds = training_set(store, as_of).await?;
+    let churned = ds.positives();
+    let retained = ds.rows() - churned;
+    let needed = folds.max(2);
+    if churned < needed || retained < needed {
+        return Err(ChurnError::TooFewLabels {
+            churned,
+            retained,
+            needed,
+        });
+    }
+    let params = Params::default();
+    let cv = cross_validate(&ds, folds, seed, &params)?;
+    let all: Vec<usize> = (0..ds.rows()).collect();
+    let model = ChurnModel::fit(ds.feature_names.clone(), &ds.column_major(&all), &ds.labels, &params)?;
+    let metrics = ModelMetrics {
+        roc_auc: cv.roc_auc,
+        pr_auc: cv.pr_auc,
+        calibration_error: cv.calibration_error,
+        folds,
+        seed,
+    };
+    let version = save_model(store, &model, &metrics, as_of, ds.rows(), churned).await?;
+    Ok(TrainReport {
+        version,
+        as_of,
+        rows: ds.rows(),
+        churned,
+        metrics,
+        cv,
+    })
+}
+
+async fn save_model(
+    store: &Store,
+    model: &ChurnModel,
+    metrics: &ModelMetrics,
+    as_of: NaiveDate,
+    rows: usize,
+    positives: usize,
+) -> Result<i64, ChurnError> {
+    let mut tx = store.pool().begin().await?;
+    let latest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM churn_models")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+    let version = latest.unwrap_or(0) + 1;
+    sqlx::query(
+        "INSERT INTO churn_models (version, created_at, as_of, trained_rows, positives, metrics, model)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(version)
+    .bind(Utc::now().timestamp_millis())
+    .bind(as_of.to_string())
+    .bind(rows as i64)
+    .bind(positives as i64)
+    .bind(serde_json::to_string(metrics).unwrap_or_default())
+    .bind(model.to_json()?)
+    .persistent(false)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// A stored model and what it was measured at.
+pub struct StoredModel {
+    pub version: i64,
+    pub as_of: NaiveDate,
+    pub metrics: ModelMetrics,
+    pub model: ChurnModel,
+}
+
+/// The newest stored model, if any.
+pub async fn latest_model(store: &Store) -> Result<Option<StoredModel>, ChurnError> {
+    let row = sqlx::query(
+        "SELECT version, as_of, metrics, model FROM churn_models ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let version: i64 = row.try_get("version")?;
+    let corrupt = |e: String| ChurnError::Corrupt(version, e);
+    let as_of: String = row.try_get("as_of")?;
+    let metrics: String = row.try_get("metrics")?;
+    let model: String = row.try_get("model")?;
+    Ok(Some(StoredModel {
+        version,
+        as_of: crate::crm::parse_date(&as_of).ok_or_else(|| corrupt(format!("as_of {as_of:?}")))?,
+        metrics: serde_json::from_str(&metrics).map_err(|e| corrupt(e.to_string()))?,
+        model: ChurnModel::from_json(&model).map_err(|e| corrupt(e.to_string()))?,
+    }))
+}
+
+/// One account's churn prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub customer_id: String,
+    pub name: String,
+    pub probability: f64,
+    pub risk_level: RiskLevel,
+    /// Up to three features that raise this account's risk most.
+    pub top_risk_factors: Vec<Factor>,
+    pub recommended_actions: Vec<RetentionAction>,
+    pub model_version: i64,
+}
+
+/// Predicts one account as of `as_of`.
+pub async fn predict(
+    store: &Store,
+    stored: &StoredModel,
+    c: &Customer,
+    as_of: NaiveDate,
+) -> Result<Prediction, ChurnError> {
+    let h = history(store, &c.id, as_of).await?;
+    let row = features(c, &h, as_of);
+    let probability = stored.model.probability(&row)?;
+    let contributions = stored.model.contributions(&row)?;
+    let level = RiskLevel::from_probability(probability);
+    let factors = top_factors(&stored.model.feature_names, &row, &contributions, 3);
+    Ok(Prediction {
+        customer_id: c.id.clone(),
+        name: c.name.clone(),
+        probability,
+        risk_level: level,
+        recommended_actions: retention_plan(level, &factors),
+        top_risk_factors: factors,
+        model_version: stored.version,
+    })
+}
+
+/// Every current B2B account (not churned), most likely to leave first.
+pub async fn predict_all(
+    store: &Store,
+    stored: &StoredModel,
+    as_of: NaiveDate,
+) -> Result<Vec<Prediction>, ChurnError> {
+    let customers = list_customers(store, &CustomerFilter::default()).await?;
+    let mut out = Vec::new();
+    for c in customers
+        .iter()
+        .filter(|c| c.kind == CustomerKind::B2b && c.churned_at.is_none())
+    {
+        out.push(predict(store, stored, c, as_of).await?);
+    }
+    out.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn features_from_the_crm_fields_and_history() {
+        let mut c = Customer::new("B-1", CustomerKind::B2b, "テスト管理");
+        c.monthly_measurements = Some(20);
+        c.measurements_30d = Some(5);
+        c.measurements_90d = Some(45);
+        c.last_login = Some(day("2026-11-01"));
+        c.logins_30d = Some(3);
+        c.report_view_rate = Some(0.4);
+        c.nps = Some(5.0);
+        c.escalations_30d = Some(1);
+        c.payment_overdue_days = Some(14);
+        c.customer_since = Some(day("2025-05-30"));
+        c.contract_end = Some(day("2027-01-31"));
+        let h = History {
+            tickets_90d: 4,
+            escalations_30d: 2,
+            negative_messages_90d: 3,
+        };
+        let f = features(&c, &h, day("2026-11-21"));
+        assert_eq!(f.len(), FEATURES.len());
+        let get = |name: &str| f[FEATURES.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(get("monthly_usage_rate"), 0.25);
+        assert!((get("usage_trend_3m") - (5.0 - 15.0) / 15.0).abs() < 1e-12);
+        assert_eq!(get("days_since_last_use"), 20.0);
+        assert_eq!(get("login_frequency_30d"), 3.0);
+        assert_eq!(get("support_ticket_count"), 4.0);
+        assert_eq!(get("escalation_count"), 2.0, "the larger of CRM and store counts");
+        assert_eq!(get("negative_feedback_count"), 3.0);
+        assert_eq!(get("payment_delay_days"), 14.0);
+        assert_eq!(get("contract_length_months"), 17.0);
+        assert_eq!(get("days_until_renewal"), 71.0);
+        assert!(get("csat_score").is_nan(), "no survey is missing, not zero");
+        assert!(get("feature_adoption").is_nan());
+    }
+
+    #[test]
+    fn missing_usage_fields_are_missing_features() {
+        let c = Customer::new("B-2", CustomerKind::B2b, "x");
+        let f = features(&c, &History::default(), day("2026-11-21"));
+        assert!(f[0].is_nan() && f[1].is_nan() && f[2].is_nan());
+        assert_eq!(f[6], 0.0);
+    }
+
+    #[test]
+    fn negative_messages_are_anger_or_anxiety_readings() {
+        assert!(is_negative(r#"{"sentiment":{"label":"anger","score":0.9}}"#));
+        assert!(is_negative(r#"{"sentiment":{"label":"anxious","score":0.6}}"#));
+        assert!(!is_negative(r#"{"sentiment":{"label":"neutral","score":0.9}}"#));
+        assert!(!is_negative(r#"{"sentiment":null}"#));
+        assert!(!is_negative("not json"));
+    }
+}
