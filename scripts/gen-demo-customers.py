@@ -59,8 +59,12 @@ def rate(x):
     return "" if x is None else f"{x:.2f}"
 
 
+PAST_COLUMNS = COLUMNS + ["churned_at"]
+
+
 def row(**values):
-    return {c: values.get(c, "") for c in COLUMNS}
+    columns = PAST_COLUMNS if "churned_at" in values else COLUMNS
+    return {c: values.get(c, "") for c in columns}
 
 
 def b2b_health(r):
@@ -230,9 +234,56 @@ def generate():
     return rows
 
 
-def render(rows):
+# Past customers (demo/past_customers.csv): B2B accounts that left in the 12 months before
+# AS_OF, with `churned_at`, for churn training. About 20 % a year (seed 003: B2B churn 20 %)
+# of the 60 current accounts: 15 left. Their fields are as the CRM last had them, on the day
+# they left. Most left at renewal after usage, logins and satisfaction fell; a few looked fine.
+PAST_COUNT = 15
+PAST_SEED = 20261122
+
+
+def past_b2b(rng, n, i):
+    name, quota, mrr = rng.choice(B2B_PLANS)
+    churned = AS_OF - dt.timedelta(days=rng.randint(10, 360))
+    profile = rng.choices(["at_risk", "slipping", "healthy"], weights=[6, 3, 1])[0]
+    if profile == "healthy":
+        usage, login_days = rng.uniform(0.7, 1.1), rng.randint(0, 10)
+        views, adoption = rng.uniform(0.5, 0.9), rng.uniform(0.4, 0.9)
+        csat, nps = rng.choice([4.0, 4.3, None]), rng.randint(6, 9)
+    elif profile == "slipping":
+        usage, login_days = rng.uniform(0.3, 0.7), rng.randint(10, 30)
+        views, adoption = rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.5)
+        csat, nps = rng.choice([2.5, 3.0, 3.5, None]), rng.randint(3, 7)
+    else:
+        usage, login_days = rng.uniform(0.0, 0.35), rng.choice([20, 30, 45, 60, 90, None])
+        views, adoption = rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3)
+        csat, nps = rng.choice([1.5, 2.0, 2.5, 3.0, None]), rng.randint(0, 5)
+    since = churned - dt.timedelta(days=rng.randint(200, 1400))
+    # Most leave at the renewal date; some break the contract before it.
+    contract_end = churned + dt.timedelta(days=rng.randint(0, 20) if rng.random() < 0.7 else rng.randint(21, 200))
+    company = f"{COMPANY_HEAD[(i * 3 + 5) % len(COMPANY_HEAD)]}{COMPANY_TAIL[(i * 5 + n) % len(COMPANY_TAIL)]}"
+    return row(
+        id=f"B-{n}", kind="b2b", name=company, email=f"b{n}@example.jp",
+        plan=name, monthly_measurements=quota, mrr_jpy=mrr,
+        contract_end=iso(contract_end), customer_since=iso(since),
+        measurements_30d=max(0, round(quota * usage)),
+        last_login=iso(churned - dt.timedelta(days=login_days)) if login_days is not None else "",
+        report_view_rate=rate(views), feature_adoption=rate(adoption),
+        csat=f"{csat:.1f}" if csat is not None else "", nps=str(nps),
+        escalations_30d=rng.choice([0, 1, 1, 2, 3]) if profile != "healthy" else 0,
+        payment_overdue_days=rng.choice([0, 0, 7, 14, 21, 35, 45]) if profile == "at_risk" else rng.choice([0, 0, 0, 7]),
+        opted_out="false", churned_at=iso(churned),
+    )
+
+
+def generate_past():
+    rng = random.Random(PAST_SEED)
+    return [past_b2b(rng, 2901 + i, i) for i in range(PAST_COUNT)]
+
+
+def render(rows, columns=COLUMNS):
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
@@ -266,14 +317,15 @@ def main():
     for days in (7, 14, 21, 35):
         if days not in overdue:
             sys.exit(f"generated data has no payment {days} days overdue")
-    text = render(rows)
     path = pathlib.Path(args.out)
-    if args.check:
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            sys.exit(f"{path} is out of date: run scripts/gen-demo-customers.py")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    past_path = path.with_name("past_customers.csv")
+    for p, text in ((path, render(rows)), (past_path, render(generate_past(), PAST_COLUMNS))):
+        if args.check:
+            if not p.exists() or p.read_text(encoding="utf-8") != text:
+                sys.exit(f"{p} is out of date: run scripts/gen-demo-customers.py")
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
     print(f"{len(rows)} customers ({sum(r['kind'] == 'b2c' for r in rows)} b2c, "
           f"{sum(r['kind'] == 'b2b' for r in rows)} b2b) as of {AS_OF}: "
           f"health {dict(sorted(statuses.items()))}, renewals within 90 days {renewals}, "

@@ -249,6 +249,10 @@ pub async fn at_risk_accounts(
     let mut accounts: Vec<AtRiskAccount> = customers
         .into_iter()
         .filter_map(|customer| {
+            // A customer who already left is not at risk (crm-import.md, `churned_at`).
+            if customer.churned_at.is_some_and(|d| d <= as_of) {
+                return None;
+            }
             let report = health_score(&customer, as_of).ok()?;
             if !report.status.is_at_risk() {
                 return None;

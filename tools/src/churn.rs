@@ -3,8 +3,9 @@
 //! models versioned in the database with their metrics, and predictions with the top risk
 //! factors (TreeSHAP contributions) and the seed's retention plan.
 //!
-//! The model covers B2B accounts (companies with contracts); a churned customer's features
-//! are taken as of the day it left, so that nothing after leaving leaks into training.
+//! The model covers B2B accounts (companies with contracts). It predicts leaving within the
+//! next [`HORIZON_DAYS`]: a churned customer's features are taken as of that many days before
+//! the day it left, so nothing from the last month (or after leaving) leaks into training.
 
 use chrono::{Datelike, NaiveDate, NaiveTime, Utc};
 use kizuna_churn::{
@@ -16,6 +17,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::crm::{list_customers, Customer, CustomerError, CustomerFilter, CustomerKind};
+
+/// How far ahead the model looks: "will this account leave within a month?"
+pub const HORIZON_DAYS: i64 = 30;
 
 /// The features, in model order (the seed's names where it has one).
 pub const FEATURES: [&str; 14] = [
@@ -154,6 +158,14 @@ fn months_between(from: NaiveDate, to: NaiveDate) -> f64 {
 /// The account's features as of `as_of`, in [`FEATURES`] order; `NaN` where the CRM has no
 /// value (the trees route missing values on their own).
 pub fn features(c: &Customer, h: &History, as_of: NaiveDate) -> Vec<f64> {
+    features_at(c, h, as_of, as_of)
+}
+
+/// Features where the CRM row is a snapshot taken on `snapshot` (a churned account's last
+/// state, on the day it left) and the calendar features (`contract_length_months`,
+/// `days_until_renewal`) are taken as of `as_of`. `days_since_last_use` is relative to the
+/// snapshot, as the CRM's other usage figures are.
+pub fn features_at(c: &Customer, h: &History, snapshot: NaiveDate, as_of: NaiveDate) -> Vec<f64> {
     let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
     let usage_rate = match (c.measurements_30d, c.monthly_measurements) {
         (Some(used), Some(contract)) if contract > 0 => used as f64 / contract as f64,
@@ -177,7 +189,7 @@ pub fn features(c: &Customer, h: &History, as_of: NaiveDate) -> Vec<f64> {
     vec![
         usage_rate,
         trend,
-        opt(c.last_login.map(|d| (as_of - d).num_days().max(0) as f64)),
+        opt(c.last_login.map(|d| (snapshot - d).num_days().max(0) as f64)),
         opt(c.logins_30d.map(|v| v as f64)),
         opt(c.report_view_rate),
         opt(c.feature_adoption),
@@ -214,16 +226,20 @@ pub struct TrainReport {
 }
 
 /// Builds the labelled B2B set: every account with `churned_at` (label 1, features as of
-/// that day) and every current account (label 0, features as of `as_of`).
+/// [`HORIZON_DAYS`] before that day) and every current account (label 0, features as of
+/// `as_of`).
 pub async fn training_set(store: &Store, as_of: NaiveDate) -> Result<Dataset, ChurnError> {
     let customers = list_customers(store, &CustomerFilter::default()).await?;
     let mut columns = vec![Vec::new(); FEATURES.len()];
     let mut labels = Vec::new();
     let mut ids = Vec::new();
     for c in customers.iter().filter(|c| c.kind == CustomerKind::B2b) {
-        let day = c.churned_at.unwrap_or(as_of);
+        let day = c
+            .churned_at
+            .map_or(as_of, |d| d - chrono::Duration::days(HORIZON_DAYS));
         let h = history(store, &c.id, day).await?;
-        for (col, v) in columns.iter_mut().zip(features(c, &h, day)) {
+        let snapshot = c.churned_at.unwrap_or(as_of);
+        for (col, v) in columns.iter_mut().zip(features_at(c, &h, snapshot, day)) {
             col.push(v);
         }
         labels.push(if c.churned_at.is_some() { 1.0 } else { 0.0 });
@@ -437,6 +453,17 @@ mod tests {
         assert_eq!(get("days_until_renewal"), 71.0);
         assert!(get("csat_score").is_nan(), "no survey is missing, not zero");
         assert!(get("feature_adoption").is_nan());
+    }
+
+    #[test]
+    fn a_churned_snapshot_keeps_its_usage_figures_and_moves_the_calendar() {
+        let mut c = Customer::new("B-3", CustomerKind::B2b, "x");
+        c.last_login = Some(day("2026-06-20"));
+        c.contract_end = Some(day("2026-07-05"));
+        c.churned_at = Some(day("2026-07-01"));
+        let f = features_at(&c, &History::default(), day("2026-07-01"), day("2026-06-01"));
+        assert_eq!(f[2], 11.0, "days since last use, at the snapshot");
+        assert_eq!(f[13], 34.0, "days until renewal, a month before leaving");
     }
 
     #[test]
