@@ -165,7 +165,11 @@ async fn predict(config: Option<PathBuf>, args: PredictArgs) -> anyhow::Result<(
                 format!("{}={value} (+{:.2})", f.feature, f.contribution)
             })
             .collect();
-        let actions: Vec<&str> = p.recommended_actions.iter().map(|a| a.action.as_str()).collect();
+        let actions: Vec<&str> = p
+            .recommended_actions
+            .iter()
+            .map(|a| a.action.as_str())
+            .collect();
         println!(
             "{}  {}  {:.3}  {}  factors: {}  plan: {}",
             p.customer_id,
@@ -176,7 +180,12 @@ async fn predict(config: Option<PathBuf>, args: PredictArgs) -> anyhow::Result<(
             actions.join(", ")
         );
     }
-    eprintln!("[churn] model v{} (as of {}), {} accounts", stored.version, stored.as_of, predictions.len());
+    eprintln!(
+        "[churn] model v{} (as of {}), {} accounts",
+        stored.version,
+        stored.as_of,
+        predictions.len()
+    );
     Ok(())
 }
 

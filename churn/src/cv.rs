@@ -146,13 +146,22 @@ mod tests {
         let labels: Vec<f64> = (0..103).map(|i| f64::from(u8::from(i % 4 == 0))).collect();
         let a = stratified_folds(&labels, 5, 7);
         assert_eq!(a, stratified_folds(&labels, 5, 7), "same seed, same folds");
-        assert_ne!(a, stratified_folds(&labels, 5, 8), "another seed shuffles differently");
+        assert_ne!(
+            a,
+            stratified_folds(&labels, 5, 8),
+            "another seed shuffles differently"
+        );
         let positives = labels.iter().filter(|y| **y > 0.5).count();
         for f in 0..5 {
             let rows = a.iter().filter(|x| **x == f).count();
-            let pos = (0..labels.len()).filter(|i| a[*i] == f && labels[*i] > 0.5).count();
+            let pos = (0..labels.len())
+                .filter(|i| a[*i] == f && labels[*i] > 0.5)
+                .count();
             assert!((20..=21).contains(&rows), "fold {f}: {rows} rows");
-            assert!(pos * 5 >= positives - 5 && pos * 5 <= positives + 5, "fold {f}: {pos}");
+            assert!(
+                pos * 5 >= positives - 5 && pos * 5 <= positives + 5,
+                "fold {f}: {pos}"
+            );
         }
     }
 
@@ -165,10 +174,18 @@ mod tests {
                 let mut r: Vec<String> = (0..names.len())
                     .map(|j| {
                         let v = data[j * rows + i];
-                        if v.is_nan() { String::new() } else { v.to_string() }
+                        if v.is_nan() {
+                            String::new()
+                        } else {
+                            v.to_string()
+                        }
                     })
                     .collect();
-                r.push(if labels[i] > 0.5 { "yes".into() } else { "no".into() });
+                r.push(if labels[i] > 0.5 {
+                    "yes".into()
+                } else {
+                    "no".into()
+                });
                 r
             })
             .collect();

@@ -32,7 +32,9 @@ pub enum DatasetError {
     Csv(#[from] csv::Error),
     #[error("no column named {0:?} (columns: {1})")]
     MissingColumn(String, String),
-    #[error("line {line}: label {value:?} is neither churned (1/yes/true) nor stayed (0/no/false)")]
+    #[error(
+        "line {line}: label {value:?} is neither churned (1/yes/true) nor stayed (0/no/false)"
+    )]
     BadLabel { line: usize, value: String },
     #[error("the data has no rows")]
     Empty,
@@ -45,10 +47,18 @@ pub enum DatasetError {
 /// How one source column becomes features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ColumnEncoding {
-    Numeric { column: String },
+    Numeric {
+        column: String,
+    },
     /// 1.0 when the cell equals `one`, 0.0 for any other non-blank value.
-    Binary { column: String, one: String },
-    OneHot { column: String, categories: Vec<String> },
+    Binary {
+        column: String,
+        one: String,
+    },
+    OneHot {
+        column: String,
+        categories: Vec<String>,
+    },
 }
 
 /// The encoding learnt from training data; applies the same to new rows.
@@ -85,8 +95,11 @@ impl Encoder {
                     _ => f64::NAN,
                 }),
                 ColumnEncoding::OneHot { column, categories } => match cell(column) {
-                    Some(v) if !is_blank(v) => out
-                        .extend(categories.iter().map(|k| f64::from(u8::from(v.trim() == k)))),
+                    Some(v) if !is_blank(v) => out.extend(
+                        categories
+                            .iter()
+                            .map(|k| f64::from(u8::from(v.trim() == k))),
+                    ),
                     _ => out.extend(std::iter::repeat_n(f64::NAN, categories.len())),
                 },
             }
@@ -170,7 +183,9 @@ impl Dataset {
         label: &str,
         id: Option<&str>,
     ) -> Result<Self, DatasetError> {
-        let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(reader);
         let headers: Vec<String> = rdr
             .headers()?
             .iter()
@@ -215,8 +230,13 @@ impl Dataset {
             if j == label_col || Some(j) == id_col {
                 continue;
             }
-            let cells = records.iter().map(|r| r.get(j).map(String::as_str).unwrap_or(""));
-            if cells.clone().all(|c| is_blank(c) || parse_number(c).is_some()) {
+            let cells = records
+                .iter()
+                .map(|r| r.get(j).map(String::as_str).unwrap_or(""));
+            if cells
+                .clone()
+                .all(|c| is_blank(c) || parse_number(c).is_some())
+            {
                 if cells.clone().any(|c| !is_blank(c)) {
                     encoder.columns.push(ColumnEncoding::Numeric {
                         column: name.clone(),
@@ -343,7 +363,10 @@ a4,pro,north, ,42.3,no
     #[test]
     fn bad_or_one_class_labels_are_errors() {
         let err = Dataset::from_csv("x,y\n1,maybe\n".as_bytes(), "y", None).unwrap_err();
-        assert!(matches!(err, DatasetError::BadLabel { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, DatasetError::BadLabel { line: 2, .. }),
+            "{err}"
+        );
         let err = Dataset::from_csv("x,y\n1,no\n2,no\n".as_bytes(), "y", None).unwrap_err();
         assert!(matches!(err, DatasetError::OneClass(_)));
         let err = Dataset::from_csv("x,y\n1,no\n".as_bytes(), "label", None).unwrap_err();

@@ -187,7 +187,9 @@ pub(crate) mod tests {
     pub(crate) fn synthetic(rows: usize) -> (Vec<String>, Vec<f64>, Vec<f64>) {
         let mut state = 42u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
         let mut usage = Vec::new();
@@ -218,7 +220,11 @@ pub(crate) mod tests {
             let row: Vec<f64> = (0..3).map(|j| data[j * rows + i]).collect();
             let c = model.contributions(&row).unwrap();
             let m = model.margin(&row).unwrap();
-            assert!((c.total() - m).abs() < 1e-6, "row {i}: {} vs {m}", c.total());
+            assert!(
+                (c.total() - m).abs() < 1e-6,
+                "row {i}: {} vs {m}",
+                c.total()
+            );
         }
         // including rows with a missing value
         let c = model.contributions(&[f64::NAN, 35.0, 0.5]).unwrap();
@@ -233,7 +239,10 @@ pub(crate) mod tests {
         let c = model.contributions(&[0.02, 39.0, 0.5]).unwrap();
         assert!(c.per_feature[0] > 0.0 && c.per_feature[1] > 0.0, "{c:?}");
         assert!(c.per_feature[2].abs() < c.per_feature[0].abs());
-        assert!(model.probability(&[0.02, 39.0, 0.5]).unwrap() > model.probability(&[0.95, 0.0, 0.5]).unwrap());
+        assert!(
+            model.probability(&[0.02, 39.0, 0.5]).unwrap()
+                > model.probability(&[0.95, 0.0, 0.5]).unwrap()
+        );
     }
 
     #[test]
@@ -253,6 +262,8 @@ pub(crate) mod tests {
         let (names, data, labels) = synthetic(100);
         let model = ChurnModel::fit(names, &data, &labels, &Params::default()).unwrap();
         assert!(model.margin(&[1.0]).is_err());
-        assert!(ChurnModel::fit(vec!["a".into()], &[1.0, 2.0], &[1.0], &Params::default()).is_err());
+        assert!(
+            ChurnModel::fit(vec!["a".into()], &[1.0, 2.0], &[1.0], &Params::default()).is_err()
+        );
     }
 }

@@ -188,9 +188,16 @@ mod tests {
         };
         assert_eq!(
             names(retention_plan(RiskLevel::Critical, &[])),
-            ["executive_intervention", "special_discount_offer", "csm_phone_call"]
+            [
+                "executive_intervention",
+                "special_discount_offer",
+                "csm_phone_call"
+            ]
         );
-        assert_eq!(names(retention_plan(RiskLevel::High, &[])), ["csm_phone_call"]);
+        assert_eq!(
+            names(retention_plan(RiskLevel::High, &[])),
+            ["csm_phone_call"]
+        );
         assert!(retention_plan(RiskLevel::Medium, &[]).is_empty());
         assert!(retention_plan(RiskLevel::Low, &[]).is_empty());
         let f = [factor("usage_trend_3m", -0.3), factor("nps_score", 4.0)];
@@ -215,6 +222,10 @@ mod tests {
         assert_eq!(got, ["c", "e", "a"]);
         assert_eq!(top[0].value, None);
         assert_eq!(top[1].value, Some(5.0));
-        assert_eq!(top_factors(&names, &row, &c, 10).len(), 4, "only risk-raising ones");
+        assert_eq!(
+            top_factors(&names, &row, &c, 10).len(),
+            4,
+            "only risk-raising ones"
+        );
     }
 }

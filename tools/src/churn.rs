@@ -96,7 +96,11 @@ fn end_of_day_ms(day: NaiveDate) -> i64 {
 }
 
 /// The account's conversation history up to the end of `as_of`.
-pub async fn history(store: &Store, customer_id: &str, as_of: NaiveDate) -> Result<History, sqlx::Error> {
+pub async fn history(
+    store: &Store,
+    customer_id: &str,
+    as_of: NaiveDate,
+) -> Result<History, sqlx::Error> {
     let until = end_of_day_ms(as_of);
     let since_90 = until - 90 * 86_400_000;
     let since_30 = until - 30 * 86_400_000;
@@ -189,7 +193,9 @@ pub fn features_at(c: &Customer, h: &History, snapshot: NaiveDate, as_of: NaiveD
     vec![
         usage_rate,
         trend,
-        opt(c.last_login.map(|d| (snapshot - d).num_days().max(0) as f64)),
+        opt(c
+            .last_login
+            .map(|d| (snapshot - d).num_days().max(0) as f64)),
         opt(c.logins_30d.map(|v| v as f64)),
         opt(c.report_view_rate),
         opt(c.feature_adoption),
@@ -276,7 +282,12 @@ pub async fn train(
     let params = Params::default();
     let cv = cross_validate(&ds, folds, seed, &params)?;
     let all: Vec<usize> = (0..ds.rows()).collect();
-    let model = ChurnModel::fit(ds.feature_names.clone(), &ds.column_major(&all), &ds.labels, &params)?;
+    let model = ChurnModel::fit(
+        ds.feature_names.clone(),
+        &ds.column_major(&all),
+        &ds.labels,
+        &params,
+    )?;
     let metrics = ModelMetrics {
         roc_auc: cv.roc_auc,
         pr_auc: cv.pr_auc,
@@ -446,7 +457,11 @@ mod tests {
         assert_eq!(get("days_since_last_use"), 20.0);
         assert_eq!(get("login_frequency_30d"), 3.0);
         assert_eq!(get("support_ticket_count"), 4.0);
-        assert_eq!(get("escalation_count"), 2.0, "the larger of CRM and store counts");
+        assert_eq!(
+            get("escalation_count"),
+            2.0,
+            "the larger of CRM and store counts"
+        );
         assert_eq!(get("negative_feedback_count"), 3.0);
         assert_eq!(get("payment_delay_days"), 14.0);
         assert_eq!(get("contract_length_months"), 17.0);
@@ -461,7 +476,12 @@ mod tests {
         c.last_login = Some(day("2026-06-20"));
         c.contract_end = Some(day("2026-07-05"));
         c.churned_at = Some(day("2026-07-01"));
-        let f = features_at(&c, &History::default(), day("2026-07-01"), day("2026-06-01"));
+        let f = features_at(
+            &c,
+            &History::default(),
+            day("2026-07-01"),
+            day("2026-06-01"),
+        );
         assert_eq!(f[2], 11.0, "days since last use, at the snapshot");
         assert_eq!(f[13], 34.0, "days until renewal, a month before leaving");
     }
@@ -476,10 +496,348 @@ mod tests {
 
     #[test]
     fn negative_messages_are_anger_or_anxiety_readings() {
-        assert!(is_negative(r#"{"sentiment":{"label":"anger","score":0.9}}"#));
-        assert!(is_negative(r#"{"sentiment":{"label":"anxious","score":0.6}}"#));
-        assert!(!is_negative(r#"{"sentiment":{"label":"neutral","score":0.9}}"#));
+        assert!(is_negative(
+            r#"{"sentiment":{"label":"anger","score":0.9}}"#
+        ));
+        assert!(is_negative(
+            r#"{"sentiment":{"label":"anxious","score":0.6}}"#
+        ));
+        assert!(!is_negative(
+            r#"{"sentiment":{"label":"neutral","score":0.9}}"#
+        ));
         assert!(!is_negative(r#"{"sentiment":null}"#));
         assert!(!is_negative("not json"));
+    }
+}
+
+/// `predict_churn` (managers): accounts by churn probability with filters, or one account
+/// with its top 3 factors and the retention plan.
+pub struct PredictChurn {
+    store: Store,
+}
+
+impl PredictChurn {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PredictArgs {
+    customer_id: Option<String>,
+    min_risk: Option<String>,
+    min_probability: Option<f64>,
+    renewal_within_days: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn factor_text(f: &Factor) -> String {
+    let label = feature_label_ja(&f.feature);
+    match f.value {
+        Some(v) if f.feature.ends_with("_rate") || f.feature == "feature_adoption" => {
+            format!("{label} {}%", (v * 100.0).round() as i64)
+        }
+        Some(v) if f.feature == "usage_trend_3m" => {
+            format!("{label} {:+}%", (v * 100.0).round() as i64)
+        }
+        Some(v) => format!("{label} {}", (v * 10.0).round() / 10.0),
+        None => format!("{label} 記録なし"),
+    }
+}
+
+fn prediction_json(p: &Prediction) -> serde_json::Value {
+    serde_json::json!({
+        "customer_id": p.customer_id,
+        "name": p.name,
+        "churn_probability": (p.probability * 1000.0).round() / 1000.0,
+        "risk_level": p.risk_level,
+        "top_risk_factors": p.top_risk_factors.iter().map(|f| serde_json::json!({
+            "feature": f.feature,
+            "label": feature_label_ja(&f.feature),
+            "value": f.value,
+            "contribution": f.contribution,
+        })).collect::<Vec<_>>(),
+        "recommended_actions": p.recommended_actions,
+        "model_version": p.model_version,
+    })
+}
+
+fn percent(p: f64) -> String {
+    format!("{}%", (p * 100.0).round() as i64)
+}
+
+#[async_trait::async_trait]
+impl kizuna_agent::tool::Tool for PredictChurn {
+    fn name(&self) -> &str {
+        "predict_churn"
+    }
+
+    fn description(&self) -> &str {
+        "管理者向け: 解約予測モデルで法人アカウントの解約確率・リスクレベル・主な要因（上位3つ）とリテンション施策を出す。customer_id を指定するとその1社、省略すると確率の高い順の一覧"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "customer_id": {"type": "string", "description": "one account; omit for the list"},
+                "min_risk": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+                "min_probability": {"type": "number", "description": "only accounts at or above this probability (0..1)"},
+                "renewal_within_days": {"type": "integer", "description": "only contracts ending within this many days"},
+                "limit": {"type": "integer", "description": "at most this many accounts (default 5, max 50)"}
+            }
+        })
+    }
+
+    fn risk(&self) -> kizuna_agent::tool::RiskClass {
+        kizuna_agent::tool::RiskClass::Read
+    }
+
+    async fn call(
+        &self,
+        ctx: &kizuna_agent::tool::ToolContext,
+        args: serde_json::Value,
+    ) -> Result<kizuna_agent::tool::ToolOutput, kizuna_agent::tool::ToolError> {
+        use kizuna_agent::tool::{ToolError, ToolOutput};
+        crate::access::require_manager(ctx)?;
+        let args: PredictArgs =
+            serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let min_risk = match args.min_risk.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(RiskLevel::parse(s).ok_or_else(|| {
+                ToolError::InvalidArguments(format!(
+                    "min_risk {s:?} must be low, medium, high or critical"
+                ))
+            })?),
+        };
+        let failed = |e: ChurnError| ToolError::Failed(e.to_string());
+        let date = crate::accounts::as_of(ctx);
+        let Some(stored) = latest_model(&self.store).await.map_err(failed)? else {
+            return Ok(ToolOutput {
+                data: serde_json::json!({"as_of": date.to_string(), "model": null, "accounts": []}),
+                display: "解約予測モデルがまだ学習されていません（`kizuna churn train` で学習できます）。".into(),
+                must_quote: vec![],
+            });
+        };
+        let model_note = format!(
+            "（解約予測モデル v{}、交差検証 ROC-AUC {:.2}）",
+            stored.version, stored.metrics.roc_auc
+        );
+        if let Some(id) = args
+            .customer_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let c = crate::crm::get_customer(&self.store, id)
+                .await
+                .map_err(|e| ToolError::Failed(e.to_string()))?
+                .ok_or_else(|| ToolError::NotFound(format!("顧客 {id} が見つかりません。")))?;
+            let p = predict(&self.store, &stored, &c, date)
+                .await
+                .map_err(failed)?;
+            let factors: Vec<String> = p.top_risk_factors.iter().map(factor_text).collect();
+            let actions: Vec<String> = p
+                .recommended_actions
+                .iter()
+                .map(|a| format!("{}（{}、{}）", a.description, a.owner, a.deadline))
+                .collect();
+            let display = format!(
+                "{} {} の解約確率は {}（リスク: {}）{model_note}\n主な要因: {}\n推奨施策: {}",
+                p.customer_id,
+                p.name,
+                percent(p.probability),
+                p.risk_level.label_ja(),
+                if factors.is_empty() {
+                    "目立ったリスク要因なし".to_string()
+                } else {
+                    factors.join("／")
+                },
+                if actions.is_empty() {
+                    "定期フォローを継続".to_string()
+                } else {
+                    actions.join("／")
+                },
+            );
+            return Ok(ToolOutput {
+                data: serde_json::json!({"as_of": date.to_string(), "account": prediction_json(&p)}),
+                display,
+                must_quote: vec![p.customer_id.clone()],
+            });
+        }
+        let mut all = predict_all(&self.store, &stored, date)
+            .await
+            .map_err(failed)?;
+        let customers = list_customers(&self.store, &CustomerFilter::default())
+            .await
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        all.retain(|p| {
+            min_risk.is_none_or(|m| p.risk_level >= m)
+                && args.min_probability.is_none_or(|m| p.probability >= m)
+                && args.renewal_within_days.is_none_or(|w| {
+                    customers
+                        .iter()
+                        .find(|c| c.id == p.customer_id)
+                        .and_then(|c| c.contract_end)
+                        .is_some_and(|end| (0..=w).contains(&(end - date).num_days()))
+                })
+        });
+        all.truncate(args.limit.unwrap_or(5).clamp(1, 50) as usize);
+        let mut display = format!(
+            "{}時点の解約確率が高い順（{}件）{model_note}:",
+            crate::accounts::long_date(date),
+            all.len()
+        );
+        for (n, p) in all.iter().enumerate() {
+            let factors: Vec<String> = p.top_risk_factors.iter().map(factor_text).collect();
+            display.push_str(&format!(
+                "\n{}. {} {} — 解約確率 {}（{}）\n   要因: {}",
+                n + 1,
+                p.customer_id,
+                p.name,
+                percent(p.probability),
+                p.risk_level.label_ja(),
+                if factors.is_empty() {
+                    "目立ったリスク要因なし".to_string()
+                } else {
+                    factors.join("／")
+                }
+            ));
+        }
+        Ok(ToolOutput {
+            data: serde_json::json!({
+                "as_of": date.to_string(),
+                "model": {"version": stored.version, "metrics": stored.metrics},
+                "accounts": all.iter().map(prediction_json).collect::<Vec<_>>(),
+            }),
+            display,
+            must_quote: all.iter().map(|p| p.customer_id.clone()).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use kizuna_agent::identity::Identity;
+    use kizuna_agent::tool::{Tool, ToolContext, ToolError};
+
+    fn ctx(identity: Identity) -> ToolContext {
+        ToolContext {
+            identity,
+            conversation_id: "c".into(),
+            now: chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00+09:00").unwrap(),
+        }
+    }
+
+    async fn demo_store(dir: &std::path::Path) -> Store {
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", dir.join("c.db").display()))
+            .await
+            .unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["demo/customers.csv", "demo/past_customers.csv"] {
+            let bytes = std::fs::read(root.join(file)).unwrap();
+            crate::crm::import_customers(&store, &bytes, crate::crm::Format::Csv)
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn train_store_versions_and_predict_on_the_demo_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = demo_store(dir.path()).await;
+        let c = crate::crm::get_customer(&store, "B-2901")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.churned_at.is_some(), "churned_at imports");
+        let as_of = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        let first = train(&store, as_of, 5, 42).await.unwrap();
+        assert_eq!((first.version, first.rows, first.churned), (1, 75, 15));
+        assert!(first.metrics.roc_auc > 0.7, "{:?}", first.metrics);
+        let second = train(&store, as_of, 5, 7).await.unwrap();
+        assert_eq!(second.version, 2);
+        let stored = latest_model(&store).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.metrics.seed), (2, 7));
+        let all = predict_all(&store, &stored, as_of).await.unwrap();
+        assert_eq!(all.len(), 60, "current B2B accounts only");
+        assert!(all.windows(2).all(|w| w[0].probability >= w[1].probability));
+        assert!(all.iter().all(|p| !p.customer_id.starts_with("B-29")));
+        assert!(all.iter().all(|p| p.top_risk_factors.len() <= 3));
+
+        // The tool: managers get the list and one account; customers and visitors never.
+        let tool = PredictChurn::new(store.clone());
+        let out = tool
+            .call(
+                &ctx(Identity::manager("M-1")),
+                serde_json::json!({"limit": 3}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.data["accounts"].as_array().unwrap().len(), 3);
+        assert!(out.display.contains("解約確率"), "{}", out.display);
+        let one = tool
+            .call(
+                &ctx(Identity::manager("M-1")),
+                serde_json::json!({"customer_id": "B-2002"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.data["account"]["customer_id"], "B-2002");
+        assert!(one.display.contains("主な要因"));
+        for who in [
+            Identity::customer("B-2002"),
+            Identity::customer("C-1001"),
+            Identity::anonymous("v"),
+        ] {
+            for args in [
+                serde_json::json!({}),
+                serde_json::json!({"customer_id": "B-2002"}),
+            ] {
+                let err = tool.call(&ctx(who.clone()), args).await.unwrap_err();
+                assert!(matches!(err, ToolError::Forbidden(_)), "{err:?}");
+                assert!(!err.to_string().contains("B-2002"));
+            }
+        }
+        // Churned accounts are not at risk by health score either.
+        let at_risk = crate::accounts::at_risk_accounts(&store, as_of, &Default::default())
+            .await
+            .unwrap();
+        assert!(at_risk.iter().all(|a| a.customer.churned_at.is_none()));
+    }
+
+    #[tokio::test]
+    async fn old_files_without_the_new_columns_still_import_and_untrained_stores_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("c.db").display()
+        ))
+        .await
+        .unwrap();
+        let csv = "id,kind,name\nB-1,b2b,テスト管理\n";
+        crate::crm::import_customers(&store, csv.as_bytes(), crate::crm::Format::Csv)
+            .await
+            .unwrap();
+        let c = crate::crm::get_customer(&store, "B-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.churned_at, c.measurements_90d, c.logins_30d),
+            (None, None, None)
+        );
+        let out = PredictChurn::new(store.clone())
+            .call(&ctx(Identity::manager("M-1")), serde_json::json!({}))
+            .await
+            .unwrap();
+        assert!(out.display.contains("まだ学習されていません"));
+        let as_of = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        assert!(matches!(
+            train(&store, as_of, 5, 1).await,
+            Err(ChurnError::TooFewLabels { .. })
+        ));
     }
 }

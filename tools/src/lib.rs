@@ -99,6 +99,7 @@ pub fn registry(deps: ToolDeps) -> Result<ToolRegistry, ToolsError> {
     tools.register(Arc::new(LookupHealth::new(store.clone())))?;
     tools.register(Arc::new(my_account::MyAccount::new(store.clone())))?;
     tools.register(Arc::new(ListAtRiskAccounts::new(store.clone())))?;
+    tools.register(Arc::new(churn::PredictChurn::new(store.clone())))?;
     tools.register(Arc::new(RecommendUpsell::new(store.clone())))?;
     tools.register(Arc::new(GenerateFollowup::new(
         store.clone(),
