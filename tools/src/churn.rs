@@ -367,6 +367,72 @@ pub async fn latest_model(store: &Store) -> Result<Option<StoredModel>, ChurnErr
     }))
 }
 
+/// The starter model (version 0) for a store that has not trained its own: trained once per
+/// process on the bundled demo history (demo/customers.csv and demo/past_customers.csv, 75
+/// B2B accounts, 15 of them churned, as of 2026-11-21; no conversation history). It gives a
+/// manager a ranked answer from day one; `kizuna churn train` replaces it with the store's own.
+pub fn starter_model() -> Option<&'static StoredModel> {
+    static STARTER: std::sync::OnceLock<Option<StoredModel>> = std::sync::OnceLock::new();
+    STARTER
+        .get_or_init(|| {
+            let as_of = NaiveDate::from_ymd_opt(2026, 11, 21)?;
+            let mut customers = crate::crm::parse_customers(
+                include_bytes!("../../demo/customers.csv"),
+                crate::crm::Format::Csv,
+            )
+            .ok()?;
+            customers.extend(
+                crate::crm::parse_customers(
+                    include_bytes!("../../demo/past_customers.csv"),
+                    crate::crm::Format::Csv,
+                )
+                .ok()?,
+            );
+            let mut columns = vec![Vec::new(); FEATURES.len()];
+            let mut labels = Vec::new();
+            for c in customers.iter().filter(|c| c.kind == CustomerKind::B2b) {
+                let day = c
+                    .churned_at
+                    .map_or(as_of, |d| d - chrono::Duration::days(HORIZON_DAYS));
+                let snapshot = c.churned_at.unwrap_or(as_of);
+                let row = features_at(c, &History::default(), snapshot, day);
+                for (col, v) in columns.iter_mut().zip(row) {
+                    col.push(v);
+                }
+                labels.push(if c.churned_at.is_some() { 1.0 } else { 0.0 });
+            }
+            let ds = Dataset {
+                feature_names: FEATURES.iter().map(|s| s.to_string()).collect(),
+                columns,
+                labels,
+                ids: None,
+                encoder: Default::default(),
+            };
+            let params = Params {
+                parallel: false,
+                ..Params::default()
+            };
+            let cv = cross_validate(&ds, 5, 42, &params).ok()?;
+            let all: Vec<usize> = (0..ds.rows()).collect();
+            let model =
+                ChurnModel::fit(ds.feature_names.clone(), &ds.column_major(&all), &ds.labels, &params)
+                    .ok()?;
+            Some(StoredModel {
+                version: 0,
+                as_of,
+                metrics: ModelMetrics {
+                    roc_auc: cv.roc_auc,
+                    pr_auc: cv.pr_auc,
+                    calibration_error: cv.calibration_error,
+                    folds: 5,
+                    seed: 42,
+                },
+                model,
+            })
+        })
+        .as_ref()
+}
+
 /// One account's churn prediction.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
@@ -612,17 +678,29 @@ impl kizuna_agent::tool::Tool for PredictChurn {
         };
         let failed = |e: ChurnError| ToolError::Failed(e.to_string());
         let date = crate::accounts::as_of(ctx);
-        let Some(stored) = latest_model(&self.store).await.map_err(failed)? else {
+        let own = latest_model(&self.store).await.map_err(failed)?;
+        let stored = match own.as_ref() {
+            Some(m) => Some(m),
+            None => starter_model(),
+        };
+        let Some(stored) = stored else {
             return Ok(ToolOutput {
                 data: serde_json::json!({"as_of": date.to_string(), "model": null, "accounts": []}),
                 display: "解約予測モデルがまだ学習されていません（`kizuna churn train` で学習できます）。".into(),
                 must_quote: vec![],
             });
         };
-        let model_note = format!(
-            "（解約予測モデル v{}、交差検証 ROC-AUC {:.2}）",
-            stored.version, stored.metrics.roc_auc
-        );
+        let model_note = if stored.version == 0 {
+            format!(
+                "（解約予測: デモ履歴で学習した初期モデル、交差検証 ROC-AUC {:.2}。`kizuna churn train` で自社データのモデルに置き換えられます）",
+                stored.metrics.roc_auc
+            )
+        } else {
+            format!(
+                "（解約予測モデル v{}、交差検証 ROC-AUC {:.2}）",
+                stored.version, stored.metrics.roc_auc
+            )
+        };
         if let Some(id) = args
             .customer_id
             .as_deref()
@@ -809,7 +887,7 @@ mod store_tests {
     }
 
     #[tokio::test]
-    async fn old_files_without_the_new_columns_still_import_and_untrained_stores_say_so() {
+    async fn old_files_without_the_new_columns_still_import_and_untrained_stores_use_the_starter_model() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!(
             "sqlite://{}?mode=rwc",
@@ -833,7 +911,11 @@ mod store_tests {
             .call(&ctx(Identity::manager("M-1")), serde_json::json!({}))
             .await
             .unwrap();
-        assert!(out.display.contains("まだ学習されていません"));
+        assert!(out.display.contains("初期モデル"), "{}", out.display);
+        assert_eq!(out.data["accounts"][0]["customer_id"], "B-1");
+        assert_eq!(out.data["accounts"][0]["model_version"], 0);
+        let starter = starter_model().unwrap();
+        assert!(starter.metrics.roc_auc > 0.7, "{:?}", starter.metrics);
         let as_of = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
         assert!(matches!(
             train(&store, as_of, 5, 1).await,
