@@ -414,9 +414,13 @@ pub fn starter_model() -> Option<&'static StoredModel> {
             };
             let cv = cross_validate(&ds, 5, 42, &params).ok()?;
             let all: Vec<usize> = (0..ds.rows()).collect();
-            let model =
-                ChurnModel::fit(ds.feature_names.clone(), &ds.column_major(&all), &ds.labels, &params)
-                    .ok()?;
+            let model = ChurnModel::fit(
+                ds.feature_names.clone(),
+                &ds.column_major(&all),
+                &ds.labels,
+                &params,
+            )
+            .ok()?;
             Some(StoredModel {
                 version: 0,
                 as_of,
@@ -887,7 +891,8 @@ mod store_tests {
     }
 
     #[tokio::test]
-    async fn old_files_without_the_new_columns_still_import_and_untrained_stores_use_the_starter_model() {
+    async fn old_files_without_the_new_columns_still_import_and_untrained_stores_use_the_starter_model(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!(
             "sqlite://{}?mode=rwc",

@@ -16,6 +16,7 @@ pub mod crm;
 pub mod escalate;
 pub mod followup;
 pub mod health;
+pub mod insight;
 pub mod my_account;
 pub mod optout;
 pub mod plan_info;
@@ -100,6 +101,7 @@ pub fn registry(deps: ToolDeps) -> Result<ToolRegistry, ToolsError> {
     tools.register(Arc::new(my_account::MyAccount::new(store.clone())))?;
     tools.register(Arc::new(ListAtRiskAccounts::new(store.clone())))?;
     tools.register(Arc::new(churn::PredictChurn::new(store.clone())))?;
+    tools.register(Arc::new(insight::CustomerInsight::new(store.clone())))?;
     tools.register(Arc::new(RecommendUpsell::new(store.clone())))?;
     tools.register(Arc::new(GenerateFollowup::new(
         store.clone(),
