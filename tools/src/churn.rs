@@ -715,7 +715,7 @@ impl kizuna_agent::tool::Tool for PredictChurn {
                 .await
                 .map_err(|e| ToolError::Failed(e.to_string()))?
                 .ok_or_else(|| ToolError::NotFound(format!("顧客 {id} が見つかりません。")))?;
-            let p = predict(&self.store, &stored, &c, date)
+            let p = predict(&self.store, stored, &c, date)
                 .await
                 .map_err(failed)?;
             let factors: Vec<String> = p.top_risk_factors.iter().map(factor_text).collect();
@@ -747,7 +747,7 @@ impl kizuna_agent::tool::Tool for PredictChurn {
                 must_quote: vec![p.customer_id.clone()],
             });
         }
-        let mut all = predict_all(&self.store, &stored, date)
+        let mut all = predict_all(&self.store, stored, date)
             .await
             .map_err(failed)?;
         let customers = list_customers(&self.store, &CustomerFilter::default())
