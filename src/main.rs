@@ -4,11 +4,14 @@
 mod api;
 mod bench;
 mod chat;
+mod client_addr;
 mod config;
 mod data;
 mod eval;
+mod listener;
 mod outreach;
 mod ratelimit;
+mod revocation;
 mod server;
 mod wiring;
 
@@ -119,6 +122,13 @@ struct TokenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Everything Kizuna creates (the database with customers' emails and phones, the token
+    // secret, models, exports) is for its own user only (docs/security.md).
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -315,6 +325,25 @@ pub(crate) async fn delivery_hub(
     ))
 }
 
+/// The SQLite files hold customers' emails and phone numbers: owner-only, also for data dirs
+/// created before Kizuna set its umask (docs/security.md).
+fn restrict_database_files(settings: &Settings) {
+    #[cfg(unix)]
+    if settings.database_url.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["kizuna.db", "kizuna.db-wal", "kizuna.db-shm", "token_secret"] {
+            let path = settings.data_dir.join(name);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot make the file owner-only");
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args)?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -329,6 +358,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             kizuna_store::redact_url(&db_url)
         )
     })?;
+    restrict_database_files(&settings);
     let templates = Arc::new(wiring::ContentTemplates::load(
         &settings.knowledge.content_dir,
     )?);
@@ -411,6 +441,16 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         templates,
         shutdown_rx.clone(),
     )?;
+    let trusted_proxies = Arc::new(
+        client_addr::TrustedProxies::parse(&settings.security.trusted_proxies)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let revocations = Arc::new(revocation::Revocations::new(store.clone()));
+    revocations
+        .refresh()
+        .await
+        .context("cannot read the token revocation list")?;
+    tokio::spawn(revocations.clone().run_refresh(shutdown_rx.clone()));
     let state = Arc::new(server::AppState {
         knowledge: knowledge.base.clone(),
         content_dir: settings.knowledge.content_dir.clone(),
@@ -425,35 +465,41 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         model_ready: ready,
         connections: AtomicUsize::new(0),
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
         web_dir: settings.web_dir.clone(),
+        security: settings.security.clone(),
+        trusted_proxies: trusted_proxies.clone(),
+        revocations,
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(address = %listener.local_addr()?, backend = ?settings.llm.backend, "kizuna is listening");
-    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm and the
-    // client's delayed ACK add ~40 ms to every turn.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let app =
-        server::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let drain_state = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            server::shutdown_signal().await;
-            tracing::info!("shutting down: closing websockets");
-            let _ = shutdown_tx.send(true);
-            server::drain(
-                &drain_state,
-                Duration::from_secs(drain_state.limits.drain_secs),
-            )
-            .await;
-        })
-        .await?;
+    let listener_limits = listener::ListenerLimits {
+        max_connections: listener::connection_cap(settings.limits.max_connections),
+        connections_per_address: settings.limits.connections_per_address,
+        header_read_timeout: Duration::from_secs(settings.limits.header_read_timeout_secs),
+    };
+    tracing::info!(
+        address = %listener.local_addr()?,
+        backend = ?settings.llm.backend,
+        max_connections = listener_limits.max_connections,
+        "kizuna is listening"
+    );
+    let counts = listener::AddressCounts::new(listener_limits.connections_per_address);
+    let app = server::router(state.clone());
+    let serving = tokio::spawn(listener::serve(
+        listener,
+        app,
+        listener_limits,
+        trusted_proxies,
+        counts,
+        shutdown_rx,
+    ));
+    server::shutdown_signal().await;
+    tracing::info!("shutting down: closing websockets");
+    let _ = shutdown_tx.send(true);
+    server::drain(&state, Duration::from_secs(state.limits.drain_secs)).await;
+    let _ = serving.await;
     tracing::info!("stopped");
     Ok(())
 }

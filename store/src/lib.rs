@@ -6,9 +6,11 @@
 
 mod handover;
 mod outreach;
+mod revocation;
 
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
 pub use outreach::OutreachEventInsert;
+pub use revocation::Revocation;
 
 use std::str::FromStr;
 
