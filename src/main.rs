@@ -415,6 +415,9 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     };
     let hub_config = HubConfig {
         max_message_chars: settings.limits.max_message_chars,
+        max_pending_per_conversation: settings.limits.max_pending_per_conversation,
+        max_queued_turns: settings.limits.max_queued_turns,
+        max_queued_turns_anonymous: settings.limits.max_queued_turns_anonymous,
         ..HubConfig::default()
     };
     let hub = ConversationHub::with_services(

@@ -715,6 +715,14 @@ impl Connection {
                 self.reject(socket, "bad_request", error.to_string(), id)
                     .await
             }
+            HubError::Busy => self.reject(socket, "busy", error.to_string(), id).await,
+            HubError::Overloaded { retry_after_secs } => {
+                let mut frame: Value = serde_json::from_str(&error_frame("overloaded", error.to_string(), id))
+                    .unwrap_or_default();
+                frame["retry_after_secs"] = json!(retry_after_secs);
+                metrics::counter!("kizuna_frame_errors_total", "code" => "overloaded").increment(1);
+                self.send(socket, frame.to_string()).await
+            }
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 self.reject(

@@ -379,3 +379,75 @@ async fn origins_headers_request_ids_metrics_and_unauthenticated_bodies() {
         assert_eq!(mode & 0o077, 0, "kizuna.db mode {mode:o}");
     }
 }
+
+#[tokio::test]
+async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_turn() {
+    // Every model call takes 4 s; anonymous visitors may hold 2 turns in all.
+    let (server, _dir, model) = start_with(
+        "[limits]\nmax_pending_per_conversation = 1\nmax_queued_turns = 6\nmax_queued_turns_anonymous = 2\n",
+        Duration::from_secs(4),
+    )
+    .await;
+    // A free question the planner gives to the model (checked below by the model's count).
+    let question = "足音の測定は何時間かかりますか？";
+    let mut flood = Vec::new();
+    for i in 0..12 {
+        let from = format!("127.0.1.{}", i + 1);
+        let mut ws = ws_from(&from, &server, &[]).await.unwrap();
+        hello(&mut ws, json!({})).await;
+        send(&mut ws, json!({"type": "message", "id": format!("f{i}"), "text": question})).await;
+        flood.push(ws);
+    }
+    // Every flooding message gets an answer frame at once: its ack, or `overloaded`.
+    let (mut accepted, mut refused) = (0, 0);
+    for ws in &mut flood {
+        let f = recv(ws, 3).await;
+        match (f["type"].as_str(), f["code"].as_str()) {
+            (Some("ack"), _) => accepted += 1,
+            (Some("error"), Some("overloaded")) => {
+                assert!(f["retry_after_secs"].as_u64().unwrap() >= 5, "{f}");
+                refused += 1
+            }
+            other => panic!("unexpected {other:?}: {f}"),
+        }
+    }
+    assert_eq!((accepted, refused), (2, 10));
+    // A second message in a conversation still being answered: busy, not queued.
+    send(&mut flood[0], json!({"type": "message", "id": "again", "text": question})).await;
+    let f = recv(&mut flood[0], 3).await;
+    assert_eq!((f["type"].as_str(), f["code"].as_str()), (Some("error"), Some("busy")), "{f}");
+    // A signed-in customer is not behind the anonymous cap: greeted at once.
+    let started = Instant::now();
+    let mut customer = connect(&server.url()).await;
+    hello(&mut customer, json!({"token": token("customer", "C-FAIR")})).await;
+    send(&mut customer, json!({"type": "message", "id": "c1", "text": "こんにちは"})).await;
+    recv_until(&mut customer, "reply", Some("c1"), 5).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // The accepted flood turns reached the model (so the question was model-bound) and end.
+    let mut replies = 0;
+    for ws in &mut flood {
+        let frames = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let f = recv(ws, 20).await;
+                if f["type"] == "reply" {
+                    return f;
+                }
+            }
+        })
+        .await;
+        if frames.is_ok() {
+            replies += 1;
+        }
+        if replies == 2 {
+            break;
+        }
+    }
+    assert_eq!(replies, 2);
+    assert!(model.request_count() >= 2, "the flood question must reach the model");
+    // Once they are answered, anonymous visitors are admitted again.
+    let mut later = ws_from("127.0.1.200", &server, &[]).await.unwrap();
+    hello(&mut later, json!({})).await;
+    send(&mut later, json!({"type": "message", "id": "l1", "text": "こんにちは"})).await;
+    let f = recv(&mut later, 3).await;
+    assert_eq!(f["type"], "ack", "{f}");
+}

@@ -84,6 +84,13 @@ pub struct HubConfig {
     pub max_message_chars: usize,
     /// A conversation worker with no socket and no work exits after this long.
     pub idle_timeout: Duration,
+    /// Messages of one conversation waiting for an answer; more are refused with
+    /// [`HubError::Busy`] (docs/security.md, "Fair use of the model").
+    pub max_pending_per_conversation: usize,
+    /// Turns waiting or running in all; more are refused with [`HubError::Overloaded`].
+    pub max_queued_turns: usize,
+    /// The same for anonymous visitors (lower, so signed-in customers keep room).
+    pub max_queued_turns_anonymous: usize,
 }
 
 impl Default for HubConfig {
@@ -93,6 +100,9 @@ impl Default for HubConfig {
             frame_buffer: 16,
             max_message_chars: 2000,
             idle_timeout: Duration::from_secs(300),
+            max_pending_per_conversation: 3,
+            max_queued_turns: 64,
+            max_queued_turns_anonymous: 24,
         }
     }
 }
@@ -130,6 +140,12 @@ pub enum HubError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// This conversation already has as many messages waiting as it may.
+    #[error("the previous messages are still being answered; send this one after the reply")]
+    Busy,
+    /// Too many turns are waiting in all; the message was not stored.
+    #[error("too many conversations are waiting for an answer; resend in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,6 +174,33 @@ struct Job {
     client_msg_id: String,
     text: String,
     identity: Identity,
+    /// Its place in the queues; given back when the job is done or dropped.
+    _ticket: Option<TurnTicket>,
+}
+
+/// Turns waiting or running, in all and for anonymous visitors.
+#[derive(Default)]
+struct QueueCounts {
+    all: std::sync::atomic::AtomicUsize,
+    anonymous: std::sync::atomic::AtomicUsize,
+}
+
+/// A counted place in the conversation's and the hub's queues, released on drop.
+struct TurnTicket {
+    counts: Arc<QueueCounts>,
+    live: Arc<Live>,
+    anonymous: bool,
+}
+
+impl Drop for TurnTicket {
+    fn drop(&mut self) {
+        self.live.pending.fetch_sub(1, Ordering::AcqRel);
+        self.counts.all.fetch_sub(1, Ordering::AcqRel);
+        if self.anonymous {
+            self.counts.anonymous.fetch_sub(1, Ordering::AcqRel);
+        }
+        metrics::gauge!("kizuna_queued_turns").set(self.counts.all.load(Ordering::Relaxed) as f64);
+    }
 }
 
 /// The reply being streamed, for sockets that reconnect mid-reply.
@@ -172,6 +215,8 @@ struct Live {
     /// send one cost no task.
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     progress: Mutex<Option<Progress>>,
+    /// Jobs queued or running (bounded by `max_pending_per_conversation`).
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Live {
@@ -206,6 +251,7 @@ pub struct ConversationHub {
     outbox_wakeup: Arc<tokio::sync::Notify>,
     config: HubConfig,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    queues: Arc<QueueCounts>,
     me: Weak<ConversationHub>,
 }
 
@@ -251,6 +297,7 @@ impl ConversationHub {
             outbox_wakeup: Arc::new(tokio::sync::Notify::new()),
             config,
             live: Mutex::new(HashMap::new()),
+            queues: Arc::new(QueueCounts::default()),
             me: me.clone(),
         })
     }
@@ -397,6 +444,7 @@ impl ConversationHub {
                 }
             }
         }
+        let ticket = self.admit(conversation_id, identity)?;
         let message_id = uuid::Uuid::new_v4().to_string();
         // The text rides along so a replay (another device, the console) can show it.
         let ack =
@@ -426,6 +474,7 @@ impl ConversationHub {
                         client_msg_id: client_msg_id.to_string(),
                         text: text.to_string(),
                         identity: identity.clone(),
+                        _ticket: Some(ticket),
                     },
                 );
                 Ok(Submitted::Accepted { message_id })
@@ -449,6 +498,8 @@ impl ConversationHub {
                     client_msg_id: message.client_msg_id.unwrap_or_default(),
                     text: message.content,
                     identity,
+                    // Left by the last run: answered whatever the queues hold.
+                    _ticket: None,
                 },
             );
         }
@@ -456,6 +507,40 @@ impl ConversationHub {
             tracing::info!(count, "answering messages left unanswered by the last run");
         }
         Ok(count)
+    }
+
+    /// Takes a place in the conversation's and the hub's queues, or says why not. Checked
+    /// before the message is stored, so a refused message is simply sent again later.
+    fn admit(&self, conversation_id: &str, identity: &Identity) -> Result<TurnTicket, HubError> {
+        let live = self.live(conversation_id);
+        let anonymous = identity.role == Role::Anonymous;
+        if live.pending.fetch_add(1, Ordering::AcqRel) >= self.config.max_pending_per_conversation {
+            live.pending.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("kizuna_refused_turns_total", "reason" => "busy").increment(1);
+            return Err(HubError::Busy);
+        }
+        let all = self.queues.all.fetch_add(1, Ordering::AcqRel);
+        let anon = if anonymous {
+            self.queues.anonymous.fetch_add(1, Ordering::AcqRel)
+        } else {
+            0
+        };
+        // The ticket undoes all three increments if we refuse below.
+        let ticket = TurnTicket {
+            counts: self.queues.clone(),
+            live,
+            anonymous,
+        };
+        if all >= self.config.max_queued_turns
+            || (anonymous && anon >= self.config.max_queued_turns_anonymous)
+        {
+            metrics::counter!("kizuna_refused_turns_total", "reason" => "overloaded").increment(1);
+            // A rough wait: the queue ahead at a few seconds a turn, at least 5 s.
+            let retry_after_secs = (all as u64 * 3).clamp(5, 120);
+            return Err(HubError::Overloaded { retry_after_secs });
+        }
+        metrics::gauge!("kizuna_queued_turns").set((all + 1) as f64);
+        Ok(ticket)
     }
 
     /// Number of conversations with a live worker (for metrics).
@@ -520,6 +605,7 @@ impl ConversationHub {
             frames,
             jobs: Mutex::new(None),
             progress: Mutex::new(None),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         });
         map.insert(conversation_id.to_string(), live.clone());
         live
