@@ -185,6 +185,7 @@ impl From<HubError> for ApiError {
             HubError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             HubError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             HubError::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            HubError::EscalationCapped => Self::new(StatusCode::TOO_MANY_REQUESTS, "capped", e.to_string()),
             HubError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
             HubError::Overloaded { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())

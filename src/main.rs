@@ -206,7 +206,7 @@ pub(crate) async fn build_llm(
             cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
             let model =
                 OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
-            tracing::info!(base_url = %settings.llm.openai_base_url, model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
+            tracing::info!(base_url = %kizuna_llm::openai::redact_endpoint(&settings.llm.openai_base_url), model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
             Ok((Arc::new(model), None))
         }
         LlmBackend::Local => {
@@ -418,6 +418,10 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         max_pending_per_conversation: settings.limits.max_pending_per_conversation,
         max_queued_turns: settings.limits.max_queued_turns,
         max_queued_turns_anonymous: settings.limits.max_queued_turns_anonymous,
+        anonymous_escalations_per_hour_per_address: Some(
+            settings.limits.anonymous_escalations_per_hour_per_ip,
+        ),
+        anonymous_escalations_per_hour: Some(settings.limits.anonymous_escalations_per_hour),
         ..HubConfig::default()
     };
     let hub = ConversationHub::with_services(

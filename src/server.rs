@@ -598,7 +598,10 @@ impl Connection {
         let identity = match &self.identity {
             Some(identity) => identity.clone(),
             None => match self.authenticate(hello.get("token").and_then(Value::as_str)) {
-                Ok(identity) => identity,
+                Ok(mut identity) => {
+                    identity.address = Some(self.ip);
+                    identity
+                }
                 Err(reason) => {
                     self.reject(socket, "unauthorized", reason, None).await;
                     return Flow::Close;
@@ -715,6 +718,7 @@ impl Connection {
                 self.reject(socket, "bad_request", error.to_string(), id)
                     .await
             }
+            HubError::EscalationCapped => Flow::Continue,
             HubError::Busy => self.reject(socket, "busy", error.to_string(), id).await,
             HubError::Overloaded { retry_after_secs } => {
                 let mut frame: Value = serde_json::from_str(&error_frame("overloaded", error.to_string(), id))

@@ -451,3 +451,35 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
     let f = recv(&mut later, 3).await;
     assert_eq!(f["type"], "ack", "{f}");
 }
+
+#[tokio::test]
+async fn one_address_cannot_escalate_conversation_after_conversation() {
+    let (server, _dir, _model) = start_with(
+        "[limits]\nanonymous_escalations_per_hour_per_ip = 2\nanonymous_escalations_per_hour = 4\n",
+        Duration::ZERO,
+    )
+    .await;
+    async fn asks_for_a_person(server: &Server, from: &str, i: usize) -> bool {
+        let mut ws = ws_from(from, server, &[]).await.unwrap();
+        hello(&mut ws, json!({})).await;
+        let id = format!("h{i}");
+        send(&mut ws, json!({"type": "message", "id": id, "text": "担当者の方と直接話したいです。人に代わってください。"})).await;
+        let frames = recv_until(&mut ws, "reply", Some(&id), 10).await;
+        frames.iter().any(|f| f["type"] == "status" && f["status"] == "escalated")
+    }
+    let mut from_one = Vec::new();
+    for i in 0..5 {
+        from_one.push(asks_for_a_person(&server, "127.0.2.1", i).await);
+    }
+    assert_eq!(from_one, [true, true, false, false, false], "two per address and hour");
+    // Another address still reaches a person, until the global budget (4) is spent.
+    assert!(asks_for_a_person(&server, "127.0.2.2", 10).await);
+    assert!(asks_for_a_person(&server, "127.0.2.3", 11).await);
+    assert!(!asks_for_a_person(&server, "127.0.2.4", 12).await, "global budget");
+    // Signed-in customers are not anonymous: always handed over.
+    let mut customer = connect(&server.url()).await;
+    hello(&mut customer, json!({"token": token("customer", "C-ESC")})).await;
+    send(&mut customer, json!({"type": "message", "id": "c", "text": "担当者の方と直接話したいです。人に代わってください。"})).await;
+    let frames = recv_until(&mut customer, "reply", Some("c"), 10).await;
+    assert!(frames.iter().any(|f| f["status"] == "escalated"));
+}

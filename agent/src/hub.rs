@@ -91,6 +91,11 @@ pub struct HubConfig {
     pub max_queued_turns: usize,
     /// The same for anonymous visitors (lower, so signed-in customers keep room).
     pub max_queued_turns_anonymous: usize,
+    /// Anonymous escalations an address may cause per hour; above it the bot keeps
+    /// answering instead (escalation by rule costs an attacker nothing). `None`: no cap.
+    pub anonymous_escalations_per_hour_per_address: Option<u32>,
+    /// Anonymous escalations per hour in all, with the same effect.
+    pub anonymous_escalations_per_hour: Option<u32>,
 }
 
 impl Default for HubConfig {
@@ -103,6 +108,8 @@ impl Default for HubConfig {
             max_pending_per_conversation: 3,
             max_queued_turns: 64,
             max_queued_turns_anonymous: 24,
+            anonymous_escalations_per_hour_per_address: None,
+            anonymous_escalations_per_hour: None,
         }
     }
 }
@@ -143,6 +150,9 @@ pub enum HubError {
     /// This conversation already has as many messages waiting as it may.
     #[error("the previous messages are still being answered; send this one after the reply")]
     Busy,
+    /// An anonymous escalation over its hourly budget (docs/security.md); the bot answers.
+    #[error("anonymous escalations are over their hourly budget")]
+    EscalationCapped,
     /// Too many turns are waiting in all; the message was not stored.
     #[error("too many conversations are waiting for an answer; resend in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u64 },
@@ -252,7 +262,51 @@ pub struct ConversationHub {
     config: HubConfig,
     live: Mutex<HashMap<String, Arc<Live>>>,
     queues: Arc<QueueCounts>,
+    /// When recent anonymous escalations happened, in all and per address (last hour).
+    anonymous_escalations: Mutex<EscalationWindow>,
     me: Weak<ConversationHub>,
+}
+
+#[derive(Default)]
+struct EscalationWindow {
+    all: std::collections::VecDeque<Instant>,
+    per_address: HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>,
+}
+
+impl EscalationWindow {
+    const WINDOW: Duration = Duration::from_secs(3600);
+
+    /// Counts one escalation if both budgets allow it.
+    fn try_take(
+        &mut self,
+        address: Option<std::net::IpAddr>,
+        per_address: Option<u32>,
+        all: Option<u32>,
+        now: Instant,
+    ) -> bool {
+        let expired = |q: &mut std::collections::VecDeque<Instant>| {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+                q.pop_front();
+            }
+        };
+        expired(&mut self.all);
+        self.per_address.retain(|_, q| {
+            expired(q);
+            !q.is_empty()
+        });
+        if all.is_some_and(|cap| self.all.len() >= cap as usize) {
+            return false;
+        }
+        if let (Some(address), Some(cap)) = (address, per_address) {
+            let q = self.per_address.entry(address).or_default();
+            if q.len() >= cap as usize {
+                return false;
+            }
+            q.push_back(now);
+        }
+        self.all.push_back(now);
+        true
+    }
 }
 
 impl ConversationHub {
@@ -298,6 +352,7 @@ impl ConversationHub {
             config,
             live: Mutex::new(HashMap::new()),
             queues: Arc::new(QueueCounts::default()),
+            anonymous_escalations: Mutex::new(EscalationWindow::default()),
             me: me.clone(),
         })
     }
@@ -541,6 +596,27 @@ impl ConversationHub {
         }
         metrics::gauge!("kizuna_queued_turns").set((all + 1) as f64);
         Ok(ticket)
+    }
+
+    /// Whether an escalation of `identity` fits the anonymous budgets (always for others).
+    fn escalation_budget_allows(&self, identity: &Identity) -> bool {
+        if identity.role != Role::Anonymous {
+            return true;
+        }
+        let allowed = self
+            .anonymous_escalations
+            .lock()
+            .expect("escalation window lock")
+            .try_take(
+                identity.address,
+                self.config.anonymous_escalations_per_hour_per_address,
+                self.config.anonymous_escalations_per_hour,
+                Instant::now(),
+            );
+        if !allowed {
+            metrics::counter!("kizuna_capped_escalations_total").increment(1);
+        }
+        allowed
     }
 
     /// Number of conversations with a live worker (for metrics).
