@@ -399,11 +399,12 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
         flood.push(ws);
     }
     // Every flooding message gets an answer frame at once: its ack, or `overloaded`.
-    let (mut accepted, mut refused) = (0, 0);
-    for ws in &mut flood {
-        let f = recv(ws, 3).await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (i, ws) in flood.iter_mut().enumerate() {
+        let f = recv(ws, 10).await;
         match (f["type"].as_str(), f["code"].as_str()) {
-            (Some("ack"), _) => accepted += 1,
+            (Some("ack"), _) => accepted.push(i),
             (Some("error"), Some("overloaded")) => {
                 assert!(f["retry_after_secs"].as_u64().unwrap() >= 5, "{f}");
                 refused += 1
@@ -411,44 +412,30 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
             other => panic!("unexpected {other:?}: {f}"),
         }
     }
-    assert_eq!((accepted, refused), (2, 10));
+    assert_eq!((accepted.len(), refused), (2, 10));
     // A second message in a conversation still being answered: busy, not queued.
-    send(&mut flood[0], json!({"type": "message", "id": "again", "text": question})).await;
-    let f = recv(&mut flood[0], 3).await;
+    let first = accepted[0];
+    send(&mut flood[first], json!({"type": "message", "id": "again", "text": question})).await;
+    let f = recv(&mut flood[first], 10).await;
     assert_eq!((f["type"].as_str(), f["code"].as_str()), (Some("error"), Some("busy")), "{f}");
     // A signed-in customer is not behind the anonymous cap: greeted at once.
     let started = Instant::now();
     let mut customer = connect(&server.url()).await;
     hello(&mut customer, json!({"token": token("customer", "C-FAIR")})).await;
     send(&mut customer, json!({"type": "message", "id": "c1", "text": "こんにちは"})).await;
-    recv_until(&mut customer, "reply", Some("c1"), 5).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    recv_until(&mut customer, "reply", Some("c1"), 10).await;
+    // Well before the 4 s the anonymous model turns take.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     // The accepted flood turns reached the model (so the question was model-bound) and end.
-    let mut replies = 0;
-    for ws in &mut flood {
-        let frames = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                let f = recv(ws, 20).await;
-                if f["type"] == "reply" {
-                    return f;
-                }
-            }
-        })
-        .await;
-        if frames.is_ok() {
-            replies += 1;
-        }
-        if replies == 2 {
-            break;
-        }
+    for &i in &accepted {
+        recv_until(&mut flood[i], "reply", None, 30).await;
     }
-    assert_eq!(replies, 2);
     assert!(model.request_count() >= 2, "the flood question must reach the model");
     // Once they are answered, anonymous visitors are admitted again.
     let mut later = ws_from("127.0.1.200", &server, &[]).await.unwrap();
     hello(&mut later, json!({})).await;
     send(&mut later, json!({"type": "message", "id": "l1", "text": "こんにちは"})).await;
-    let f = recv(&mut later, 3).await;
+    let f = recv(&mut later, 10).await;
     assert_eq!(f["type"], "ack", "{f}");
 }
 
