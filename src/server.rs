@@ -43,6 +43,10 @@ pub struct AppState {
     pub content_dir: std::path::PathBuf,
     /// Delivers outreach a person approved (chat, extra channels, staff notices).
     pub outreach: Arc<crate::outreach::ServerDelivery>,
+    /// `/mcp` (docs/mcp.md); none when `mcp.enabled` is off.
+    pub mcp: Option<crate::api::mcp::McpEndpoint>,
+    /// `/channels/line/webhook` (docs/line.md); none unless the LINE channel is configured.
+    pub line: Option<Arc<crate::api::line::LineEndpoint>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -53,6 +57,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
         .merge(crate::api::routes())
+        .merge(crate::api::mcp::routes(&state))
+        .merge(crate::api::line::routes(&state))
         .merge(web_routes(&state.web_dir))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
