@@ -63,8 +63,16 @@ pub async fn run(config: Option<PathBuf>, args: McpArgs) -> anyhow::Result<()> {
         None => Identity::anonymous(format!("mcp-stdio-{}", uuid::Uuid::new_v4())),
     };
     let store = crate::data::open_store(&settings).await?;
+    // The in-process index is held by a running `kizuna serve` on the same data dir: then
+    // this session goes without knowledge search rather than not at all (docs/mcp.md).
     let knowledge = if settings.knowledge.enabled {
-        crate::Knowledge::load(&settings).await?.base
+        match crate::Knowledge::load(&settings).await {
+            Ok(k) => k.base,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no knowledge search in this MCP session");
+                None
+            }
+        }
     } else {
         None
     };

@@ -154,9 +154,9 @@ async fn a_customer_calling_a_staff_tool_is_refused_and_the_refusal_is_logged() 
 
     let calls = store.tool_calls(&mcp.log_conversation(&customer)).await.unwrap();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].name, "staff_report");
-    assert!(!calls[0].ok);
-    assert_eq!(calls[0].result["error"], "not_offered");
+    let refused = calls.iter().find(|c| c.name == "staff_report").unwrap();
+    assert!(!refused.ok);
+    assert_eq!(refused.result["error"], "not_offered");
 }
 
 #[tokio::test]
@@ -183,9 +183,10 @@ async fn calls_run_with_the_callers_identity_and_are_logged() {
     assert_eq!(stored.owner_id, "M-7");
     let calls = store.tool_calls(&conv).await.unwrap();
     assert_eq!(calls.len(), 2);
-    assert!(calls[0].ok && !calls[1].ok);
-    assert_eq!(calls[0].arguments, json!({"n": 3}));
-    assert_eq!(calls[0].result["caller"], "M-7");
+    let done = calls.iter().find(|c| c.ok).unwrap();
+    assert_eq!(done.arguments, json!({"n": 3}));
+    assert_eq!(done.result["caller"], "M-7");
+    assert!(calls.iter().any(|c| !c.ok && c.arguments == json!({"n": "three"})));
 }
 
 #[tokio::test]
@@ -225,7 +226,7 @@ async fn callers_are_rate_limited_separately() {
     assert_eq!(other.is_error, Some(false));
     let calls = store.tool_calls(&mcp.log_conversation(&a)).await.unwrap();
     assert_eq!(calls.len(), 3);
-    assert_eq!(calls[2].result["error"], "rate_limited");
+    assert_eq!(calls.iter().filter(|c| c.result["error"] == "rate_limited").count(), 1);
 }
 
 #[tokio::test]

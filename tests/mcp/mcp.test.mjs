@@ -39,8 +39,8 @@ function freePort() {
   });
 }
 
-function kizuna(args) {
-  return execFileSync(BIN, args, { cwd: ROOT, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+function kizuna(args, dataDir = env.KIZUNA_DATA_DIR) {
+  return execFileSync(BIN, args, { cwd: ROOT, env: { ...env, KIZUNA_DATA_DIR: dataDir }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
 }
 
 const token = (role, subject) => kizuna(["token", "--role", role, "--subject", subject, "--ttl-secs", "3600"]);
@@ -79,19 +79,27 @@ before(async () => {
     KIZUNA_OPENAI_BASE_URL: "http://127.0.0.1:9/v1",
     KIZUNA_LOG: "warn",
   });
-  kizuna(["import", "customers", join(ROOT, "demo/customers.csv")]);
-  kizuna(["ingest"]);
+  // `kizuna mcp` gets its own data dir: the in-process knowledge index is held by the
+  // running server (one process per index; docs/mcp.md).
+  for (const dataDir of [env.KIZUNA_DATA_DIR, join(work, "stdio-data")]) {
+    kizuna(["import", "customers", join(ROOT, "demo/customers.csv")], dataDir);
+    kizuna(["ingest"], dataDir);
+  }
   server = spawn(BIN, ["serve"], { cwd: ROOT, env, stdio: ["ignore", "ignore", "inherit"] });
   await waitHealthy(baseUrl, 120_000);
 });
 
-after(() => {
-  server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
+after(async () => {
+  if (server && server.exitCode === null) {
+    const exited = new Promise((ok) => server.on("exit", ok));
+    server.kill("SIGTERM");
+    await exited;
+  }
+  if (work) rmSync(work, { recursive: true, force: true, maxRetries: 5 });
 });
 
 async function stdioClient(mcpToken) {
-  const childEnv = { ...env };
+  const childEnv = { ...env, KIZUNA_DATA_DIR: join(work, "stdio-data") };
   if (mcpToken) childEnv.KIZUNA_MCP_TOKEN = mcpToken;
   const client = new Client({ name: "kizuna-test", version: "0.0.0" });
   await client.connect(new StdioClientTransport({ command: BIN, args: ["mcp"], cwd: ROOT, env: childEnv, stderr: "inherit" }));
@@ -225,7 +233,7 @@ test("a bad bearer token is a 401 before the protocol", async () => {
 });
 
 test("stdio refuses to start with an invalid KIZUNA_MCP_TOKEN", async () => {
-  const child = spawn(BIN, ["mcp"], { cwd: ROOT, env: { ...env, KIZUNA_MCP_TOKEN: "v1.garbage.token" }, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(BIN, ["mcp"], { cwd: ROOT, env: { ...env, KIZUNA_DATA_DIR: join(work, "stdio-data"), KIZUNA_MCP_TOKEN: "v1.garbage.token" }, stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   const code = await new Promise((ok) => child.on("exit", ok));

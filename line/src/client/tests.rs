@@ -126,7 +126,7 @@ fn kinds(s: &StandIn) -> Vec<String> {
 async fn a_fresh_reply_token_answers_with_quick_replies() {
     let (client, s) = stand_in().await;
     let choices = [QuickReply { label: "スタンダード".into(), text: "スタンダードプランにします".into() }];
-    let d = Delivery::new("U1234", text_messages("どのプランにしますか？", &choices), Some(("rt-1".into(), 2_000)));
+    let d = Delivery::new("U1234", text_messages("どのプランにしますか？", &choices), Some(("rt-1".into(), i64::MAX)));
     client.send(CHANNEL, KIND_MESSAGES, &serde_json::to_value(&d).unwrap()).await.unwrap();
     let requests = s.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1);
