@@ -58,7 +58,7 @@ fn unauthorized(message: String) -> Response {
 }
 
 /// The caller a request proves: `Ok(None)` without an Authorization header.
-fn bearer_identity(state: &AppState, request: &Request) -> Result<Option<Identity>, Response> {
+fn bearer_identity(state: &AppState, request: &Request) -> Result<Option<Identity>, String> {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -67,12 +67,12 @@ fn bearer_identity(state: &AppState, request: &Request) -> Result<Option<Identit
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| unauthorized("send Authorization: Bearer <token>".into()))?;
+        .ok_or_else(|| "send Authorization: Bearer <token>".to_string())?;
     state
         .verifier
         .verify(token, chrono::Utc::now().timestamp())
         .map(Some)
-        .map_err(|e| unauthorized(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 async fn mcp(
@@ -88,9 +88,9 @@ async fn mcp(
             request.extensions_mut().insert(identity);
         }
         Ok(None) => {}
-        Err(response) => {
+        Err(reason) => {
             metrics::counter!("kizuna_mcp_rejected_total", "reason" => "bad_token").increment(1);
-            return response;
+            return unauthorized(reason);
         }
     }
     request.extensions_mut().insert(ClientAddr(addr.ip()));
