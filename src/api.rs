@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 use crate::server::AppState;
 
+pub mod line;
+pub mod mcp;
 mod outreach;
 
 pub fn routes() -> Router<Arc<AppState>> {

@@ -44,6 +44,63 @@ pub struct Settings {
     pub slack: SlackSettings,
     pub outreach: OutreachSettings,
     pub security: SecuritySettings,
+    /// The MCP server: `/mcp` on `kizuna serve` and `kizuna mcp` (docs/mcp.md).
+    pub mcp: McpSettings,
+    /// LINE Messaging API as a chat channel (docs/line.md).
+    pub line: LineSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineSettings {
+    /// The channel secret: checks `X-Line-Signature` (a secret; never logged). The channel is
+    /// on when this and the access token are set.
+    pub channel_secret: Option<String>,
+    /// Long-lived channel access token for reply and push (a secret; never logged).
+    pub channel_access_token: Option<String>,
+    /// Messaging API base URL (a proxy, or a stand-in in tests).
+    pub api_base_url: String,
+    /// How often new replies are looked for and queued for LINE, in milliseconds.
+    pub forward_interval_ms: u64,
+}
+
+impl Default for LineSettings {
+    fn default() -> Self {
+        Self {
+            channel_secret: None,
+            channel_access_token: None,
+            api_base_url: "https://api.line.me".into(),
+            forward_interval_ms: 500,
+        }
+    }
+}
+
+impl LineSettings {
+    pub fn enabled(&self) -> bool {
+        self.channel_secret.is_some() && self.channel_access_token.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Serve `/mcp` (Streamable HTTP) on `kizuna serve`.
+    pub enabled: bool,
+    /// Tool calls per minute per caller (per token subject; per address without a token).
+    pub calls_per_minute: u32,
+    /// `Host` header values `/mcp` accepts (DNS-rebinding protection; a name without a port
+    /// matches any port). Add the public host name when `/mcp` is reachable from outside.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            calls_per_minute: 60,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +295,8 @@ impl Default for Settings {
             slack: SlackSettings::default(),
             outreach: OutreachSettings::default(),
             security: SecuritySettings::default(),
+            mcp: McpSettings::default(),
+            line: LineSettings::default(),
         }
     }
 }
@@ -352,6 +411,15 @@ pub struct ServeArgs {
     /// Webhook that receives outreach messages for SMS (turns the webhook channel on).
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_URL", hide_env_values = true)]
     pub outreach_webhook_url: Option<String>,
+    /// LINE channel secret (turns the LINE channel on, with the access token).
+    #[arg(long, env = "KIZUNA_LINE_CHANNEL_SECRET", hide_env_values = true)]
+    pub line_channel_secret: Option<String>,
+    /// LINE channel access token.
+    #[arg(long, env = "KIZUNA_LINE_CHANNEL_ACCESS_TOKEN", hide_env_values = true)]
+    pub line_channel_access_token: Option<String>,
+    /// LINE Messaging API base URL (default https://api.line.me).
+    #[arg(long, env = "KIZUNA_LINE_API_BASE_URL")]
+    pub line_api_base_url: Option<String>,
     /// Bearer token sent to the outreach webhook.
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_TOKEN", hide_env_values = true)]
     pub outreach_webhook_token: Option<String>,
@@ -437,6 +505,13 @@ impl Settings {
         if a.metrics_token.is_some() {
             self.security.metrics_token = a.metrics_token.clone();
         }
+        if a.line_channel_secret.is_some() {
+            self.line.channel_secret = a.line_channel_secret.clone();
+        }
+        if a.line_channel_access_token.is_some() {
+            self.line.channel_access_token = a.line_channel_access_token.clone();
+        }
+        set(&mut self.line.api_base_url, &a.line_api_base_url);
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -486,6 +561,12 @@ impl Settings {
             if token.len() < 16 {
                 bail!("security.metrics_token must be at least 16 characters");
             }
+        }
+        if self.line.channel_secret.is_some() != self.line.channel_access_token.is_some() {
+            bail!("the LINE channel needs both line.channel_secret and line.channel_access_token");
+        }
+        if self.mcp.calls_per_minute == 0 {
+            bail!("mcp.calls_per_minute must be at least 1");
         }
         Ok(())
     }

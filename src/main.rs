@@ -9,6 +9,8 @@ mod config;
 mod data;
 mod eval;
 mod listener;
+mod line;
+mod mcp;
 mod outreach;
 mod ratelimit;
 mod revocation;
@@ -99,6 +101,9 @@ enum Command {
     /// Proactive outreach: preview a trigger run, or report campaign rates.
     #[command(subcommand)]
     Outreach(outreach::OutreachCommand),
+    /// The MCP server on stdin/stdout (for Claude Desktop and other MCP clients), as the
+    /// caller of KIZUNA_MCP_TOKEN; `kizuna serve` offers the same at /mcp (docs/mcp.md).
+    Mcp(mcp::McpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             Command::Segments(args) => data::segments(cli.config, args).await,
             Command::Eval(args) => eval::run(cli.config, args).await,
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
+            Command::Mcp(args) => mcp::run(cli.config, args).await,
         }
     })
 }
@@ -405,6 +411,16 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(?channels, "outreach also goes out on these channels");
     }
     senders.extend(outreach_senders);
+    if settings.line.enabled() {
+        let client = kizuna_line::LineClient::new(kizuna_line::LineConfig {
+            api_base_url: settings.line.api_base_url.clone(),
+            channel_access_token: settings.line.channel_access_token.clone().unwrap_or_default(),
+            timeout: Duration::from_secs(10),
+        })
+        .context("cannot set up the LINE client")?;
+        senders.insert(kizuna_line::CHANNEL.to_string(), Arc::new(client));
+        tracing::info!(api = %settings.line.api_base_url, "LINE channel on: webhook at /channels/line/webhook");
+    }
     let services = HubServices {
         retriever: knowledge.retriever(),
         sentiment: knowledge.sentiment.clone(),
@@ -434,6 +450,8 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     hub.recover().await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Ends the MCP sessions (their open SSE streams) when the server drains.
+    let mcp_cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(kizuna_notify::Dispatcher::run(
         store.clone(),
         senders,
@@ -458,7 +476,23 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot read the token revocation list")?;
     tokio::spawn(revocations.clone().run_refresh(shutdown_rx.clone()));
+    let mcp = if settings.mcp.enabled {
+        let services = mcp::services(&settings, store.clone(), knowledge.base.clone()).await?;
+        Some(api::mcp::McpEndpoint::new(services, &settings, mcp_cancel.clone()))
+    } else {
+        None
+    };
+    let line = settings.line.channel_secret.as_deref().filter(|_| settings.line.enabled()).map(|secret| {
+        line::spawn_forwarder(
+            hub.clone(),
+            Duration::from_millis(settings.line.forward_interval_ms.max(50)),
+            shutdown_rx.clone(),
+        );
+        Arc::new(api::line::LineEndpoint::new(secret))
+    });
     let state = Arc::new(server::AppState {
+        mcp,
+        line,
         knowledge: knowledge.base.clone(),
         content_dir: settings.knowledge.content_dir.clone(),
         outreach: outreach_delivery,
@@ -505,6 +539,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     server::shutdown_signal().await;
     tracing::info!("shutting down: closing websockets");
     let _ = shutdown_tx.send(true);
+    mcp_cancel.cancel();
     server::drain(&state, Duration::from_secs(state.limits.drain_secs)).await;
     let _ = serving.await;
     tracing::info!("stopped");

@@ -47,6 +47,10 @@ pub struct AppState {
     pub content_dir: std::path::PathBuf,
     /// Delivers outreach a person approved (chat, extra channels, staff notices).
     pub outreach: Arc<crate::outreach::ServerDelivery>,
+    /// `/mcp` (docs/mcp.md); none when `mcp.enabled` is off.
+    pub mcp: Option<crate::api::mcp::McpEndpoint>,
+    /// `/channels/line/webhook` (docs/line.md); none unless the LINE channel is configured.
+    pub line: Option<Arc<crate::api::line::LineEndpoint>>,
     /// Origins, proxies, the metrics token.
     pub security: SecuritySettings,
     pub trusted_proxies: Arc<TrustedProxies>,
@@ -73,6 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
         .merge(api)
+        .merge(crate::api::mcp::routes(&state))
+        .merge(crate::api::line::routes(&state))
         .merge(web_routes(&state.web_dir))
         .with_state(state)
         .layer(axum::middleware::from_fn(security_headers))

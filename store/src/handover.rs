@@ -367,7 +367,7 @@ impl Store {
     }
 }
 
-async fn insert_outbox(
+pub(crate) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     n: &OutboxInsert,
     now_ms: i64,
