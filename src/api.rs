@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 use crate::server::AppState;
 
+pub mod line;
+pub mod mcp;
 mod outreach;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -38,7 +40,117 @@ pub fn routes() -> Router<Arc<AppState>> {
             axum::routing::delete(delete_document),
         )
         .route("/api/knowledge/reindex", post(reindex))
+        .route(
+            "/api/tokens/revocations",
+            get(list_revocations).post(revoke),
+        )
+        .route(
+            "/api/tokens/revocations/{kind}/{value}",
+            axum::routing::delete(unrevoke),
+        )
         .merge(outreach::routes())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    /// A token to revoke (stored only as its id).
+    token: Option<String>,
+    /// Or the id of one (as `GET /api/tokens/revocations` and logs show it).
+    token_id: Option<String>,
+    /// Or every token of a customer or manager id.
+    subject: Option<String>,
+    reason: Option<String>,
+    /// How long the revocation stands (default 90 days, past any token's lifetime).
+    days: Option<u32>,
+}
+
+async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let who = staff(&state, &headers)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("send {{\"token\"|\"token_id\"|\"subject\": …, \"reason\"?, \"days\"?}}: {e}"),
+        )
+    })?;
+    let (kind, value) = match (body.token, body.token_id, body.subject) {
+        (Some(token), None, None) => ("token", crate::revocation::token_id(&token)),
+        (None, Some(id), None)
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            ("token", id.to_ascii_lowercase())
+        }
+        (None, None, Some(subject)) if !subject.trim().is_empty() && subject.len() <= 128 => {
+            ("subject", subject.trim().to_string())
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of token, token_id (32 hex digits) or subject",
+            ))
+        }
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let days = i64::from(body.days.unwrap_or(90).clamp(1, 3650));
+    let revocation = kizuna_store::Revocation {
+        kind: kind.into(),
+        value: value.clone(),
+        reason: body.reason.map(|r| r.chars().take(500).collect()),
+        revoked_by: who.subject.clone(),
+        revoked_at: now,
+        expires_at: now + days * 86_400_000,
+    };
+    state.revocations.revoke(&revocation).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot store a revocation");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+    })?;
+    tracing::info!(kind, value = %value, by = %who.subject, "token revoked");
+    Ok(Json(json!({"kind": kind, "value": value, "expires_at": rfc3339_ms(revocation.expires_at)})))
+}
+
+async fn list_revocations(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    staff(&state, &headers)?;
+    let rows = state.revocations.list().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read revocations");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+    })?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({"kind": r.kind, "value": r.value, "reason": r.reason, "revoked_by": r.revoked_by,
+                   "revoked_at": rfc3339_ms(r.revoked_at), "expires_at": rfc3339_ms(r.expires_at)})
+        })
+        .collect();
+    Ok(Json(json!({ "revocations": items })))
+}
+
+async fn unrevoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((kind, value)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let who = staff(&state, &headers)?;
+    if kind != "token" && kind != "subject" {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "kind is token or subject"));
+    }
+    let removed = state.revocations.unrevoke(&kind, &value).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot lift a revocation");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+    })?;
+    if !removed {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such revocation"));
+    }
+    tracing::info!(kind, value = %value, by = %who.subject, "revocation lifted");
+    Ok(Json(json!({"removed": true})))
 }
 
 /// An API failure as `{"error": {"code", "message"}}` with its HTTP status.
@@ -75,6 +187,11 @@ impl From<HubError> for ApiError {
             HubError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             HubError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             HubError::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            HubError::EscalationCapped => Self::new(StatusCode::TOO_MANY_REQUESTS, "capped", e.to_string()),
+            HubError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            HubError::Overloaded { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error in the staff API");
                 Self::new(
@@ -100,10 +217,18 @@ pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiErro
                 "send Authorization: Bearer <token>",
             )
         })?;
-    state
+    let identity = state
         .verifier
         .verify(token.trim(), chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+    if state.revocations.is_revoked(token.trim(), &identity.subject) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token was revoked",
+        ));
+    }
+    Ok(identity)
 }
 
 /// The caller, who must be staff (role manager).

@@ -43,6 +43,64 @@ pub struct Settings {
     pub handover: kizuna_agent::hub::HandoverConfig,
     pub slack: SlackSettings,
     pub outreach: OutreachSettings,
+    pub security: SecuritySettings,
+    /// The MCP server: `/mcp` on `kizuna serve` and `kizuna mcp` (docs/mcp.md).
+    pub mcp: McpSettings,
+    /// LINE Messaging API as a chat channel (docs/line.md).
+    pub line: LineSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineSettings {
+    /// The channel secret: checks `X-Line-Signature` (a secret; never logged). The channel is
+    /// on when this and the access token are set.
+    pub channel_secret: Option<String>,
+    /// Long-lived channel access token for reply and push (a secret; never logged).
+    pub channel_access_token: Option<String>,
+    /// Messaging API base URL (a proxy, or a stand-in in tests).
+    pub api_base_url: String,
+    /// How often new replies are looked for and queued for LINE, in milliseconds.
+    pub forward_interval_ms: u64,
+}
+
+impl Default for LineSettings {
+    fn default() -> Self {
+        Self {
+            channel_secret: None,
+            channel_access_token: None,
+            api_base_url: "https://api.line.me".into(),
+            forward_interval_ms: 500,
+        }
+    }
+}
+
+impl LineSettings {
+    pub fn enabled(&self) -> bool {
+        self.channel_secret.is_some() && self.channel_access_token.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Serve `/mcp` (Streamable HTTP) on `kizuna serve`.
+    pub enabled: bool,
+    /// Tool calls per minute per caller (per token subject; per address without a token).
+    pub calls_per_minute: u32,
+    /// `Host` header values `/mcp` accepts (DNS-rebinding protection; a name without a port
+    /// matches any port). Add the public host name when `/mcp` is reachable from outside.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            calls_per_minute: 60,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,9 +227,51 @@ pub struct Limits {
     pub max_message_chars: usize,
     pub messages_per_minute_per_connection: u32,
     pub messages_per_minute_per_ip: u32,
+    /// Open websockets per visitor address (the forwarded one behind a trusted proxy).
     pub connections_per_ip: u32,
     /// How long shutdown waits for sockets to close.
     pub drain_secs: u64,
+    /// Open TCP connections in all (capped further by the open-file limit).
+    pub max_connections: usize,
+    /// Open TCP connections per peer address (trusted proxies are not counted).
+    pub connections_per_address: u32,
+    /// A request head must arrive within this many seconds of the connection opening (or
+    /// of the previous response on a keep-alive connection).
+    pub header_read_timeout_secs: u64,
+    /// A websocket must send its `hello` within this many seconds.
+    pub hello_timeout_secs: u64,
+    /// The server pings every websocket this often...
+    pub ping_interval_secs: u64,
+    /// ...and closes one that sent nothing (not even a pong) for this long.
+    pub idle_timeout_secs: u64,
+    /// Error frames a socket may provoke per minute before it is closed (code 1008).
+    pub error_frames_per_minute: u32,
+    /// Messages of one conversation waiting for an answer; more get a `busy` error.
+    pub max_pending_per_conversation: usize,
+    /// Turns waiting or running in all; more get an `overloaded` error (never silence).
+    pub max_queued_turns: usize,
+    /// The same for anonymous visitors, lower so signed-in customers keep room.
+    pub max_queued_turns_anonymous: usize,
+    /// Anonymous escalations per visitor address per hour; above it the conversation is
+    /// still handed over but queued without a notice (one digest instead).
+    pub anonymous_escalations_per_hour_per_ip: u32,
+    /// Anonymous escalations per hour in all, with the same effect above it.
+    pub anonymous_escalations_per_hour: u32,
+}
+
+/// Who may reach what (docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` are believed (addresses or
+    /// CIDR ranges). Empty: the TCP peer is the visitor.
+    pub trusted_proxies: Vec<String>,
+    /// Origins (e.g. "https://www.zenbu.example.jp") whose pages may open `/ws`, besides
+    /// this server's own. Clients without an `Origin` header (apps, scripts) are not browsers
+    /// and are allowed; "*" allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Bearer token for `/metrics`. Unset: `/metrics` answers loopback peers only.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -194,6 +294,9 @@ impl Default for Settings {
             handover: Default::default(),
             slack: SlackSettings::default(),
             outreach: OutreachSettings::default(),
+            security: SecuritySettings::default(),
+            mcp: McpSettings::default(),
+            line: LineSettings::default(),
         }
     }
 }
@@ -225,6 +328,18 @@ impl Default for Limits {
             messages_per_minute_per_ip: 120,
             connections_per_ip: 100,
             drain_secs: 10,
+            max_connections: 10_000,
+            connections_per_address: 256,
+            header_read_timeout_secs: 10,
+            hello_timeout_secs: 15,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+            error_frames_per_minute: 30,
+            max_pending_per_conversation: 3,
+            max_queued_turns: 64,
+            max_queued_turns_anonymous: 24,
+            anonymous_escalations_per_hour_per_ip: 3,
+            anonymous_escalations_per_hour: 30,
         }
     }
 }
@@ -296,9 +411,29 @@ pub struct ServeArgs {
     /// Webhook that receives outreach messages for SMS (turns the webhook channel on).
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_URL", hide_env_values = true)]
     pub outreach_webhook_url: Option<String>,
+    /// LINE channel secret (turns the LINE channel on, with the access token).
+    #[arg(long, env = "KIZUNA_LINE_CHANNEL_SECRET", hide_env_values = true)]
+    pub line_channel_secret: Option<String>,
+    /// LINE channel access token.
+    #[arg(long, env = "KIZUNA_LINE_CHANNEL_ACCESS_TOKEN", hide_env_values = true)]
+    pub line_channel_access_token: Option<String>,
+    /// LINE Messaging API base URL (default https://api.line.me).
+    #[arg(long, env = "KIZUNA_LINE_API_BASE_URL")]
+    pub line_api_base_url: Option<String>,
     /// Bearer token sent to the outreach webhook.
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_TOKEN", hide_env_values = true)]
     pub outreach_webhook_token: Option<String>,
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR
+    /// ranges (e.g. 10.0.0.0/8,127.0.0.1).
+    #[arg(long, env = "KIZUNA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Origins whose pages may open the chat websocket besides this server's own,
+    /// comma-separated (e.g. https://www.zenbu.example.jp).
+    #[arg(long, env = "KIZUNA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Bearer token for /metrics (unset: loopback peers only).
+    #[arg(long, env = "KIZUNA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl Settings {
@@ -365,6 +500,18 @@ impl Settings {
         if a.openai_api_key.is_some() {
             self.llm.openai_api_key = a.openai_api_key.clone();
         }
+        set(&mut self.security.trusted_proxies, &a.trusted_proxies);
+        set(&mut self.security.allowed_origins, &a.allowed_origins);
+        if a.metrics_token.is_some() {
+            self.security.metrics_token = a.metrics_token.clone();
+        }
+        if a.line_channel_secret.is_some() {
+            self.line.channel_secret = a.line_channel_secret.clone();
+        }
+        if a.line_channel_access_token.is_some() {
+            self.line.channel_access_token = a.line_channel_access_token.clone();
+        }
+        set(&mut self.line.api_base_url, &a.line_api_base_url);
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -389,6 +536,37 @@ impl Settings {
         }
         if self.llm.max_steps == 0 {
             bail!("llm.max_steps must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 || l.connections_per_address == 0 || l.connections_per_ip == 0 {
+            bail!("limits.max_connections, connections_per_address and connections_per_ip must be at least 1");
+        }
+        if l.header_read_timeout_secs == 0 || l.hello_timeout_secs == 0 {
+            bail!("limits.header_read_timeout_secs and hello_timeout_secs must be at least 1");
+        }
+        if l.ping_interval_secs == 0 || l.idle_timeout_secs <= l.ping_interval_secs {
+            bail!("limits.idle_timeout_secs must be longer than ping_interval_secs (≥ 1)");
+        }
+        if l.max_pending_per_conversation == 0 || l.max_queued_turns == 0 {
+            bail!("limits.max_pending_per_conversation and max_queued_turns must be at least 1");
+        }
+        crate::client_addr::TrustedProxies::parse(&self.security.trusted_proxies)
+            .map_err(anyhow::Error::msg)?;
+        for origin in &self.security.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                bail!("security.allowed_origins: {origin:?} must be \"*\" or start with http:// or https://");
+            }
+        }
+        if let Some(token) = &self.security.metrics_token {
+            if token.len() < 16 {
+                bail!("security.metrics_token must be at least 16 characters");
+            }
+        }
+        if self.line.channel_secret.is_some() != self.line.channel_access_token.is_some() {
+            bail!("the LINE channel needs both line.channel_secret and line.channel_access_token");
+        }
+        if self.mcp.calls_per_minute == 0 {
+            bail!("mcp.calls_per_minute must be at least 1");
         }
         Ok(())
     }
@@ -418,13 +596,17 @@ impl Settings {
         );
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-        std::fs::write(&path, &secret)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        // Created 0600 from the start: writing first and chmod-ing after leaves a moment in
+        // which the secret is world-readable.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut file, secret.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         tracing::warn!(path = %path.display(), "generated a token secret; set KIZUNA_TOKEN_SECRET to share one with your backend");
         Ok(secret)
     }

@@ -5,11 +5,16 @@ mod api;
 mod bench;
 mod chat;
 mod churn;
+mod client_addr;
 mod config;
 mod data;
 mod eval;
+mod listener;
+mod line;
+mod mcp;
 mod outreach;
 mod ratelimit;
+mod revocation;
 mod server;
 mod wiring;
 
@@ -101,6 +106,9 @@ enum Command {
     /// come with the store integration).
     #[command(subcommand)]
     Churn(churn::ChurnCommand),
+    /// The MCP server on stdin/stdout (for Claude Desktop and other MCP clients), as the
+    /// caller of KIZUNA_MCP_TOKEN; `kizuna serve` offers the same at /mcp (docs/mcp.md).
+    Mcp(mcp::McpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +132,13 @@ struct TokenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Everything Kizuna creates (the database with customers' emails and phones, the token
+    // secret, models, exports) is for its own user only (docs/security.md).
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -144,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             Command::Eval(args) => eval::run(cli.config, args).await,
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
             Command::Churn(cmd) => churn::run(cli.config, cmd).await,
+            Command::Mcp(args) => mcp::run(cli.config, args).await,
         }
     })
 }
@@ -202,7 +218,7 @@ pub(crate) async fn build_llm(
             cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
             let model =
                 OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
-            tracing::info!(base_url = %settings.llm.openai_base_url, model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
+            tracing::info!(base_url = %kizuna_llm::openai::redact_endpoint(&settings.llm.openai_base_url), model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
             Ok((Arc::new(model), None))
         }
         LlmBackend::Local => {
@@ -321,6 +337,25 @@ pub(crate) async fn delivery_hub(
     ))
 }
 
+/// The SQLite files hold customers' emails and phone numbers: owner-only, also for data dirs
+/// created before Kizuna set its umask (docs/security.md).
+fn restrict_database_files(settings: &Settings) {
+    #[cfg(unix)]
+    if settings.database_url.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["kizuna.db", "kizuna.db-wal", "kizuna.db-shm", "token_secret"] {
+            let path = settings.data_dir.join(name);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot make the file owner-only");
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(config, &args)?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -335,6 +370,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             kizuna_store::redact_url(&db_url)
         )
     })?;
+    restrict_database_files(&settings);
     let templates = Arc::new(wiring::ContentTemplates::load(
         &settings.knowledge.content_dir,
     )?);
@@ -381,6 +417,16 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(?channels, "outreach also goes out on these channels");
     }
     senders.extend(outreach_senders);
+    if settings.line.enabled() {
+        let client = kizuna_line::LineClient::new(kizuna_line::LineConfig {
+            api_base_url: settings.line.api_base_url.clone(),
+            channel_access_token: settings.line.channel_access_token.clone().unwrap_or_default(),
+            timeout: Duration::from_secs(10),
+        })
+        .context("cannot set up the LINE client")?;
+        senders.insert(kizuna_line::CHANNEL.to_string(), Arc::new(client));
+        tracing::info!(api = %settings.line.api_base_url, "LINE channel on: webhook at /channels/line/webhook");
+    }
     let services = HubServices {
         retriever: knowledge.retriever(),
         sentiment: knowledge.sentiment.clone(),
@@ -391,6 +437,13 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     };
     let hub_config = HubConfig {
         max_message_chars: settings.limits.max_message_chars,
+        max_pending_per_conversation: settings.limits.max_pending_per_conversation,
+        max_queued_turns: settings.limits.max_queued_turns,
+        max_queued_turns_anonymous: settings.limits.max_queued_turns_anonymous,
+        anonymous_escalations_per_hour_per_address: Some(
+            settings.limits.anonymous_escalations_per_hour_per_ip,
+        ),
+        anonymous_escalations_per_hour: Some(settings.limits.anonymous_escalations_per_hour),
         ..HubConfig::default()
     };
     let hub = ConversationHub::with_services(
@@ -403,6 +456,8 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     hub.recover().await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Ends the MCP sessions (their open SSE streams) when the server drains.
+    let mcp_cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(kizuna_notify::Dispatcher::run(
         store.clone(),
         senders,
@@ -417,7 +472,33 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         templates,
         shutdown_rx.clone(),
     )?;
+    let trusted_proxies = Arc::new(
+        client_addr::TrustedProxies::parse(&settings.security.trusted_proxies)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let revocations = Arc::new(revocation::Revocations::new(store.clone()));
+    revocations
+        .refresh()
+        .await
+        .context("cannot read the token revocation list")?;
+    tokio::spawn(revocations.clone().run_refresh(shutdown_rx.clone()));
+    let mcp = if settings.mcp.enabled {
+        let services = mcp::services(&settings, store.clone(), knowledge.base.clone()).await?;
+        Some(api::mcp::McpEndpoint::new(services, &settings, mcp_cancel.clone()))
+    } else {
+        None
+    };
+    let line = settings.line.channel_secret.as_deref().filter(|_| settings.line.enabled()).map(|secret| {
+        line::spawn_forwarder(
+            hub.clone(),
+            Duration::from_millis(settings.line.forward_interval_ms.max(50)),
+            shutdown_rx.clone(),
+        );
+        Arc::new(api::line::LineEndpoint::new(secret))
+    });
     let state = Arc::new(server::AppState {
+        mcp,
+        line,
         knowledge: knowledge.base.clone(),
         content_dir: settings.knowledge.content_dir.clone(),
         outreach: outreach_delivery,
@@ -431,35 +512,42 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         model_ready: ready,
         connections: AtomicUsize::new(0),
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
         web_dir: settings.web_dir.clone(),
+        security: settings.security.clone(),
+        trusted_proxies: trusted_proxies.clone(),
+        revocations,
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(address = %listener.local_addr()?, backend = ?settings.llm.backend, "kizuna is listening");
-    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm and the
-    // client's delayed ACK add ~40 ms to every turn.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let app =
-        server::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let drain_state = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            server::shutdown_signal().await;
-            tracing::info!("shutting down: closing websockets");
-            let _ = shutdown_tx.send(true);
-            server::drain(
-                &drain_state,
-                Duration::from_secs(drain_state.limits.drain_secs),
-            )
-            .await;
-        })
-        .await?;
+    let listener_limits = listener::ListenerLimits {
+        max_connections: listener::connection_cap(settings.limits.max_connections),
+        connections_per_address: settings.limits.connections_per_address,
+        header_read_timeout: Duration::from_secs(settings.limits.header_read_timeout_secs),
+    };
+    tracing::info!(
+        address = %listener.local_addr()?,
+        backend = ?settings.llm.backend,
+        max_connections = listener_limits.max_connections,
+        "kizuna is listening"
+    );
+    let counts = listener::AddressCounts::new(listener_limits.connections_per_address);
+    let app = server::router(state.clone());
+    let serving = tokio::spawn(listener::serve(
+        listener,
+        app,
+        listener_limits,
+        trusted_proxies,
+        counts,
+        shutdown_rx,
+    ));
+    server::shutdown_signal().await;
+    tracing::info!("shutting down: closing websockets");
+    let _ = shutdown_tx.send(true);
+    mcp_cancel.cancel();
+    server::drain(&state, Duration::from_secs(state.limits.drain_secs)).await;
+    let _ = serving.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderName, StatusCode};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use kizuna_agent::hub::{ConversationHub, HubError, OutFrame, Submitted};
 use kizuna_agent::identity::{Identity, TokenVerifier};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,8 +23,11 @@ use tokio::sync::{broadcast, watch};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Limits;
+use crate::client_addr::TrustedProxies;
+use crate::config::{Limits, SecuritySettings};
+use crate::listener::ConnectionPermit;
 use crate::ratelimit::{IpLimiter, TokenBucket};
+use crate::revocation::Revocations;
 
 pub struct AppState {
     pub hub: Arc<ConversationHub>,
@@ -43,24 +47,133 @@ pub struct AppState {
     pub content_dir: std::path::PathBuf,
     /// Delivers outreach a person approved (chat, extra channels, staff notices).
     pub outreach: Arc<crate::outreach::ServerDelivery>,
+    /// `/mcp` (docs/mcp.md); none when `mcp.enabled` is off.
+    pub mcp: Option<crate::api::mcp::McpEndpoint>,
+    /// `/channels/line/webhook` (docs/line.md); none unless the LINE channel is configured.
+    pub line: Option<Arc<crate::api::line::LineEndpoint>>,
+    /// Origins, proxies, the metrics token.
+    pub security: SecuritySettings,
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Tokens and subjects staff revoked; checked at hello and on every message.
+    pub revocations: Arc<Revocations>,
+}
+
+impl AppState {
+    /// The visitor's address: the TCP peer, or the forwarded one from a trusted proxy.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted_proxies.client_ip(peer, headers)
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let api = crate::api::routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard_staff_api,
+    ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
-        .merge(crate::api::routes())
+        .merge(api)
+        .merge(crate::api::mcp::routes(&state))
+        .merge(crate::api::line::routes(&state))
         .merge(web_routes(&state.web_dir))
         .with_state(state)
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
+}
+
+/// A client's `X-Request-Id` is kept only when it is short and plain (letters, digits,
+/// `-_.:`); anything else (newlines, megabytes, markup) is replaced by a fresh id before
+/// it reaches a log line or a response header.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = request.headers().get("x-request-id").map(|v| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 64
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if safe == Some(false) {
+        metrics::counter!("kizuna_rejected_request_ids_total").increment(1);
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
+/// Headers every response carries; pages (the console, the demo) get a strict CSP: scripts
+/// and connections only from this server, no framing (clickjacking), no referrer.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let is_html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; \
+                 img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; \
+                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    response
+}
+
+/// Whether a browser page from `Origin` may use this server: this server's own pages, the
+/// configured origins, or a client that is not a browser (no `Origin` header at all).
+pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host))
+}
+
+/// The staff API answers pages of this server and configured origins only, and checks the
+/// caller's token before any handler reads a body (a 2 MiB import is not read for nobody).
+async fn guard_staff_api(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !origin_allowed(&state.security.allowed_origins, request.headers()) {
+        metrics::counter!("kizuna_rejected_origins_total").increment(1);
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if let Err(e) = crate::api::staff(&state, request.headers()) {
+        return e.into_response();
+    }
+    next.run(request).await
 }
 
 /// The widget (`/widget.js`), the operator console (`/console`) and the demo page (`/`),
@@ -96,7 +209,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `/metrics` needs the configured bearer token, or, without one, a loopback client.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = match &state.security.metrics_token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => state.client_ip(peer, &headers).is_loopback(),
+    };
+    if !allowed {
+        return (StatusCode::FORBIDDEN, "metrics are not public; see docs/security.md").into_response();
+    }
     metrics::gauge!("kizuna_websocket_connections")
         .set(state.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("kizuna_live_conversations").set(state.hub.live_conversations() as f64);
@@ -107,6 +236,35 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A websocket's place in the per-address count, taken before the upgrade and given back on
+/// drop: whether the socket closes, the upgrade fails or the client never completes it.
+struct WsSlot {
+    state: Arc<AppState>,
+    ip: IpAddr,
+}
+
+impl WsSlot {
+    fn take(state: &Arc<AppState>, ip: IpAddr) -> Option<Self> {
+        state.ip_limiter.connect(ip).then(|| Self {
+            state: state.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        self.state.ip_limiter.disconnect(self.ip);
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -114,29 +272,43 @@ pub struct WsQuery {
 
 async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    permit: Option<Extension<Arc<ConnectionPermit>>>,
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = addr.ip();
+    let ip = state.client_ip(peer, &headers);
     if *state.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    if !state.ip_limiter.connect(ip) {
+    if !origin_allowed(&state.security.allowed_origins, &headers) {
+        metrics::counter!("kizuna_rejected_origins_total").increment(1);
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let Some(slot) = WsSlot::take(&state, ip) else {
         metrics::counter!("kizuna_rejected_connections_total", "reason" => "per_ip").increment(1);
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many connections from this address",
         )
             .into_response();
-    }
+    };
     // Small buffers: thousands of idle sockets must stay cheap (~6 KB each instead of ~130 KB).
     // The hard frame cap is generous; the application limit answers with an error frame.
     ws.read_buffer_size(4096)
         .write_buffer_size(4096)
         .max_message_size(1 << 20)
         .max_frame_size(1 << 20)
+        .on_failed_upgrade(|error| {
+            metrics::counter!("kizuna_failed_upgrades_total").increment(1);
+            tracing::debug!(%error, "websocket upgrade failed");
+        })
         .on_upgrade(move |socket| async move {
+            // Both are released when this task ends; if the upgrade fails, axum drops this
+            // closure unrun and they are released all the same.
+            let _slot = slot;
+            let _permit = permit;
             state.connections.fetch_add(1, Ordering::Relaxed);
             // Boxed: the task of an idle socket then holds only a pointer to this state.
             let conversation =
@@ -145,7 +317,6 @@ async fn ws_upgrade(
                 state.hub.release(&id);
             }
             state.connections.fetch_sub(1, Ordering::Relaxed);
-            state.ip_limiter.disconnect(ip);
         })
 }
 
@@ -160,6 +331,11 @@ struct Connection {
     /// Highest durable sequence number sent to this socket.
     delivered_seq: i64,
     bucket: TokenBucket,
+    /// Error frames this socket may still provoke (docs/security.md).
+    errors: TokenBucket,
+    /// The token the identity came from: re-checked (expiry, revocation) on every message.
+    token: Option<String>,
+    last_heard: tokio::time::Instant,
 }
 
 enum Flow {
@@ -178,8 +354,12 @@ fn error_frame(code: &str, message: impl Into<String>, id: Option<&str>) -> Stri
 impl Connection {
     fn new(state: Arc<AppState>, ip: IpAddr, query_token: Option<String>) -> Self {
         let per_minute = state.limits.messages_per_minute_per_connection;
+        let errors_per_minute = state.limits.error_frames_per_minute.max(1);
         Self {
             bucket: TokenBucket::new(per_minute, per_minute.div_ceil(6).max(1)),
+            errors: TokenBucket::new(errors_per_minute, errors_per_minute.div_ceil(3).max(1)),
+            token: None,
+            last_heard: tokio::time::Instant::now(),
             state,
             ip,
             query_token,
@@ -193,14 +373,44 @@ impl Connection {
     /// Serves the socket until it closes; returns the conversation it had open.
     async fn run(mut self, mut socket: WebSocket) -> Option<String> {
         let mut shutdown = self.state.shutdown.clone();
+        let limits = &self.state.limits;
+        let hello_deadline =
+            tokio::time::Instant::now() + Duration::from_secs(limits.hello_timeout_secs);
+        let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
+        let ping_every = Duration::from_secs(limits.ping_interval_secs);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let flow = tokio::select! {
                 _ = shutdown.changed() => {
                     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1012, reason: "server restarting".into() }))).await;
                     Flow::Close
                 }
+                // A socket that never says hello holds a slot for nothing.
+                _ = tokio::time::sleep_until(hello_deadline), if self.identity.is_none() => {
+                    metrics::counter!("kizuna_closed_sockets_total", "reason" => "no_hello").increment(1);
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "hello expected".into() }))).await;
+                    Flow::Close
+                }
+                // Pings keep proxies from cutting a quiet chat; a peer that answers nothing,
+                // not even a pong, is gone (or hostile) and its socket is closed.
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > idle_timeout {
+                        metrics::counter!("kizuna_closed_sockets_total", "reason" => "idle").increment(1);
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "idle".into() }))).await;
+                        Flow::Close
+                    } else {
+                        match socket.send(Message::Ping(Default::default())).await {
+                            Ok(()) => Flow::Continue,
+                            Err(_) => Flow::Close,
+                        }
+                    }
+                }
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(message)) => Box::pin(self.on_message(&mut socket, message)).await,
+                    Some(Ok(message)) => {
+                        self.last_heard = tokio::time::Instant::now();
+                        Box::pin(self.on_message(&mut socket, message)).await
+                    }
                     other => {
                         tracing::debug!(?other, "socket ended");
                         Flow::Close
@@ -343,25 +553,50 @@ impl Connection {
         }
     }
 
+    /// Answers a bad frame with an error frame; a socket that keeps sending bad frames is
+    /// closed (1008) instead of being answered thousands of times.
     async fn reject(
-        &self,
+        &mut self,
         socket: &mut WebSocket,
-        code: &str,
+        code: &'static str,
         message: impl Into<String>,
         id: Option<&str>,
     ) -> Flow {
-        metrics::counter!("kizuna_frame_errors_total", "code" => code.to_string()).increment(1);
+        metrics::counter!("kizuna_frame_errors_total", "code" => code).increment(1);
+        if !self.errors.try_take() {
+            metrics::counter!("kizuna_closed_sockets_total", "reason" => "errors").increment(1);
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: "too many bad frames".into(),
+                })))
+                .await;
+            return Flow::Close;
+        }
         self.send(socket, error_frame(code, message, id)).await
     }
 
-    fn authenticate(&self, hello_token: Option<&str>) -> Result<Identity, String> {
-        match hello_token.or(self.query_token.as_deref()) {
+    /// The identity of a token: signature, expiry and the revocation list.
+    fn verify_token(&self, token: &str) -> Result<Identity, String> {
+        let identity = self
+            .state
+            .verifier
+            .verify(token, chrono::Utc::now().timestamp())
+            .map_err(|e| e.to_string())?;
+        if self.state.revocations.is_revoked(token, &identity.subject) {
+            return Err("the token was revoked".into());
+        }
+        Ok(identity)
+    }
+
+    fn authenticate(&mut self, hello_token: Option<&str>) -> Result<Identity, String> {
+        match hello_token.or(self.query_token.as_deref()).map(str::to_string) {
             None => Ok(Identity::anonymous(uuid::Uuid::new_v4().to_string())),
-            Some(token) => self
-                .state
-                .verifier
-                .verify(token, chrono::Utc::now().timestamp())
-                .map_err(|e| e.to_string()),
+            Some(token) => {
+                let identity = self.verify_token(&token)?;
+                self.token = Some(token);
+                Ok(identity)
+            }
         }
     }
 
@@ -369,7 +604,10 @@ impl Connection {
         let identity = match &self.identity {
             Some(identity) => identity.clone(),
             None => match self.authenticate(hello.get("token").and_then(Value::as_str)) {
-                Ok(identity) => identity,
+                Ok(mut identity) => {
+                    identity.address = Some(self.ip);
+                    identity
+                }
                 Err(reason) => {
                     self.reject(socket, "unauthorized", reason, None).await;
                     return Flow::Close;
@@ -439,6 +677,22 @@ impl Connection {
                 .reject(socket, "bad_request", "a message needs \"text\"", Some(id))
                 .await;
         };
+        // A token is good for as long as it is valid, not for as long as the socket lives.
+        if let Some(token) = self.token.clone() {
+            if let Err(reason) = self.verify_token(&token) {
+                metrics::counter!("kizuna_closed_sockets_total", "reason" => "token").increment(1);
+                let _ = self
+                    .send(socket, error_frame("unauthorized", reason, Some(id)))
+                    .await;
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "token no longer valid".into(),
+                    })))
+                    .await;
+                return Flow::Close;
+            }
+        }
         if !self.bucket.try_take() || !self.state.ip_limiter.message(self.ip) {
             return self
                 .reject(
@@ -457,7 +711,7 @@ impl Connection {
         }
     }
 
-    async fn hub_error(&self, socket: &mut WebSocket, error: HubError, id: Option<&str>) -> Flow {
+    async fn hub_error(&mut self, socket: &mut WebSocket, error: HubError, id: Option<&str>) -> Flow {
         match error {
             HubError::Forbidden => {
                 self.reject(socket, "forbidden", error.to_string(), id)
@@ -469,6 +723,15 @@ impl Connection {
             HubError::NotFound => {
                 self.reject(socket, "bad_request", error.to_string(), id)
                     .await
+            }
+            HubError::EscalationCapped => Flow::Continue,
+            HubError::Busy => self.reject(socket, "busy", error.to_string(), id).await,
+            HubError::Overloaded { retry_after_secs } => {
+                let mut frame: Value = serde_json::from_str(&error_frame("overloaded", error.to_string(), id))
+                    .unwrap_or_default();
+                frame["retry_after_secs"] = json!(retry_after_secs);
+                metrics::counter!("kizuna_frame_errors_total", "code" => "overloaded").increment(1);
+                self.send(socket, frame.to_string()).await
             }
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error");

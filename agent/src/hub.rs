@@ -84,6 +84,18 @@ pub struct HubConfig {
     pub max_message_chars: usize,
     /// A conversation worker with no socket and no work exits after this long.
     pub idle_timeout: Duration,
+    /// Messages of one conversation waiting for an answer; more are refused with
+    /// [`HubError::Busy`] (docs/security.md, "Fair use of the model").
+    pub max_pending_per_conversation: usize,
+    /// Turns waiting or running in all; more are refused with [`HubError::Overloaded`].
+    pub max_queued_turns: usize,
+    /// The same for anonymous visitors (lower, so signed-in customers keep room).
+    pub max_queued_turns_anonymous: usize,
+    /// Anonymous escalations an address may cause per hour; above it the bot keeps
+    /// answering instead (escalation by rule costs an attacker nothing). `None`: no cap.
+    pub anonymous_escalations_per_hour_per_address: Option<u32>,
+    /// Anonymous escalations per hour in all, with the same effect.
+    pub anonymous_escalations_per_hour: Option<u32>,
 }
 
 impl Default for HubConfig {
@@ -93,6 +105,11 @@ impl Default for HubConfig {
             frame_buffer: 16,
             max_message_chars: 2000,
             idle_timeout: Duration::from_secs(300),
+            max_pending_per_conversation: 3,
+            max_queued_turns: 64,
+            max_queued_turns_anonymous: 24,
+            anonymous_escalations_per_hour_per_address: None,
+            anonymous_escalations_per_hour: None,
         }
     }
 }
@@ -130,6 +147,15 @@ pub enum HubError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// This conversation already has as many messages waiting as it may.
+    #[error("the previous messages are still being answered; send this one after the reply")]
+    Busy,
+    /// An anonymous escalation over its hourly budget (docs/security.md); the bot answers.
+    #[error("anonymous escalations are over their hourly budget")]
+    EscalationCapped,
+    /// Too many turns are waiting in all; the message was not stored.
+    #[error("too many conversations are waiting for an answer; resend in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,6 +184,33 @@ struct Job {
     client_msg_id: String,
     text: String,
     identity: Identity,
+    /// Its place in the queues; given back when the job is done or dropped.
+    _ticket: Option<TurnTicket>,
+}
+
+/// Turns waiting or running, in all and for anonymous visitors.
+#[derive(Default)]
+struct QueueCounts {
+    all: std::sync::atomic::AtomicUsize,
+    anonymous: std::sync::atomic::AtomicUsize,
+}
+
+/// A counted place in the conversation's and the hub's queues, released on drop.
+struct TurnTicket {
+    counts: Arc<QueueCounts>,
+    live: Arc<Live>,
+    anonymous: bool,
+}
+
+impl Drop for TurnTicket {
+    fn drop(&mut self) {
+        self.live.pending.fetch_sub(1, Ordering::AcqRel);
+        self.counts.all.fetch_sub(1, Ordering::AcqRel);
+        if self.anonymous {
+            self.counts.anonymous.fetch_sub(1, Ordering::AcqRel);
+        }
+        metrics::gauge!("kizuna_queued_turns").set(self.counts.all.load(Ordering::Relaxed) as f64);
+    }
 }
 
 /// The reply being streamed, for sockets that reconnect mid-reply.
@@ -172,6 +225,8 @@ struct Live {
     /// send one cost no task.
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     progress: Mutex<Option<Progress>>,
+    /// Jobs queued or running (bounded by `max_pending_per_conversation`).
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Live {
@@ -206,7 +261,52 @@ pub struct ConversationHub {
     outbox_wakeup: Arc<tokio::sync::Notify>,
     config: HubConfig,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    queues: Arc<QueueCounts>,
+    /// When recent anonymous escalations happened, in all and per address (last hour).
+    anonymous_escalations: Mutex<EscalationWindow>,
     me: Weak<ConversationHub>,
+}
+
+#[derive(Default)]
+struct EscalationWindow {
+    all: std::collections::VecDeque<Instant>,
+    per_address: HashMap<std::net::IpAddr, std::collections::VecDeque<Instant>>,
+}
+
+impl EscalationWindow {
+    const WINDOW: Duration = Duration::from_secs(3600);
+
+    /// Counts one escalation if both budgets allow it.
+    fn try_take(
+        &mut self,
+        address: Option<std::net::IpAddr>,
+        per_address: Option<u32>,
+        all: Option<u32>,
+        now: Instant,
+    ) -> bool {
+        let expired = |q: &mut std::collections::VecDeque<Instant>| {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+                q.pop_front();
+            }
+        };
+        expired(&mut self.all);
+        self.per_address.retain(|_, q| {
+            expired(q);
+            !q.is_empty()
+        });
+        if all.is_some_and(|cap| self.all.len() >= cap as usize) {
+            return false;
+        }
+        if let (Some(address), Some(cap)) = (address, per_address) {
+            let q = self.per_address.entry(address).or_default();
+            if q.len() >= cap as usize {
+                return false;
+            }
+            q.push_back(now);
+        }
+        self.all.push_back(now);
+        true
+    }
 }
 
 impl ConversationHub {
@@ -251,6 +351,8 @@ impl ConversationHub {
             outbox_wakeup: Arc::new(tokio::sync::Notify::new()),
             config,
             live: Mutex::new(HashMap::new()),
+            queues: Arc::new(QueueCounts::default()),
+            anonymous_escalations: Mutex::new(EscalationWindow::default()),
             me: me.clone(),
         })
     }
@@ -397,6 +499,7 @@ impl ConversationHub {
                 }
             }
         }
+        let ticket = self.admit(conversation_id, identity)?;
         let message_id = uuid::Uuid::new_v4().to_string();
         // The text rides along so a replay (another device, the console) can show it.
         let ack =
@@ -426,6 +529,7 @@ impl ConversationHub {
                         client_msg_id: client_msg_id.to_string(),
                         text: text.to_string(),
                         identity: identity.clone(),
+                        _ticket: Some(ticket),
                     },
                 );
                 Ok(Submitted::Accepted { message_id })
@@ -449,6 +553,8 @@ impl ConversationHub {
                     client_msg_id: message.client_msg_id.unwrap_or_default(),
                     text: message.content,
                     identity,
+                    // Left by the last run: answered whatever the queues hold.
+                    _ticket: None,
                 },
             );
         }
@@ -456,6 +562,61 @@ impl ConversationHub {
             tracing::info!(count, "answering messages left unanswered by the last run");
         }
         Ok(count)
+    }
+
+    /// Takes a place in the conversation's and the hub's queues, or says why not. Checked
+    /// before the message is stored, so a refused message is simply sent again later.
+    fn admit(&self, conversation_id: &str, identity: &Identity) -> Result<TurnTicket, HubError> {
+        let live = self.live(conversation_id);
+        let anonymous = identity.role == Role::Anonymous;
+        if live.pending.fetch_add(1, Ordering::AcqRel) >= self.config.max_pending_per_conversation {
+            live.pending.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("kizuna_refused_turns_total", "reason" => "busy").increment(1);
+            return Err(HubError::Busy);
+        }
+        let all = self.queues.all.fetch_add(1, Ordering::AcqRel);
+        let anon = if anonymous {
+            self.queues.anonymous.fetch_add(1, Ordering::AcqRel)
+        } else {
+            0
+        };
+        // The ticket undoes all three increments if we refuse below.
+        let ticket = TurnTicket {
+            counts: self.queues.clone(),
+            live,
+            anonymous,
+        };
+        if all >= self.config.max_queued_turns
+            || (anonymous && anon >= self.config.max_queued_turns_anonymous)
+        {
+            metrics::counter!("kizuna_refused_turns_total", "reason" => "overloaded").increment(1);
+            // A rough wait: the queue ahead at a few seconds a turn, at least 5 s.
+            let retry_after_secs = (all as u64 * 3).clamp(5, 120);
+            return Err(HubError::Overloaded { retry_after_secs });
+        }
+        metrics::gauge!("kizuna_queued_turns").set((all + 1) as f64);
+        Ok(ticket)
+    }
+
+    /// Whether an escalation of `identity` fits the anonymous budgets (always for others).
+    fn escalation_budget_allows(&self, identity: &Identity) -> bool {
+        if identity.role != Role::Anonymous {
+            return true;
+        }
+        let allowed = self
+            .anonymous_escalations
+            .lock()
+            .expect("escalation window lock")
+            .try_take(
+                identity.address,
+                self.config.anonymous_escalations_per_hour_per_address,
+                self.config.anonymous_escalations_per_hour,
+                Instant::now(),
+            );
+        if !allowed {
+            metrics::counter!("kizuna_capped_escalations_total").increment(1);
+        }
+        allowed
     }
 
     /// Number of conversations with a live worker (for metrics).
@@ -520,6 +681,7 @@ impl ConversationHub {
             frames,
             jobs: Mutex::new(None),
             progress: Mutex::new(None),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         });
         map.insert(conversation_id.to_string(), live.clone());
         live

@@ -39,6 +39,10 @@ pub struct Identity {
     /// Set for customers only: the account whose data tools may read.
     pub customer_id: Option<String>,
     pub display_name: Option<String>,
+    /// Where the caller connects from (the transport sets it), for per-address budgets such
+    /// as anonymous escalations; never stored or sent.
+    #[serde(skip)]
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Identity {
@@ -48,6 +52,7 @@ impl Identity {
             subject: visitor_id.into(),
             customer_id: None,
             display_name: None,
+            address: None,
         }
     }
 
@@ -58,6 +63,7 @@ impl Identity {
             subject: id.clone(),
             customer_id: Some(id),
             display_name: None,
+            address: None,
         }
     }
 
@@ -67,6 +73,7 @@ impl Identity {
             subject: manager_id.into(),
             customer_id: None,
             display_name: None,
+            address: None,
         }
     }
 

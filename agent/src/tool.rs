@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::Identity;
+use crate::identity::{Identity, Role};
 use crate::llm::ToolSpec;
 
 /// Tool names are at most this long (OpenAI's limit for function names).
@@ -20,6 +20,37 @@ pub const MAX_TOOL_NAME_LEN: usize = 64;
 pub enum RiskClass {
     Read,
     Write,
+}
+
+/// Who a tool is offered to outside a chat turn (e.g. over MCP, docs/mcp.md). Calls are still
+/// checked by the tool itself against the verified identity; this only decides what a caller
+/// is shown and may try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Anyone, signed in or not (plan facts, free slots).
+    Everyone,
+    /// Signed-in customers (their own account) and managers.
+    SignedIn,
+    /// Signed-in customers only (their own account).
+    Customers,
+    /// Managers (CSMs) only.
+    Managers,
+    /// Only inside a chat conversation: the tool acts on the conversation itself.
+    ChatOnly,
+}
+
+impl Audience {
+    /// Whether a caller with `role` is offered the tool.
+    pub fn admits(self, role: Role) -> bool {
+        match self {
+            Audience::Everyone => true,
+            Audience::SignedIn => matches!(role, Role::Customer | Role::Manager),
+            Audience::Customers => role == Role::Customer,
+            Audience::Managers => role == Role::Manager,
+            Audience::ChatOnly => false,
+        }
+    }
 }
 
 /// What a tool knows about the call besides its arguments: the verified caller and "now".
@@ -65,6 +96,11 @@ pub trait Tool: Send + Sync {
     /// JSON schema of the arguments object.
     fn parameters(&self) -> serde_json::Value;
     fn risk(&self) -> RiskClass;
+    /// Who is offered the tool outside a chat turn. Closed by default: a tool that says
+    /// nothing is shown to managers only.
+    fn audience(&self) -> Audience {
+        Audience::Managers
+    }
     async fn call(
         &self,
         ctx: &ToolContext,

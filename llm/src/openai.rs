@@ -83,10 +83,25 @@ impl OpenAiConfig {
     }
 }
 
+/// The endpoint as logs may show it: no credentials in the authority, no query string
+/// (some gateways take their key as `?api-key=…`), no fragment.
+pub fn redact_endpoint(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
 impl fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &redact_endpoint(&self.base_url))
             .field("model", &self.model)
             .field(
                 "api_key",
@@ -134,7 +149,9 @@ impl OpenAiModel {
                 "openai backend: model is empty".into(),
             ));
         }
+        // No redirects: a redirect would carry the API key's request to another host.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT.min(cfg.request_timeout))
             .build()
             .map_err(|e| {
@@ -183,7 +200,7 @@ impl OpenAiModel {
                 Err(OpenAIError::JSONDeserialize(err, _)) => {
                     return Err(LlmError::BadResponse(format!(
                         "unparseable stream chunk from {}: {err}",
-                        self.cfg.base_url
+                        redact_endpoint(&self.cfg.base_url)
                     )))
                 }
                 Err(e) => return Err(self.map_error(e)),
@@ -224,7 +241,7 @@ impl OpenAiModel {
                 LlmError::Request(format!(
                     "HTTP {} from {}: {}",
                     resp.status_code,
-                    self.cfg.base_url,
+                    redact_endpoint(&self.cfg.base_url),
                     truncate(message.trim(), 2000)
                 ))
             }
@@ -237,7 +254,7 @@ impl OpenAiModel {
                     .unwrap_or(content);
                 LlmError::Request(format!(
                     "error from {}: {}",
-                    self.cfg.base_url,
+                    redact_endpoint(&self.cfg.base_url),
                     truncate(message.trim(), 2000)
                 ))
             }
@@ -247,20 +264,20 @@ impl OpenAiModel {
                 } else if e.is_connect() {
                     LlmError::Unavailable(format!(
                         "cannot connect to {}: {}",
-                        self.cfg.base_url,
+                        redact_endpoint(&self.cfg.base_url),
                         error_chain(&e.without_url())
                     ))
                 } else {
                     LlmError::Request(format!(
                         "request to {} failed: {}",
-                        self.cfg.base_url,
+                        redact_endpoint(&self.cfg.base_url),
                         error_chain(&e.without_url())
                     ))
                 }
             }
             OpenAIError::StreamError(e) => LlmError::Request(format!(
                 "the response stream from {} broke: {e}",
-                self.cfg.base_url
+                redact_endpoint(&self.cfg.base_url)
             )),
             other => LlmError::Request(other.to_string()),
         }
@@ -668,6 +685,13 @@ fn truncate(s: &str, max_chars: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_in_logs_lose_credentials_and_queries() {
+        let shown = super::redact_endpoint("https://user:s3cret@gw.example.com/v1?api-key=k3y#x");
+        assert_eq!(shown, "https://gw.example.com/v1");
+        assert!(!format!("{:?}", super::OpenAiConfig::new("https://u:p@h.example/v1", "m")).contains("p@"));
+    }
+
     use super::*;
 
     fn chunk(v: Value) -> Chunk {

@@ -35,6 +35,11 @@ pub struct DispatcherConfig {
     pub max_backoff: Duration,
     /// Least time between two requests to one channel (Slack allows 1 message/s).
     pub min_send_interval: Duration,
+    /// When more escalation notices than this are due on a channel at once, they go out as
+    /// one digest instead (docs/security.md); `None` sends each.
+    pub digest_above: Option<usize>,
+    /// Pending rows on a channel above which the dispatcher logs an error once a minute.
+    pub backlog_alert: i64,
 }
 
 impl Default for DispatcherConfig {
@@ -46,6 +51,8 @@ impl Default for DispatcherConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             min_send_interval: Duration::from_secs(1),
+            digest_above: Some(5),
+            backlog_alert: 200,
         }
     }
 }
@@ -60,6 +67,7 @@ pub struct Dispatcher {
     channel_ready_at: HashMap<String, Instant>,
     warned_channels: HashSet<String>,
     last_unconfigured_check: Option<Instant>,
+    last_backlog_check: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +115,7 @@ impl Dispatcher {
             channel_ready_at: HashMap::new(),
             warned_channels: HashSet::new(),
             last_unconfigured_check: None,
+            last_backlog_check: None,
         };
         loop {
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
@@ -132,12 +141,23 @@ impl Dispatcher {
     /// Sends at most one due row per ready channel; returns how long to wait before the next.
     async fn pass(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Pass, sqlx::Error> {
         self.warn_about_unconfigured_channels().await;
+        self.alert_on_backlog().await;
         let mut wait = self.config.poll_interval;
         for index in 0..self.senders.len() {
             let channel = self.senders[index].0.clone();
             if let Some(left) = self.channel_wait(&channel) {
                 wait = wait.min(left);
                 continue;
+            }
+            if let Some(threshold) = self.config.digest_above {
+                match self.send_digest(index, &channel, threshold, shutdown).await? {
+                    Some(Delivery::Stopped) => return Ok(Pass::Stopped),
+                    Some(_) => {
+                        wait = wait.min(self.channel_wait(&channel).unwrap_or(Duration::ZERO));
+                        continue;
+                    }
+                    None => {}
+                }
             }
             let rows = self.due_rows(&channel).await?;
             for row in &rows {
@@ -238,6 +258,138 @@ impl Dispatcher {
         }
         self.channel_ready_at.insert(row.channel.clone(), ready_at);
         Ok(Delivery::Attempted)
+    }
+
+    /// When more than `threshold` escalation notices are due on `channel`, claims them and
+    /// sends one digest for all; `None` when there are not that many.
+    async fn send_digest(
+        &mut self,
+        sender_index: usize,
+        channel: &str,
+        threshold: usize,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Delivery>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, channel, kind, payload, attempts, next_attempt_at FROM outbox
+             WHERE status = 'pending' AND channel = $1 AND kind = $2 AND next_attempt_at <= $3
+             ORDER BY created_at, id LIMIT 500",
+        )
+        .bind(channel)
+        .bind(crate::KIND_ESCALATION)
+        .bind(now_ms())
+        .fetch_all(self.store.pool())
+        .await?;
+        if rows.len() <= threshold {
+            return Ok(None);
+        }
+        let lease_until = now_ms().saturating_add(duration_ms(self.config.claim_lease));
+        let mut claimed = Vec::new();
+        for r in &rows {
+            let row = DueRow {
+                id: r.try_get("id")?,
+                channel: r.try_get("channel")?,
+                kind: r.try_get("kind")?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+            };
+            let done = sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1
+                 WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
+            )
+            .bind(lease_until)
+            .bind(&row.id)
+            .bind(row.next_attempt_at)
+            .execute(self.store.pool())
+            .await?;
+            if done.rows_affected() == 1 {
+                claimed.push(row);
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(Some(Delivery::NotClaimed));
+        }
+        let mut reasons: HashMap<String, usize> = HashMap::new();
+        let mut takeover_urls = Vec::new();
+        for row in &claimed {
+            let notice: Option<crate::EscalationNotice> = serde_json::from_str(&row.payload).ok();
+            let reason = notice.as_ref().map(|n| n.reason.clone()).unwrap_or_default();
+            *reasons.entry(reason).or_default() += 1;
+            if let Some(n) = notice {
+                if takeover_urls.len() < 5 {
+                    takeover_urls.push(n.takeover_url);
+                }
+            }
+        }
+        let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let digest = crate::EscalationDigest {
+            count: claimed.len(),
+            reasons,
+            takeover_urls,
+        };
+        let payload = serde_json::to_value(&digest).unwrap_or_default();
+        let sender = self.senders[sender_index].1.clone();
+        let result = tokio::select! {
+            result = sender.send(channel, crate::KIND_ESCALATION_DIGEST, &payload) => result,
+            _ = stop_requested(shutdown) => {
+                for row in &claimed {
+                    self.release(row, lease_until).await;
+                }
+                return Ok(Some(Delivery::Stopped));
+            }
+        };
+        let mut ready_at = Instant::now() + self.config.min_send_interval;
+        match result {
+            Ok(()) => {
+                metrics::counter!("kizuna_notification_digests_total").increment(1);
+                tracing::warn!(channel, count = claimed.len(), "escalation notices flooded; sent one digest for them");
+                for row in &claimed {
+                    self.mark_sent(row, row.attempts.saturating_add(1)).await;
+                }
+            }
+            Err(error) => {
+                if let Some(retry_after) = error.retry_after {
+                    ready_at = ready_at.max(Instant::now() + retry_after);
+                }
+                tracing::warn!(channel, error = %error.message, "escalation digest not delivered; will retry");
+                for row in &claimed {
+                    self.release(row, lease_until).await;
+                }
+            }
+        }
+        self.channel_ready_at.insert(channel.to_string(), ready_at);
+        Ok(Some(Delivery::Attempted))
+    }
+
+    /// Logs an error (at most once a minute) while a channel's backlog is above the alert
+    /// level, and keeps the `kizuna_outbox_pending` gauge current.
+    async fn alert_on_backlog(&mut self) {
+        if self
+            .last_backlog_check
+            .is_some_and(|at| at.elapsed() < UNCONFIGURED_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.last_backlog_check = Some(Instant::now());
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS pending FROM outbox WHERE status = 'pending' GROUP BY channel",
+        )
+        .fetch_all(self.store.pool())
+        .await;
+        let Ok(rows) = rows else { return };
+        for row in rows {
+            let (Ok(channel), Ok(pending)) = (
+                row.try_get::<String, _>("channel"),
+                row.try_get::<i64, _>("pending"),
+            ) else {
+                continue;
+            };
+            metrics::gauge!("kizuna_outbox_pending", "channel" => channel.clone()).set(pending as f64);
+            if pending > self.config.backlog_alert {
+                tracing::error!(channel, pending, "the notification outbox is backing up");
+            }
+        }
     }
 
     async fn mark_sent(&self, row: &DueRow, attempts: i64) {

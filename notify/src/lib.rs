@@ -43,6 +43,21 @@ pub struct EscalationNotice {
     pub escalated_at: String,
 }
 
+/// Kind of the one message that stands for many escalation notices due at once (a flood):
+/// the dispatcher builds it from the rows it coalesces; it is never stored.
+pub const KIND_ESCALATION_DIGEST: &str = "escalation_digest";
+
+/// The payload of an escalation digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationDigest {
+    /// How many escalations it stands for.
+    pub count: usize,
+    /// Count per reason name, largest first.
+    pub reasons: Vec<(String, usize)>,
+    /// The first few console links.
+    pub takeover_urls: Vec<String>,
+}
+
 /// Outbox kind of an outreach staff task (payload: [`OutreachTaskNotice`]).
 pub const KIND_OUTREACH_TASK: &str = "outreach_task";
 

@@ -313,7 +313,10 @@ impl SlackWebhook {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(SlackWebhookError::InvalidUrl);
         }
+        // No redirects: the webhook URL is the secret; a redirect would post notices (with
+        // customers' words) wherever it points.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT)
             .build()
@@ -379,6 +382,11 @@ impl NotificationSender for SlackWebhook {
                     })?;
                 escalation_blocks(&notice)
             }
+            crate::KIND_ESCALATION_DIGEST => {
+                let digest: crate::EscalationDigest = serde_json::from_value(payload.clone())
+                    .map_err(|e| SendError::permanent(format!("unreadable digest payload: {e}")))?;
+                escalation_digest_blocks(&digest)
+            }
             KIND_OUTREACH_TASK => {
                 let notice: OutreachTaskNotice =
                     serde_json::from_value(payload.clone()).map_err(|e| {
@@ -394,6 +402,36 @@ impl NotificationSender for SlackWebhook {
         };
         self.post(&message).await
     }
+}
+
+/// One message for many escalations at once (docs/security.md, "Escalation floods").
+pub fn escalation_digest_blocks(digest: &crate::EscalationDigest) -> Value {
+    let reasons: Vec<String> = digest
+        .reasons
+        .iter()
+        .map(|(reason, n)| {
+            let label = reason_label(reason)
+                .map(str::to_string)
+                .unwrap_or_else(|| escape_mrkdwn(reason));
+            format!("{label} {n}件")
+        })
+        .collect();
+    let links: Vec<String> = digest
+        .takeover_urls
+        .iter()
+        .filter(|u| is_button_url(u))
+        .map(|u| format!("• <{u}|対応する>"))
+        .collect();
+    let text = format!(
+        ":rotating_light: エスカレーションが集中しています（{}件）。個別の通知はこの1通にまとめました。\n内訳: {}\n{}",
+        digest.count,
+        reasons.join("、"),
+        links.join("\n")
+    );
+    serde_json::json!({
+        "text": format!("エスカレーションが集中しています（{}件）", digest.count),
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    })
 }
 
 /// An error and its causes on one line (reqwest puts the useful part in the sources).

@@ -686,6 +686,11 @@ fn variants_are_stable_and_split() {
 #[tokio::test]
 async fn postgres_sends_once() {
     let Ok(url) = std::env::var("KIZUNA_TEST_POSTGRES_URL") else {
+        // CI sets KIZUNA_REQUIRE_POSTGRES (.ci/run): there a missing server fails, never skips.
+        assert!(
+            std::env::var_os("KIZUNA_REQUIRE_POSTGRES").is_none(),
+            "KIZUNA_REQUIRE_POSTGRES is set but no PostgreSQL (KIZUNA_TEST_POSTGRES_URL) was started"
+        );
         eprintln!("skipped: set KIZUNA_TEST_POSTGRES_URL to run the PostgreSQL path");
         return;
     };

@@ -347,6 +347,17 @@ impl Store {
         Ok(())
     }
 
+    /// Notifications of `channel` not yet sent (the outbox's backlog).
+    pub async fn pending_notifications(&self, channel: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending FROM outbox WHERE status = 'pending' AND channel = $1",
+        )
+        .bind(channel)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("pending")?)
+    }
+
     /// Queues a notification on its own (outside another change).
     pub async fn enqueue_outbox(&self, n: &OutboxInsert, now_ms: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
@@ -356,7 +367,7 @@ impl Store {
     }
 }
 
-async fn insert_outbox(
+pub(crate) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     n: &OutboxInsert,
     now_ms: i64,

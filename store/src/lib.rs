@@ -5,10 +5,14 @@
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
 mod handover;
+mod line;
 mod outreach;
+mod revocation;
 
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+pub use line::LineUser;
 pub use outreach::OutreachEventInsert;
+pub use revocation::Revocation;
 
 use std::str::FromStr;
 
@@ -333,6 +337,80 @@ impl Store {
         let seq = append_frame(&mut tx, conversation_id, frame_payload, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// Logs a tool call made outside a chat turn (an MCP client's, docs/mcp.md) the way a
+    /// turn's calls are logged: a `tool_calls` row under a log conversation, which is created
+    /// on first use with the caller as its owner. `owner_role` keeps such conversations apart
+    /// from chats (e.g. `mcp:customer`), so nothing that looks up a customer's chat finds them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_tool_call(
+        &self,
+        conversation_id: &str,
+        owner_role: &str,
+        owner_id: &str,
+        customer_id: Option<&str>,
+        message_id: &str,
+        call: &ToolCallRecord,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, owner_role, owner_id, customer_id, status, last_seq, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'tool_log', 0, $5, $5)
+             ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+        )
+        .bind(conversation_id)
+        .bind(owner_role)
+        .bind(owner_id)
+        .bind(customer_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO tool_calls (id, conversation_id, message_id, name, arguments, result, ok, duration_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&call.id)
+        .bind(conversation_id)
+        .bind(message_id)
+        .bind(&call.name)
+        .bind(call.arguments.to_string())
+        .bind(call.result.to_string())
+        .bind(call.ok as i64)
+        .bind(call.duration_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tool calls logged under a conversation, oldest first.
+    pub async fn tool_calls(&self, conversation_id: &str) -> Result<Vec<ToolCallRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, arguments, result, ok, duration_ms FROM tool_calls
+             WHERE conversation_id = $1 ORDER BY created_at, id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let json = |col: &str| -> Result<serde_json::Value> {
+                    let text: String = r.try_get(col)?;
+                    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+                };
+                Ok(ToolCallRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    arguments: json("arguments")?,
+                    result: json("result")?,
+                    ok: r.try_get::<i64, _>("ok")? != 0,
+                    duration_ms: r.try_get("duration_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// The last `limit` messages of a conversation, oldest first.

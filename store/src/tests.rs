@@ -118,6 +118,11 @@ async fn sqlite_conversation_lifecycle() {
 #[tokio::test]
 async fn postgres_conversation_lifecycle() {
     let Ok(url) = std::env::var("KIZUNA_TEST_POSTGRES_URL") else {
+        // CI sets KIZUNA_REQUIRE_POSTGRES (.ci/run): there a missing server fails, never skips.
+        assert!(
+            std::env::var_os("KIZUNA_REQUIRE_POSTGRES").is_none(),
+            "KIZUNA_REQUIRE_POSTGRES is set but no PostgreSQL (KIZUNA_TEST_POSTGRES_URL) was started"
+        );
         eprintln!("skipped: set KIZUNA_TEST_POSTGRES_URL to run the PostgreSQL path");
         return;
     };

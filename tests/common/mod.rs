@@ -37,7 +37,11 @@ impl Server {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizuna"));
+        // KIZUNA_TEST_BIN runs the same test against another build (e.g. the previous
+        // release, to see a regression test fail before its fix).
+        let bin = std::env::var("KIZUNA_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kizuna").to_string());
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.arg("serve")
             .current_dir(repo_root())
             .env("KIZUNA_LISTEN", &addr)

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 use kizuna_agent::clock::jst;
 use kizuna_agent::identity::Role;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -123,6 +123,10 @@ impl Tool for LookupHealth {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Managers
     }
 
     async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
@@ -365,6 +369,10 @@ impl Tool for ListAtRiskAccounts {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Managers
     }
 
     async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {

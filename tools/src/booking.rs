@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, NaiveTime, TimeZone};
 use kizuna_agent::clock::jst;
 use kizuna_agent::identity::Role;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -603,6 +603,10 @@ impl Tool for BookMeasurement {
         RiskClass::Write
     }
 
+    fn audience(&self) -> Audience {
+        Audience::Customers
+    }
+
     /// What would be booked, checked against the calendar and the seats left, for the
     /// customer to consent to; nothing is written.
     async fn preview(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {
@@ -881,6 +885,10 @@ impl Tool for CancelBooking {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Write
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::SignedIn
     }
 
     /// Which booking would be cancelled, for the customer to consent to; nothing changes.

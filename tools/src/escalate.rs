@@ -3,7 +3,7 @@
 //! notification), so calling it twice is harmless.
 
 use async_trait::async_trait;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -50,6 +50,10 @@ impl Tool for EscalateToHuman {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::ChatOnly
     }
 
     async fn call(&self, _ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {

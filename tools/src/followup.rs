@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -451,6 +451,10 @@ impl Tool for GenerateFollowup {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Managers
     }
 
     async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {

@@ -3,7 +3,7 @@
 //! Read-only, and only ever the caller's own account (`access::target_customer`).
 
 use async_trait::async_trait;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde_json::{json, Value};
 
@@ -40,6 +40,10 @@ impl Tool for MyAccount {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Customers
     }
 
     async fn call(&self, ctx: &ToolContext, _args: Value) -> Result<ToolOutput, ToolError> {

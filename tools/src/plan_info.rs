@@ -3,7 +3,7 @@
 //! a comparison quotes every plan it names.
 
 use async_trait::async_trait;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -100,6 +100,10 @@ impl Tool for PlanInfo {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Everyone
     }
 
     async fn call(&self, _ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {

@@ -18,7 +18,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -641,6 +641,10 @@ impl Tool for SegmentCustomers {
 
     fn risk(&self) -> RiskClass {
         RiskClass::Read
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Managers
     }
 
     async fn call(&self, ctx: &ToolContext, args: Value) -> Result<ToolOutput, ToolError> {

@@ -25,6 +25,9 @@ pub struct HandoverConfig {
     pub console_url: String,
     /// Outbox channel for escalation notices (`slack`), or none when nothing is configured.
     pub notify_channel: Option<String>,
+    /// Unsent notices on that channel past which no further one is queued (the escalation
+    /// itself is still recorded and shown in the console).
+    pub max_pending_notices: usize,
 }
 
 impl Default for HandoverConfig {
@@ -35,6 +38,7 @@ impl Default for HandoverConfig {
             close_hour: 18,
             console_url: "http://127.0.0.1:8080/console".into(),
             notify_channel: None,
+            max_pending_notices: 1000,
         }
     }
 }
@@ -119,6 +123,14 @@ impl ConversationHub {
         reason: EscalationReason,
         detail: &str,
     ) -> Result<(), HubError> {
+        if !self.escalation_budget_allows(&job.identity) {
+            tracing::warn!(
+                conversation_id,
+                address = ?job.identity.address,
+                "anonymous escalation over its hourly budget; the bot answers instead"
+            );
+            return Err(HubError::EscalationCapped);
+        }
         let now = self.clock.now();
         let now_ms = self.now_ms();
         let reason_name = reason_str(reason);
@@ -138,7 +150,22 @@ impl ConversationHub {
             "escalation": {"reason": reason_name},
         });
         let metadata = json!({"escalation": {"reason": reason_name, "detail": detail}});
+        // A bounded outbox: past `max_pending_notices` the escalation is still recorded (the
+        // console queue shows it) but no further notice is queued (docs/security.md).
+        let backlog_full = match &self.handover.notify_channel {
+            Some(channel) => {
+                let pending = self.store.pending_notifications(channel).await.unwrap_or(0);
+                let full = pending >= self.handover.max_pending_notices as i64;
+                if full {
+                    metrics::counter!("kizuna_dropped_notices_total").increment(1);
+                    tracing::error!(channel, pending, "the notification outbox is full; this escalation is in the console queue only");
+                }
+                full
+            }
+            None => false,
+        };
         let notification = match &self.handover.notify_channel {
+            Some(_) if backlog_full => None,
             Some(channel) => {
                 let recent = self
                     .store

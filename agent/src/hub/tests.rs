@@ -947,3 +947,58 @@ async fn a_visitor_asking_about_a_named_company_is_refused_by_name() {
         "the model was not asked"
     );
 }
+
+#[test]
+fn anonymous_escalation_budgets_cap_per_address_and_in_all_within_an_hour() {
+    use super::EscalationWindow;
+    let mut w = EscalationWindow::default();
+    let t0 = Instant::now();
+    let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    assert!(w.try_take(Some(a), Some(2), Some(3), t0));
+    assert!(w.try_take(Some(a), Some(2), Some(3), t0));
+    assert!(!w.try_take(Some(a), Some(2), Some(3), t0), "per-address cap");
+    assert!(w.try_take(Some(b), Some(2), Some(3), t0));
+    assert!(!w.try_take(Some(b), Some(2), Some(3), t0), "global cap");
+    assert!(!w.try_take(None, Some(2), Some(3), t0), "global cap without an address");
+    // An hour later the window has moved on.
+    let later = t0 + std::time::Duration::from_secs(3601);
+    assert!(w.try_take(Some(a), Some(2), Some(3), later));
+    // No caps: always allowed.
+    let mut open = EscalationWindow::default();
+    assert!((0..100).all(|_| open.try_take(Some(a), None, None, t0)));
+}
+
+#[tokio::test]
+async fn a_full_outbox_still_escalates_but_queues_no_further_notice() {
+    let model = ScriptedModel::new(false, vec![]);
+    let (store, _dir) = temp_store().await;
+    let services = HubServices {
+        escalation: Some(Arc::new(LawyerWord)),
+        handover: HandoverConfig {
+            notify_channel: Some("slack".into()),
+            max_pending_notices: 1,
+            ..HandoverConfig::default()
+        },
+        ..HubServices::default()
+    };
+    let hub = hub_with_services(store, model, vec![], services);
+    for (n, customer) in ["C-1", "C-2"].into_iter().enumerate() {
+        let me = Identity::customer(customer);
+        let mut opened = hub.open(&me, None, 0).await.unwrap();
+        let conv = opened.conversation_id.clone();
+        hub.submit(&me, &conv, &format!("m-{n}"), "弁護士に相談して訴えたいです")
+            .await
+            .unwrap();
+        assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
+        let status = next_durable(&mut opened.live).await;
+        assert_eq!(status["status"], "escalated", "escalated whatever the outbox holds");
+    }
+    let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'escalation'")
+        .fetch_one(hub.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox, 1, "the second notice is not queued past the bound");
+    let queue = hub.escalations(&Identity::manager("csm"), 10).await.unwrap();
+    assert_eq!(queue.len(), 2, "both are in the console queue");
+}

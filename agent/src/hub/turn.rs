@@ -103,6 +103,7 @@ impl ConversationHub {
                 .await
             {
                 Ok(()) => return,
+                Err(super::HubError::EscalationCapped) => {}
                 Err(e) => {
                     tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
                 }
@@ -161,6 +162,7 @@ impl ConversationHub {
                     .await
                 {
                     Ok(()) => return,
+                    Err(super::HubError::EscalationCapped) => {}
                     Err(e) => {
                         tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
                     }
@@ -218,6 +220,7 @@ impl ConversationHub {
                 .await
             {
                 Ok(()) => return,
+                Err(super::HubError::EscalationCapped) => {}
                 Err(e) => {
                     tracing::error!(conversation_id, error = %e, "escalation failed; sending the reply")
                 }
@@ -532,7 +535,12 @@ impl ConversationHub {
         metrics::histogram!("kizuna_turn_overhead_seconds")
             .record(total.saturating_sub(result.llm_time).as_secs_f64());
         for call in &result.tool_calls {
-            metrics::counter!("kizuna_tool_calls_total", "tool" => call.name.clone(), "ok" => call.ok.to_string()).increment(1);
+            // The label takes registered names only: a model can emit any name, and every
+            // distinct label value is a new time series (docs/security.md).
+            let known = call.name == "escalate_to_human"
+                || self.agent.tools().names().any(|n| n == call.name);
+            let tool = if known { call.name.clone() } else { "unknown".to_string() };
+            metrics::counter!("kizuna_tool_calls_total", "tool" => tool, "ok" => call.ok.to_string()).increment(1);
         }
         if let Some(fallback) = result.fallback {
             metrics::counter!("kizuna_fallback_replies_total", "reason" => format!("{fallback:?}"))

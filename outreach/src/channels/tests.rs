@@ -855,6 +855,7 @@ async fn the_dispatcher_retries_a_webhook_message_and_every_attempt_is_recorded(
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(10),
         min_send_interval: Duration::ZERO,
+        ..DispatcherConfig::default()
     };
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(Dispatcher::run(

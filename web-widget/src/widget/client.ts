@@ -216,7 +216,15 @@ export class ChatClient {
       return;
     }
     if (!id) return;
-    if (code === "rate_limited" || code === "unavailable" || code === "not_open") {
+    // busy: earlier messages of this conversation are still being answered; overloaded: the
+    // server is full (docs/security.md). Both mean "the same message later".
+    if (
+      code === "rate_limited" ||
+      code === "unavailable" ||
+      code === "not_open" ||
+      code === "busy" ||
+      code === "overloaded"
+    ) {
       window.setTimeout(() => {
         const message = this.saved.state.outbox.find((m) => m.id === id);
         if (message && this.welcomed) this.transmit(message.id, message.text);
