@@ -80,9 +80,7 @@ async fn revoke(
     })?;
     let (kind, value) = match (body.token, body.token_id, body.subject) {
         (Some(token), None, None) => ("token", crate::revocation::token_id(&token)),
-        (None, Some(id), None)
-            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
+        (None, Some(id), None) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
             ("token", id.to_ascii_lowercase())
         }
         (None, None, Some(subject)) if !subject.trim().is_empty() && subject.len() <= 128 => {
@@ -108,10 +106,16 @@ async fn revoke(
     };
     state.revocations.revoke(&revocation).await.map_err(|e| {
         tracing::error!(error = %e, "cannot store a revocation");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "try again later",
+        )
     })?;
     tracing::info!(kind, value = %value, by = %who.subject, "token revoked");
-    Ok(Json(json!({"kind": kind, "value": value, "expires_at": rfc3339_ms(revocation.expires_at)})))
+    Ok(Json(
+        json!({"kind": kind, "value": value, "expires_at": rfc3339_ms(revocation.expires_at)}),
+    ))
 }
 
 async fn list_revocations(
@@ -121,7 +125,11 @@ async fn list_revocations(
     staff(&state, &headers)?;
     let rows = state.revocations.list().await.map_err(|e| {
         tracing::error!(error = %e, "cannot read revocations");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "try again later",
+        )
     })?;
     let items: Vec<Value> = rows
         .iter()
@@ -140,14 +148,30 @@ async fn unrevoke(
 ) -> Result<Json<Value>, ApiError> {
     let who = staff(&state, &headers)?;
     if kind != "token" && kind != "subject" {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "kind is token or subject"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "kind is token or subject",
+        ));
     }
-    let removed = state.revocations.unrevoke(&kind, &value).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot lift a revocation");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
-    })?;
+    let removed = state
+        .revocations
+        .unrevoke(&kind, &value)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot lift a revocation");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again later",
+            )
+        })?;
     if !removed {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such revocation"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such revocation",
+        ));
     }
     tracing::info!(kind, value = %value, by = %who.subject, "revocation lifted");
     Ok(Json(json!({"removed": true})))
@@ -187,7 +211,9 @@ impl From<HubError> for ApiError {
             HubError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             HubError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             HubError::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "bad_request", m),
-            HubError::EscalationCapped => Self::new(StatusCode::TOO_MANY_REQUESTS, "capped", e.to_string()),
+            HubError::EscalationCapped => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "capped", e.to_string())
+            }
             HubError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
             HubError::Overloaded { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
@@ -221,7 +247,10 @@ pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiErro
         .verifier
         .verify(token.trim(), chrono::Utc::now().timestamp())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
-    if state.revocations.is_revoked(token.trim(), &identity.subject) {
+    if state
+        .revocations
+        .is_revoked(token.trim(), &identity.subject)
+    {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

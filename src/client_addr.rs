@@ -66,7 +66,11 @@ impl TrustedProxies {
         if chain.is_empty() {
             for value in headers.get_all("x-forwarded-for") {
                 let Ok(value) = value.to_str() else { continue };
-                chain.extend(value.split(',').filter_map(|s| parse_forwarded_node(s.trim())));
+                chain.extend(
+                    value
+                        .split(',')
+                        .filter_map(|s| parse_forwarded_node(s.trim())),
+                );
             }
         }
         chain
@@ -136,7 +140,10 @@ mod tests {
             proxies.client_ip(peer, &h),
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
-        let h = headers(&[("forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#)]);
+        let h = headers(&[(
+            "forwarded",
+            r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#,
+        )]);
         assert_eq!(
             proxies.client_ip(peer, &h),
             "2001:db8::1".parse::<IpAddr>().unwrap()

@@ -46,7 +46,8 @@ pub async fn forward_once(hub: &ConversationHub) -> anyhow::Result<usize> {
             .await?;
         let up_to = frames.iter().map(|f| f.seq).max().unwrap_or(last_seq);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let (deliveries, used_token) = deliveries(&user, frames.iter().map(|f| (f.seq, &f.payload)), now_ms);
+        let (deliveries, used_token) =
+            deliveries(&user, frames.iter().map(|f| (f.seq, &f.payload)), now_ms);
         queued += deliveries.len();
         store
             .forward_to_line(&user.user_id, up_to, &deliveries, used_token, now_ms)
@@ -126,13 +127,20 @@ mod tests {
             json!({"type": "status", "status": "human"}),
             json!({"type": "human", "text": "担当の佐藤です。", "agent_name": "佐藤"}),
         ];
-        let (out, used) = deliveries(&user(1_000, true), frames.iter().enumerate().map(|(i, f)| (i as i64 + 1, f)), 2_000);
+        let (out, used) = deliveries(
+            &user(1_000, true),
+            frames.iter().enumerate().map(|(i, f)| (i as i64 + 1, f)),
+            2_000,
+        );
         assert!(used);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].id, "line-c-2");
         let first: Delivery = serde_json::from_value(out[0].payload.clone()).unwrap();
         assert_eq!(first.reply_token.as_deref(), Some("rt"));
-        assert_eq!(first.batches[0][0]["quickReply"]["items"][0]["action"]["text"], "ライトプラン");
+        assert_eq!(
+            first.batches[0][0]["quickReply"]["items"][0]["action"]["text"],
+            "ライトプラン"
+        );
         let second: Delivery = serde_json::from_value(out[1].payload.clone()).unwrap();
         assert_eq!(second.reply_token, None, "a reply token answers once");
         assert_eq!(second.batches[0][0]["text"], "担当の佐藤です。");

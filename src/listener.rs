@@ -154,7 +154,8 @@ pub async fn serve(
             }
         };
         let Ok(global_permit) = global.clone().try_acquire_owned() else {
-            metrics::counter!("kizuna_rejected_connections_total", "reason" => "global").increment(1);
+            metrics::counter!("kizuna_rejected_connections_total", "reason" => "global")
+                .increment(1);
             drop(tcp);
             continue;
         };
@@ -184,11 +185,13 @@ pub async fn serve(
         let mut stop = shutdown.clone();
         let header_read_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request.extensions_mut().insert(permit.clone());
-                app.clone().oneshot(request)
-            });
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(permit.clone());
+                    app.clone().oneshot(request)
+                },
+            );
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

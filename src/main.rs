@@ -9,8 +9,8 @@ mod client_addr;
 mod config;
 mod data;
 mod eval;
-mod listener;
 mod line;
+mod listener;
 mod mcp;
 mod outreach;
 mod ratelimit;
@@ -343,11 +343,18 @@ fn restrict_database_files(settings: &Settings) {
     #[cfg(unix)]
     if settings.database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;
-        for name in ["kizuna.db", "kizuna.db-wal", "kizuna.db-shm", "token_secret"] {
+        for name in [
+            "kizuna.db",
+            "kizuna.db-wal",
+            "kizuna.db-shm",
+            "token_secret",
+        ] {
             let path = settings.data_dir.join(name);
             if let Ok(meta) = std::fs::metadata(&path) {
                 if meta.permissions().mode() & 0o077 != 0 {
-                    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                    if let Err(e) =
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    {
                         tracing::warn!(path = %path.display(), error = %e, "cannot make the file owner-only");
                     }
                 }
@@ -420,7 +427,11 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     if settings.line.enabled() {
         let client = kizuna_line::LineClient::new(kizuna_line::LineConfig {
             api_base_url: settings.line.api_base_url.clone(),
-            channel_access_token: settings.line.channel_access_token.clone().unwrap_or_default(),
+            channel_access_token: settings
+                .line
+                .channel_access_token
+                .clone()
+                .unwrap_or_default(),
             timeout: Duration::from_secs(10),
         })
         .context("cannot set up the LINE client")?;
@@ -484,18 +495,27 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(revocations.clone().run_refresh(shutdown_rx.clone()));
     let mcp = if settings.mcp.enabled {
         let services = mcp::services(&settings, store.clone(), knowledge.base.clone()).await?;
-        Some(api::mcp::McpEndpoint::new(services, &settings, mcp_cancel.clone()))
+        Some(api::mcp::McpEndpoint::new(
+            services,
+            &settings,
+            mcp_cancel.clone(),
+        ))
     } else {
         None
     };
-    let line = settings.line.channel_secret.as_deref().filter(|_| settings.line.enabled()).map(|secret| {
-        line::spawn_forwarder(
-            hub.clone(),
-            Duration::from_millis(settings.line.forward_interval_ms.max(50)),
-            shutdown_rx.clone(),
-        );
-        Arc::new(api::line::LineEndpoint::new(secret))
-    });
+    let line = settings
+        .line
+        .channel_secret
+        .as_deref()
+        .filter(|_| settings.line.enabled())
+        .map(|secret| {
+            line::spawn_forwarder(
+                hub.clone(),
+                Duration::from_millis(settings.line.forward_interval_ms.max(50)),
+                shutdown_rx.clone(),
+            );
+            Arc::new(api::line::LineEndpoint::new(secret))
+        });
     let state = Arc::new(server::AppState {
         mcp,
         line,

@@ -56,7 +56,12 @@ pub async fn run(config: Option<PathBuf>, args: McpArgs) -> anyhow::Result<()> {
     // stdout carries the protocol: logs go to stderr (main's tracing setup already does).
     let verifier = TokenVerifier::new(settings.token_secret()?.into_bytes())
         .context("invalid token secret (need ≥ 32 bytes)")?;
-    let identity = match args.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    let identity = match args
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         Some(token) => verifier
             .verify(token, chrono::Utc::now().timestamp())
             .context("KIZUNA_MCP_TOKEN is not a valid token for this server")?,

@@ -57,7 +57,11 @@ impl Revocations {
         self.refresh().await
     }
 
-    pub async fn unrevoke(&self, kind: &str, value: &str) -> Result<bool, kizuna_store::StoreError> {
+    pub async fn unrevoke(
+        &self,
+        kind: &str,
+        value: &str,
+    ) -> Result<bool, kizuna_store::StoreError> {
         let removed = self.store.unrevoke(kind, value).await?;
         self.refresh().await?;
         Ok(removed)

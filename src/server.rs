@@ -115,8 +115,14 @@ async fn drop_unsafe_request_id(mut request: Request) -> Request {
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     let is_html = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -224,7 +230,11 @@ async fn metrics(
         None => state.client_ip(peer, &headers).is_loopback(),
     };
     if !allowed {
-        return (StatusCode::FORBIDDEN, "metrics are not public; see docs/security.md").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are not public; see docs/security.md",
+        )
+            .into_response();
     }
     metrics::gauge!("kizuna_websocket_connections")
         .set(state.connections.load(Ordering::Relaxed) as f64);
@@ -378,7 +388,8 @@ impl Connection {
             tokio::time::Instant::now() + Duration::from_secs(limits.hello_timeout_secs);
         let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
         let ping_every = Duration::from_secs(limits.ping_interval_secs);
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let flow = tokio::select! {
@@ -590,7 +601,10 @@ impl Connection {
     }
 
     fn authenticate(&mut self, hello_token: Option<&str>) -> Result<Identity, String> {
-        match hello_token.or(self.query_token.as_deref()).map(str::to_string) {
+        match hello_token
+            .or(self.query_token.as_deref())
+            .map(str::to_string)
+        {
             None => Ok(Identity::anonymous(uuid::Uuid::new_v4().to_string())),
             Some(token) => {
                 let identity = self.verify_token(&token)?;
@@ -711,7 +725,12 @@ impl Connection {
         }
     }
 
-    async fn hub_error(&mut self, socket: &mut WebSocket, error: HubError, id: Option<&str>) -> Flow {
+    async fn hub_error(
+        &mut self,
+        socket: &mut WebSocket,
+        error: HubError,
+        id: Option<&str>,
+    ) -> Flow {
         match error {
             HubError::Forbidden => {
                 self.reject(socket, "forbidden", error.to_string(), id)
@@ -727,8 +746,9 @@ impl Connection {
             HubError::EscalationCapped => Flow::Continue,
             HubError::Busy => self.reject(socket, "busy", error.to_string(), id).await,
             HubError::Overloaded { retry_after_secs } => {
-                let mut frame: Value = serde_json::from_str(&error_frame("overloaded", error.to_string(), id))
-                    .unwrap_or_default();
+                let mut frame: Value =
+                    serde_json::from_str(&error_frame("overloaded", error.to_string(), id))
+                        .unwrap_or_default();
                 frame["retry_after_secs"] = json!(retry_after_secs);
                 metrics::counter!("kizuna_frame_errors_total", "code" => "overloaded").increment(1);
                 self.send(socket, frame.to_string()).await

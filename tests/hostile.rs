@@ -15,7 +15,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A server with `limits` / `security` TOML on the recorded-response model.
-async fn start_with(toml: &str, model_delay: Duration) -> (Server, tempfile::TempDir, ModelFixture) {
+async fn start_with(
+    toml: &str,
+    model_delay: Duration,
+) -> (Server, tempfile::TempDir, ModelFixture) {
     let fixture = ModelFixture::start(model_delay).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kizuna.toml");
@@ -34,7 +37,12 @@ async fn tcp_from(from: &str, server: &str) -> std::io::Result<TcpStream> {
 }
 
 /// GET over a connection from `from`; (status, whole response).
-async fn get_from(from: &str, server: &str, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
+async fn get_from(
+    from: &str,
+    server: &str,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = tcp_from(from, server).await?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {server}\r\n{headers}\r\n").as_bytes())
         .await?;
@@ -43,7 +51,11 @@ async fn get_from(from: &str, server: &str, path: &str, headers: &str) -> std::i
         .await
         .map_err(|_| std::io::Error::other("no answer in 5 s"))??;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Ok((status, text))
 }
 
@@ -57,7 +69,9 @@ async fn ws_from(from: &str, server: &Server, headers: &[(&str, &str)]) -> Resul
             v.parse().unwrap(),
         );
     }
-    let stream = tcp_from(from, &server.addr).await.map_err(|e| e.to_string())?;
+    let stream = tcp_from(from, &server.addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
     tokio_tungstenite::client_async(request, stream)
         .await
@@ -68,11 +82,19 @@ async fn ws_from(from: &str, server: &Server, headers: &[(&str, &str)]) -> Resul
 /// A normal visitor from `from`: hello, a greeting, its reply, within `budget`.
 async fn normal_visitor_is_served(from: &str, server: &Server, budget: Duration) {
     let started = Instant::now();
-    let (status, _) = get_from(from, &server.addr, "/healthz", "").await.expect("healthz answers");
+    let (status, _) = get_from(from, &server.addr, "/healthz", "")
+        .await
+        .expect("healthz answers");
     assert_eq!(status, 200);
-    let mut ws = ws_from(from, server, &[]).await.expect("a normal visitor connects");
+    let mut ws = ws_from(from, server, &[])
+        .await
+        .expect("a normal visitor connects");
     hello(&mut ws, json!({})).await;
-    send(&mut ws, json!({"type": "message", "id": "n1", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "n1", "text": "こんにちは"}),
+    )
+    .await;
     recv_until(&mut ws, "reply", Some("n1"), budget.as_secs().max(1)).await;
     assert!(started.elapsed() <= budget, "took {:?}", started.elapsed());
 }
@@ -92,7 +114,8 @@ async fn close_code(ws: &mut Ws, secs: u64) -> Option<u16> {
 
 #[tokio::test]
 async fn failed_websocket_upgrades_do_not_leak_connection_slots() {
-    let (server, _dir, _model) = start_with("[limits]\nconnections_per_ip = 3\n", Duration::ZERO).await;
+    let (server, _dir, _model) =
+        start_with("[limits]\nconnections_per_ip = 3\n", Duration::ZERO).await;
     // Upgrade requests reset by the client right after sending: some fail inside the server
     // after the slot was taken (the race the issue found), the rest are cut earlier.
     for _ in 0..300 {
@@ -118,7 +141,10 @@ async fn failed_websocket_upgrades_do_not_leak_connection_slots() {
         hello(&mut ws, json!({})).await;
         sockets.push(ws);
     }
-    assert!(ws_from("127.0.0.3", &server, &[]).await.is_err(), "the cap still holds");
+    assert!(
+        ws_from("127.0.0.3", &server, &[]).await.is_err(),
+        "the cap still holds"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +159,9 @@ async fn half_sent_requests_time_out_and_caps_keep_health_answering() {
     let mut held = Vec::new();
     for _ in 0..300 {
         if let Ok(mut s) = tcp_from("127.0.0.4", &server.addr).await {
-            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+            let _ = s
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await;
             held.push(s);
         }
     }
@@ -157,7 +185,11 @@ async fn half_sent_requests_time_out_and_caps_keep_health_answering() {
         }
     }
     assert_eq!(closed, held.len(), "every half-sent request is closed");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     normal_visitor_is_served("127.0.0.8", &server, Duration::from_secs(10)).await;
 }
 
@@ -182,7 +214,11 @@ async fn silent_and_dead_sockets_are_closed() {
     // A live client answers pings (tungstenite does while reading) and stays open.
     let mut live = ws_from("127.0.0.10", &server, &[]).await.unwrap();
     hello(&mut live, json!({})).await;
-    assert_eq!(close_code(&mut live, 5).await, None, "a reading client stays connected");
+    assert_eq!(
+        close_code(&mut live, 5).await,
+        None,
+        "a reading client stays connected"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +227,10 @@ async fn error_frame_floods_close_the_socket() {
         start_with("[limits]\nerror_frames_per_minute = 30\n", Duration::ZERO).await;
     let mut ws = ws_from("127.0.0.11", &server, &[]).await.unwrap();
     for _ in 0..3000 {
-        if futures::SinkExt::send(&mut ws, Message::Text("not json".into())).await.is_err() {
+        if futures::SinkExt::send(&mut ws, Message::Text("not json".into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -205,7 +244,10 @@ async fn error_frame_floods_close_the_socket() {
         }
     };
     assert_eq!(code, Some(1008));
-    assert!(errors <= 11, "{errors} error frames answered before the close");
+    assert!(
+        errors <= 11,
+        "{errors} error frames answered before the close"
+    );
     normal_visitor_is_served("127.0.0.11", &server, Duration::from_secs(10)).await;
 }
 
@@ -215,19 +257,29 @@ async fn expired_and_revoked_tokens_stop_working_mid_conversation() {
     // A token that expires in 2 s.
     let short = {
         use kizuna_agent::identity::{Claims, Role, TokenVerifier};
-        TokenVerifier::new(SECRET.as_bytes().to_vec()).unwrap().sign(&Claims {
-            role: Role::Customer,
-            sub: "C-EXP".into(),
-            name: None,
-            exp: chrono::Utc::now().timestamp() + 2,
-        })
+        TokenVerifier::new(SECRET.as_bytes().to_vec())
+            .unwrap()
+            .sign(&Claims {
+                role: Role::Customer,
+                sub: "C-EXP".into(),
+                name: None,
+                exp: chrono::Utc::now().timestamp() + 2,
+            })
     };
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({"token": short})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    send(&mut ws, json!({"type": "message", "id": "late", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "late", "text": "こんにちは"}),
+    )
+    .await;
     let f = recv(&mut ws, 5).await;
-    assert_eq!((f["type"].as_str(), f["code"].as_str()), (Some("error"), Some("unauthorized")), "{f}");
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("unauthorized")),
+        "{f}"
+    );
     assert_eq!(close_code(&mut ws, 3).await, Some(1008));
 
     // Revocation by subject: the open socket is cut at its next message, a new hello fails.
@@ -244,11 +296,19 @@ async fn expired_and_revoked_tokens_stop_working_mid_conversation() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
-    send(&mut ws, json!({"type": "message", "id": "after", "text": "こんにちは"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "id": "after", "text": "こんにちは"}),
+    )
+    .await;
     let f = recv(&mut ws, 5).await;
     assert_eq!(f["code"], "unauthorized", "{f}");
     let mut again = connect(&server.url()).await;
-    send(&mut again, json!({"type": "hello", "token": token("customer", "C-REVOKED")})).await;
+    send(
+        &mut again,
+        json!({"type": "hello", "token": token("customer", "C-REVOKED")}),
+    )
+    .await;
     let f = recv(&mut again, 5).await;
     assert_eq!(f["code"], "unauthorized", "{f}");
     // One token by id: that token stops, another token of the same manager still works.
@@ -286,24 +346,56 @@ async fn limits_follow_the_visitor_behind_a_trusted_proxy_only() {
     )
     .await;
     let (k, v) = ("X-Forwarded-For", "203.0.113.1");
-    let _a = ws_from("127.0.0.1", &server, &[(k, v)]).await.expect("first");
-    let _b = ws_from("127.0.0.1", &server, &[(k, v)]).await.expect("second");
+    let _a = ws_from("127.0.0.1", &server, &[(k, v)])
+        .await
+        .expect("first");
+    let _b = ws_from("127.0.0.1", &server, &[(k, v)])
+        .await
+        .expect("second");
     let third = ws_from("127.0.0.1", &server, &[(k, v)]).await;
-    assert!(third.unwrap_err().contains("429"), "the visitor's own cap holds");
+    assert!(
+        third.unwrap_err().contains("429"),
+        "the visitor's own cap holds"
+    );
     // Another visitor behind the same proxy is not affected.
     let _c = ws_from("127.0.0.1", &server, &[("X-Forwarded-For", "203.0.113.2")])
         .await
         .expect("another visitor");
     // From an untrusted address the header is ignored: spoofing does not escape the cap.
-    let _d = ws_from("127.0.0.12", &server, &[("X-Forwarded-For", "198.51.100.1")]).await.unwrap();
-    let _e = ws_from("127.0.0.12", &server, &[("X-Forwarded-For", "198.51.100.2")]).await.unwrap();
-    let spoofed = ws_from("127.0.0.12", &server, &[("X-Forwarded-For", "198.51.100.3")]).await;
+    let _d = ws_from(
+        "127.0.0.12",
+        &server,
+        &[("X-Forwarded-For", "198.51.100.1")],
+    )
+    .await
+    .unwrap();
+    let _e = ws_from(
+        "127.0.0.12",
+        &server,
+        &[("X-Forwarded-For", "198.51.100.2")],
+    )
+    .await
+    .unwrap();
+    let spoofed = ws_from(
+        "127.0.0.12",
+        &server,
+        &[("X-Forwarded-For", "198.51.100.3")],
+    )
+    .await;
     assert!(spoofed.unwrap_err().contains("429"));
     // /metrics: loopback only, and a forwarded visitor is not loopback.
-    let (status, _) = get_from("127.0.0.1", &server.addr, "/metrics", "").await.unwrap();
+    let (status, _) = get_from("127.0.0.1", &server.addr, "/metrics", "")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
-    let (status, _) =
-        get_from("127.0.0.1", &server.addr, "/metrics", "X-Forwarded-For: 203.0.113.9\r\n").await.unwrap();
+    let (status, _) = get_from(
+        "127.0.0.1",
+        &server.addr,
+        "/metrics",
+        "X-Forwarded-For: 203.0.113.9\r\n",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 403);
 }
 
@@ -318,36 +410,67 @@ async fn origins_headers_request_ids_metrics_and_unauthenticated_bodies() {
     let evil = ws_from("127.0.0.13", &server, &[("Origin", "https://evil.example")]).await;
     assert!(evil.unwrap_err().contains("403"));
     let own = format!("http://{}", server.addr);
-    ws_from("127.0.0.13", &server, &[("Origin", own.as_str())]).await.expect("own origin");
-    ws_from("127.0.0.13", &server, &[("Origin", "https://www.zenbu.example.jp")])
+    ws_from("127.0.0.13", &server, &[("Origin", own.as_str())])
         .await
-        .expect("allowed origin");
+        .expect("own origin");
+    ws_from(
+        "127.0.0.13",
+        &server,
+        &[("Origin", "https://www.zenbu.example.jp")],
+    )
+    .await
+    .expect("allowed origin");
     let (status, _) = get_from(
         "127.0.0.13",
         &server.addr,
         "/api/escalations",
-        &format!("Origin: https://evil.example\r\nAuthorization: Bearer {}\r\n", token("manager", "M")),
+        &format!(
+            "Origin: https://evil.example\r\nAuthorization: Bearer {}\r\n",
+            token("manager", "M")
+        ),
     )
     .await
     .unwrap();
     assert_eq!(status, 403);
     // Pages carry a CSP and refuse framing; every response says nosniff.
-    let (status, console) = get_from("127.0.0.13", &server.addr, "/console", "").await.unwrap();
+    let (status, console) = get_from("127.0.0.13", &server.addr, "/console", "")
+        .await
+        .unwrap();
     assert_eq!(status, 200, "the web widget must be built (scripts/setup)");
     let lower = console.to_ascii_lowercase();
-    assert!(lower.contains("content-security-policy: default-src 'self'"), "{console:.600}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'self'"),
+        "{console:.600}"
+    );
     assert!(lower.contains("x-frame-options: deny"));
     assert!(lower.contains("referrer-policy: no-referrer"));
     // A hostile request id is replaced, a plain one is kept.
-    let (_, text) = get_from("127.0.0.13", &server.addr, "/healthz", "X-Request-Id: a\"b<script>\r\n")
-        .await
-        .unwrap();
+    let (_, text) = get_from(
+        "127.0.0.13",
+        &server.addr,
+        "/healthz",
+        "X-Request-Id: a\"b<script>\r\n",
+    )
+    .await
+    .unwrap();
     assert!(!text.contains("<script>"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("x-request-id: "), "a fresh id: {text}");
-    let (_, text) = get_from("127.0.0.13", &server.addr, "/healthz", "X-Request-Id: req-42\r\n").await.unwrap();
+    assert!(
+        text.to_ascii_lowercase().contains("x-request-id: "),
+        "a fresh id: {text}"
+    );
+    let (_, text) = get_from(
+        "127.0.0.13",
+        &server.addr,
+        "/healthz",
+        "X-Request-Id: req-42\r\n",
+    )
+    .await
+    .unwrap();
     assert!(text.to_ascii_lowercase().contains("x-request-id: req-42"));
     // /metrics with a token: even loopback needs it.
-    let (status, _) = get_from("127.0.0.1", &server.addr, "/metrics", "").await.unwrap();
+    let (status, _) = get_from("127.0.0.1", &server.addr, "/metrics", "")
+        .await
+        .unwrap();
     assert_eq!(status, 403);
     let (status, _) = get_from(
         "127.0.0.1",
@@ -375,7 +498,10 @@ async fn origins_headers_request_ids_metrics_and_unauthenticated_bodies() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("kizuna.db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("kizuna.db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "kizuna.db mode {mode:o}");
     }
 }
@@ -395,7 +521,11 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
         let from = format!("127.0.1.{}", i + 1);
         let mut ws = ws_from(&from, &server, &[]).await.unwrap();
         hello(&mut ws, json!({})).await;
-        send(&mut ws, json!({"type": "message", "id": format!("f{i}"), "text": question})).await;
+        send(
+            &mut ws,
+            json!({"type": "message", "id": format!("f{i}"), "text": question}),
+        )
+        .await;
         flood.push(ws);
     }
     // Every flooding message gets an answer frame at once: its ack, or `overloaded`.
@@ -415,26 +545,49 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
     assert_eq!((accepted.len(), refused), (2, 10));
     // A second message in a conversation still being answered: busy, not queued.
     let first = accepted[0];
-    send(&mut flood[first], json!({"type": "message", "id": "again", "text": question})).await;
+    send(
+        &mut flood[first],
+        json!({"type": "message", "id": "again", "text": question}),
+    )
+    .await;
     let f = recv(&mut flood[first], 10).await;
-    assert_eq!((f["type"].as_str(), f["code"].as_str()), (Some("error"), Some("busy")), "{f}");
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("busy")),
+        "{f}"
+    );
     // A signed-in customer is not behind the anonymous cap: greeted at once.
     let started = Instant::now();
     let mut customer = connect(&server.url()).await;
     hello(&mut customer, json!({"token": token("customer", "C-FAIR")})).await;
-    send(&mut customer, json!({"type": "message", "id": "c1", "text": "こんにちは"})).await;
+    send(
+        &mut customer,
+        json!({"type": "message", "id": "c1", "text": "こんにちは"}),
+    )
+    .await;
     recv_until(&mut customer, "reply", Some("c1"), 10).await;
     // Well before the 4 s the anonymous model turns take.
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // The accepted flood turns reached the model (so the question was model-bound) and end.
     for &i in &accepted {
         recv_until(&mut flood[i], "reply", None, 30).await;
     }
-    assert!(model.request_count() >= 2, "the flood question must reach the model");
+    assert!(
+        model.request_count() >= 2,
+        "the flood question must reach the model"
+    );
     // Once they are answered, anonymous visitors are admitted again.
     let mut later = ws_from("127.0.1.200", &server, &[]).await.unwrap();
     hello(&mut later, json!({})).await;
-    send(&mut later, json!({"type": "message", "id": "l1", "text": "こんにちは"})).await;
+    send(
+        &mut later,
+        json!({"type": "message", "id": "l1", "text": "こんにちは"}),
+    )
+    .await;
     let f = recv(&mut later, 10).await;
     assert_eq!(f["type"], "ack", "{f}");
 }
@@ -452,17 +605,26 @@ async fn one_address_cannot_escalate_conversation_after_conversation() {
         let id = format!("h{i}");
         send(&mut ws, json!({"type": "message", "id": id, "text": "担当者の方と直接話したいです。人に代わってください。"})).await;
         let frames = recv_until(&mut ws, "reply", Some(&id), 10).await;
-        frames.iter().any(|f| f["type"] == "status" && f["status"] == "escalated")
+        frames
+            .iter()
+            .any(|f| f["type"] == "status" && f["status"] == "escalated")
     }
     let mut from_one = Vec::new();
     for i in 0..5 {
         from_one.push(asks_for_a_person(&server, "127.0.2.1", i).await);
     }
-    assert_eq!(from_one, [true, true, false, false, false], "two per address and hour");
+    assert_eq!(
+        from_one,
+        [true, true, false, false, false],
+        "two per address and hour"
+    );
     // Another address still reaches a person, until the global budget (4) is spent.
     assert!(asks_for_a_person(&server, "127.0.2.2", 10).await);
     assert!(asks_for_a_person(&server, "127.0.2.3", 11).await);
-    assert!(!asks_for_a_person(&server, "127.0.2.4", 12).await, "global budget");
+    assert!(
+        !asks_for_a_person(&server, "127.0.2.4", 12).await,
+        "global budget"
+    );
     // Signed-in customers are not anonymous: always handed over.
     let mut customer = connect(&server.url()).await;
     hello(&mut customer, json!({"token": token("customer", "C-ESC")})).await;

@@ -95,13 +95,21 @@ async fn post_webhook(server: &Server, body: &[u8], signature: &str) -> u16 {
         .as_u16()
 }
 
-async fn wait_for(seen: &Seen, what: &str, pred: impl Fn(&(String, Value)) -> bool) -> (String, Value) {
+async fn wait_for(
+    seen: &Seen,
+    what: &str,
+    pred: impl Fn(&(String, Value)) -> bool,
+) -> (String, Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(hit) = seen.lock().unwrap().iter().find(|r| pred(r)).cloned() {
             return hit;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", seen.lock().unwrap());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            seen.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -129,29 +137,46 @@ async fn a_line_user_chats_escalates_and_gets_the_csms_reply() {
     let server = Server::start(dir.path(), &env).await;
 
     // A bad signature: 401, nothing stored.
-    let first = json!({"destination": "Ubot", "events": [text_event("EV-1", "こんにちは", "rt-1")]}).to_string();
-    assert_eq!(post_webhook(&server, first.as_bytes(), &sign(b"something else")).await, 401);
+    let first =
+        json!({"destination": "Ubot", "events": [text_event("EV-1", "こんにちは", "rt-1")]})
+            .to_string();
+    assert_eq!(
+        post_webhook(&server, first.as_bytes(), &sign(b"something else")).await,
+        401
+    );
     assert_eq!(post_webhook(&server, first.as_bytes(), "").await, 401);
     let db = store(&server).await;
     assert!(db.line_user(USER).await.unwrap().is_none());
     assert!(!db.line_event_seen("EV-1").await.unwrap());
 
     // Signed: the agent answers through the reply token.
-    assert_eq!(post_webhook(&server, first.as_bytes(), &sign(first.as_bytes())).await, 200);
-    let (_, reply) = wait_for(&seen, "the agent's reply", |(k, b)| k == "reply" && b["replyToken"] == "rt-1").await;
+    assert_eq!(
+        post_webhook(&server, first.as_bytes(), &sign(first.as_bytes())).await,
+        200
+    );
+    let (_, reply) = wait_for(&seen, "the agent's reply", |(k, b)| {
+        k == "reply" && b["replyToken"] == "rt-1"
+    })
+    .await;
     assert!(!reply["messages"][0]["text"].as_str().unwrap().is_empty());
     let user = db.line_user(USER).await.unwrap().unwrap();
     let conversation = user.conversation_id.clone();
 
     // The same event again (LINE redelivers): handled once.
-    assert_eq!(post_webhook(&server, first.as_bytes(), &sign(first.as_bytes())).await, 200);
+    assert_eq!(
+        post_webhook(&server, first.as_bytes(), &sign(first.as_bytes())).await,
+        200
+    );
 
     // An unknown event type and a sticker: acknowledged, nothing breaks.
     let odd = json!({"destination": "Ubot", "events": [
         {"type": "beacon", "webhookEventId": "EV-B", "timestamp": 1, "mode": "active", "source": {"type": "user", "userId": USER}, "beacon": {"hwid": "d41d8cd98f", "type": "enter"}},
         {"type": "message", "webhookEventId": "EV-S", "timestamp": 1, "mode": "active", "source": {"type": "user", "userId": USER}, "replyToken": "rt-s", "message": {"type": "sticker", "id": "1", "packageId": "446", "stickerId": "1988"}}
     ]}).to_string();
-    assert_eq!(post_webhook(&server, odd.as_bytes(), &sign(odd.as_bytes())).await, 200);
+    assert_eq!(
+        post_webhook(&server, odd.as_bytes(), &sign(odd.as_bytes())).await,
+        200
+    );
     assert!(db.line_event_seen("EV-B").await.unwrap() && db.line_event_seen("EV-S").await.unwrap());
 
     // A 1 MB body: 400 follow events (padded as a large delivery would be), every one kept.
@@ -163,34 +188,71 @@ async fn a_line_user_chats_escalates_and_gets_the_csms_reply() {
         .collect();
     let big = json!({"destination": "Ubot", "events": many}).to_string();
     assert!(big.len() >= 1_000_000, "{} bytes", big.len());
-    assert_eq!(post_webhook(&server, big.as_bytes(), &sign(big.as_bytes())).await, 200);
+    assert_eq!(
+        post_webhook(&server, big.as_bytes(), &sign(big.as_bytes())).await,
+        200
+    );
     for i in [0, 199, 399] {
-        let u = db.line_user(&format!("Ufollow{i:04}")).await.unwrap().unwrap();
+        let u = db
+            .line_user(&format!("Ufollow{i:04}"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(u.following);
     }
 
     // A legal threat escalates; the CSM takes over from the console API and answers.
     let legal = json!({"destination": "Ubot", "events": [text_event("EV-2", "弁護士に相談して訴えたいです", "rt-2")]}).to_string();
-    assert_eq!(post_webhook(&server, legal.as_bytes(), &sign(legal.as_bytes())).await, 200);
-    wait_for(&seen, "the holding message", |(k, b)| k == "reply" && b["replyToken"] == "rt-2").await;
+    assert_eq!(
+        post_webhook(&server, legal.as_bytes(), &sign(legal.as_bytes())).await,
+        200
+    );
+    wait_for(&seen, "the holding message", |(k, b)| {
+        k == "reply" && b["replyToken"] == "rt-2"
+    })
+    .await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr);
     let manager = format!("Bearer {}", token("manager", "csm-1"));
-    let queue: Value = http.get(format!("{base}/api/escalations")).header("authorization", &manager)
-        .send().await.unwrap().json().await.unwrap();
-    assert!(queue.to_string().contains(&conversation), "the LINE conversation is in the CSM queue: {queue}");
-    let took = http.post(format!("{base}/api/conversations/{conversation}/takeover"))
-        .header("authorization", &manager).send().await.unwrap();
+    let queue: Value = http
+        .get(format!("{base}/api/escalations"))
+        .header("authorization", &manager)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        queue.to_string().contains(&conversation),
+        "the LINE conversation is in the CSM queue: {queue}"
+    );
+    let took = http
+        .post(format!("{base}/api/conversations/{conversation}/takeover"))
+        .header("authorization", &manager)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(took.status().as_u16(), 200);
     let csm_text = "担当の佐藤です。状況を詳しくお聞かせいただけますか。";
-    let replied = http.post(format!("{base}/api/conversations/{conversation}/reply"))
-        .header("authorization", &manager).json(&json!({"text": csm_text})).send().await.unwrap();
+    let replied = http
+        .post(format!("{base}/api/conversations/{conversation}/reply"))
+        .header("authorization", &manager)
+        .json(&json!({"text": csm_text}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replied.status().as_u16(), 200);
     let (kind, body) = wait_for(&seen, "the CSM's reply on LINE", |(_, b)| {
-        b["messages"].as_array().is_some_and(|m| m.iter().any(|m| m["text"] == csm_text))
+        b["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == csm_text))
     })
     .await;
-    assert_eq!(kind, "push", "the reply token was used by the holding message");
+    assert_eq!(
+        kind, "push",
+        "the reply token was used by the holding message"
+    );
     assert_eq!(body["to"], USER);
 
     // Each user message was stored once, the redelivered one included.
@@ -198,7 +260,12 @@ async fn a_line_user_chats_escalates_and_gets_the_csms_reply() {
     let acks = frames.iter().filter(|f| f.payload["type"] == "ack").count();
     assert_eq!(acks, 2, "two messages (EV-1 once, EV-2)");
     // Nothing was sent twice.
-    let texts: Vec<String> = seen.lock().unwrap().iter().map(|(_, b)| b.to_string()).collect();
+    let texts: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.to_string())
+        .collect();
     let unique: std::collections::HashSet<&String> = texts.iter().collect();
     assert_eq!(unique.len(), texts.len());
 }

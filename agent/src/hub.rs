@@ -285,7 +285,10 @@ impl EscalationWindow {
         now: Instant,
     ) -> bool {
         let expired = |q: &mut std::collections::VecDeque<Instant>| {
-            while q.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Self::WINDOW)
+            {
                 q.pop_front();
             }
         };

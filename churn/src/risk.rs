@@ -100,6 +100,20 @@ fn action(action: &str, owner: &str, deadline: &str, description: &str) -> Reten
     }
 }
 
+/// A deadline as a Japanese reply shows it: "24 hours" → 「24時間以内」, "immediate" → 「即時」.
+pub fn deadline_ja(deadline: &str) -> String {
+    if deadline == "immediate" {
+        return "即時".into();
+    }
+    match deadline
+        .strip_suffix(" hours")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        Some(n) => format!("{n}時間以内"),
+        None => deadline.to_string(),
+    }
+}
+
 /// The seed's retention plan: executive meeting and a 3-month 20% offer for critical, a CSM
 /// call within 24 hours for critical and high, and per factor: a falling 3-month usage trend
 /// starts the reactivation e-mails, an NPS below 7 a satisfaction recovery.
@@ -152,6 +166,13 @@ pub fn retention_plan(level: RiskLevel, factors: &[Factor]) -> Vec<RetentionActi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_read_as_japanese() {
+        assert_eq!(deadline_ja("24 hours"), "24時間以内");
+        assert_eq!(deadline_ja("immediate"), "即時");
+        assert_eq!(deadline_ja("next week"), "next week");
+    }
 
     #[test]
     fn risk_level_boundaries() {

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use kizuna_notify::{error_chain, parse_retry_after, truncate_chars, NotificationSender, SendError};
+use kizuna_notify::{
+    error_chain, parse_retry_after, truncate_chars, NotificationSender, SendError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -54,8 +56,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(to: impl Into<String>, batches: Vec<Vec<Value>>, reply: Option<(String, i64)>) -> Self {
-        let retry_keys = batches.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    pub fn new(
+        to: impl Into<String>,
+        batches: Vec<Vec<Value>>,
+        reply: Option<(String, i64)>,
+    ) -> Self {
+        let retry_keys = batches
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
         let (reply_token, reply_token_deadline_ms) = match reply {
             Some((token, deadline)) => (Some(token), deadline),
             None => (None, 0),
@@ -91,7 +100,12 @@ impl LineClient {
         format!("{}{path}", self.config.api_base_url.trim_end_matches('/'))
     }
 
-    async fn post(&self, path: &str, body: &Value, retry_key: Option<&str>) -> Result<Outcome, SendError> {
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        retry_key: Option<&str>,
+    ) -> Result<Outcome, SendError> {
         let mut request = self
             .http
             .post(self.url(path))
@@ -101,7 +115,10 @@ impl LineClient {
             request = request.header("X-Line-Retry-Key", key);
         }
         let response = request.send().await.map_err(|e| {
-            SendError::retryable(format!("LINE request failed: {}", error_chain(&e.without_url())))
+            SendError::retryable(format!(
+                "LINE request failed: {}",
+                error_chain(&e.without_url())
+            ))
         })?;
         let status = response.status();
         if status.is_success() {
@@ -123,10 +140,17 @@ impl LineClient {
         }
         let message = format!("LINE answered {status} on {path}: {body}");
         match status.as_u16() {
-            429 | 500..=599 => Err(SendError { retryable: true, retry_after, message }),
+            429 | 500..=599 => Err(SendError {
+                retryable: true,
+                retry_after,
+                message,
+            }),
             401 | 403 => {
                 // A revoked or mistyped token: keep the messages and retry, loudly.
-                tracing::error!(status = status.as_u16(), "LINE refused the channel access token; check line.channel_access_token");
+                tracing::error!(
+                    status = status.as_u16(),
+                    "LINE refused the channel access token; check line.channel_access_token"
+                );
                 Err(SendError::retryable(message))
             }
             _ => Err(SendError::permanent(message)),
@@ -135,12 +159,22 @@ impl LineClient {
 
     pub async fn reply(&self, reply_token: &str, messages: &[Value]) -> Result<bool, SendError> {
         let body = json!({"replyToken": reply_token, "messages": messages});
-        Ok(matches!(self.post("/v2/bot/message/reply", &body, None).await?, Outcome::Sent))
+        Ok(matches!(
+            self.post("/v2/bot/message/reply", &body, None).await?,
+            Outcome::Sent
+        ))
     }
 
-    pub async fn push(&self, to: &str, messages: &[Value], retry_key: &str) -> Result<(), SendError> {
+    pub async fn push(
+        &self,
+        to: &str,
+        messages: &[Value],
+        retry_key: &str,
+    ) -> Result<(), SendError> {
         let body = json!({"to": to, "messages": messages});
-        self.post("/v2/bot/message/push", &body, Some(retry_key)).await.map(|_| ())
+        self.post("/v2/bot/message/push", &body, Some(retry_key))
+            .await
+            .map(|_| ())
     }
 
     /// Delivers one outbox row: a fresh reply token answers a one-batch delivery; otherwise
@@ -165,7 +199,9 @@ impl LineClient {
 impl NotificationSender for LineClient {
     async fn send(&self, _channel: &str, kind: &str, payload: &Value) -> Result<(), SendError> {
         if kind != KIND_MESSAGES {
-            return Err(SendError::permanent(format!("the LINE channel does not send {kind:?}")));
+            return Err(SendError::permanent(format!(
+                "the LINE channel does not send {kind:?}"
+            )));
         }
         let delivery: Delivery = serde_json::from_value(payload.clone())
             .map_err(|e| SendError::permanent(format!("unreadable LINE delivery: {e}")))?;

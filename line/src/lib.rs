@@ -10,5 +10,7 @@ pub mod message;
 pub mod webhook;
 
 pub use client::{LineClient, LineConfig, CHANNEL, KIND_MESSAGES};
-pub use message::{split_text, text_messages, QuickReply, MAX_MESSAGES_PER_REQUEST, MAX_TEXT_CHARS};
+pub use message::{
+    split_text, text_messages, QuickReply, MAX_MESSAGES_PER_REQUEST, MAX_TEXT_CHARS,
+};
 pub use webhook::{parse_events, verify_signature, Event, EventKind, Source, WebhookError};

@@ -39,7 +39,9 @@ pub fn split_text(text: &str, max_chars: usize) -> Vec<String> {
                     .filter(|&i| i + 1 >= window.len() / 2)
                     .map(|i| start + i + 1)
             };
-            at(&['\n']).or_else(|| at(&['。', '！', '？', '.'])).unwrap_or(end)
+            at(&['\n'])
+                .or_else(|| at(&['。', '！', '？', '.']))
+                .unwrap_or(end)
         };
         let piece: String = chars[start..cut].iter().collect();
         if !piece.trim().is_empty() {
@@ -107,7 +109,10 @@ mod tests {
         assert_eq!(split_text("短い", 5000), ["短い"]);
         let unbroken = "あ".repeat(10_001);
         let pieces = split_text(&unbroken, MAX_TEXT_CHARS);
-        assert_eq!(pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), [5000, 5000, 1]);
+        assert_eq!(
+            pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            [5000, 5000, 1]
+        );
     }
 
     #[test]
@@ -125,7 +130,14 @@ mod tests {
         assert_eq!(items.len(), MAX_QUICK_REPLY_ITEMS);
         assert_eq!(items[0]["action"]["type"], "message");
         assert_eq!(items[0]["action"]["text"], "選択0");
-        assert!(items[0]["action"]["label"].as_str().unwrap().chars().count() <= 20);
+        assert!(
+            items[0]["action"]["label"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
+                <= 20
+        );
         assert!(batches[0][0].get("quickReply").is_none());
         assert!(text_messages("  ", &choices).is_empty());
     }

@@ -197,7 +197,11 @@ mod tests {
         let sig = sign(SECRET, body);
         assert!(verify_signature(SECRET, body, &sig));
         assert!(!verify_signature(b"other-secret", body, &sig));
-        assert!(!verify_signature(SECRET, br#"{"destination":"U1","events":[]}"#, &sig));
+        assert!(!verify_signature(
+            SECRET,
+            br#"{"destination":"U1","events":[]}"#,
+            &sig
+        ));
         assert!(!verify_signature(SECRET, body, "not base64!"));
         assert!(!verify_signature(SECRET, body, ""));
     }
@@ -231,13 +235,26 @@ mod tests {
             }
         );
         assert_eq!(events[0].user_id(), Some("U4af4980629"));
-        assert_eq!(events[0].reply_token.as_deref(), Some("38ef843bde154d9b91c21320ffd17a0f"));
+        assert_eq!(
+            events[0].reply_token.as_deref(),
+            Some("38ef843bde154d9b91c21320ffd17a0f")
+        );
         assert!(!events[0].redelivery);
         assert_eq!(events[1].kind, EventKind::Follow);
         assert!(events[1].redelivery);
         assert_eq!(events[2].kind, EventKind::Unfollow);
-        assert_eq!(events[3].kind, EventKind::OtherMessage { message_type: "sticker".into() });
-        assert_eq!(events[4].kind, EventKind::Other { event_type: "beacon".into() });
+        assert_eq!(
+            events[3].kind,
+            EventKind::OtherMessage {
+                message_type: "sticker".into()
+            }
+        );
+        assert_eq!(
+            events[4].kind,
+            EventKind::Other {
+                event_type: "beacon".into()
+            }
+        );
         assert!(parse_events(b"[1,2]").is_err());
         assert!(parse_events(b"{}").unwrap().is_empty());
     }

@@ -689,7 +689,11 @@ mod tests {
     fn endpoints_in_logs_lose_credentials_and_queries() {
         let shown = super::redact_endpoint("https://user:s3cret@gw.example.com/v1?api-key=k3y#x");
         assert_eq!(shown, "https://gw.example.com/v1");
-        assert!(!format!("{:?}", super::OpenAiConfig::new("https://u:p@h.example/v1", "m")).contains("p@"));
+        assert!(!format!(
+            "{:?}",
+            super::OpenAiConfig::new("https://u:p@h.example/v1", "m")
+        )
+        .contains("p@"));
     }
 
     use super::*;

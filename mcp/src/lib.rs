@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kizuna_agent::identity::{Identity, Role};
 use kizuna_agent::tool::{
-    validate_arguments, Audience, RiskClass, Tool as AgentTool, ToolContext, ToolError,
-    ToolOutput, ToolRegistry,
+    validate_arguments, Audience, RiskClass, Tool as AgentTool, ToolContext, ToolError, ToolOutput,
+    ToolRegistry,
 };
 use kizuna_store::{Store, ToolCallRecord};
 use rmcp::model::{
@@ -104,7 +104,9 @@ pub struct FaqDocument {
 
 impl FaqDocument {
     /// The FAQ documents under a knowledge content directory (knowledge/content/faq).
-    pub fn load_dir(dir: &std::path::Path) -> Result<Vec<FaqDocument>, kizuna_knowledge::KnowledgeError> {
+    pub fn load_dir(
+        dir: &std::path::Path,
+    ) -> Result<Vec<FaqDocument>, kizuna_knowledge::KnowledgeError> {
         let outcome = kizuna_knowledge::document::load_dir(dir)?;
         Ok(outcome
             .documents
@@ -280,8 +282,15 @@ impl KizunaMcp {
         let started = Instant::now();
         let Some(offered) = self.offered(identity, name) else {
             // Unknown and not-offered look the same: nothing about staff tools leaks.
-            self.log(identity, name, &arguments, &json!({"error": "not_offered"}), false, started)
-                .await;
+            self.log(
+                identity,
+                name,
+                &arguments,
+                &json!({"error": "not_offered"}),
+                false,
+                started,
+            )
+            .await;
             metrics::counter!("kizuna_mcp_calls_total", "tool" => "-", "outcome" => "refused")
                 .increment(1);
             return Err(ErrorData::invalid_params(
@@ -290,8 +299,15 @@ impl KizunaMcp {
             ));
         };
         if !self.services.limiter.try_take(limit_key) {
-            self.log(identity, name, &arguments, &json!({"error": "rate_limited"}), false, started)
-                .await;
+            self.log(
+                identity,
+                name,
+                &arguments,
+                &json!({"error": "rate_limited"}),
+                false,
+                started,
+            )
+            .await;
             metrics::counter!("kizuna_mcp_calls_total", "tool" => name.to_string(), "outcome" => "rate_limited")
                 .increment(1);
             return Ok(error_result(
@@ -300,7 +316,10 @@ impl KizunaMcp {
         }
         let outcome = match offered {
             Offered::Search => self.search(identity, &arguments).await,
-            Offered::Tool(tool) => self.run_tool(identity, tool.as_ref(), arguments.clone()).await,
+            Offered::Tool(tool) => {
+                self.run_tool(identity, tool.as_ref(), arguments.clone())
+                    .await
+            }
         };
         let (result, logged, ok) = match outcome {
             Ok((result, logged)) => (result, logged, true),
@@ -310,10 +329,17 @@ impl KizunaMcp {
                 false,
             ),
         };
-        self.log(identity, name, &arguments, &logged, ok, started).await;
+        self.log(identity, name, &arguments, &logged, ok, started)
+            .await;
         metrics::counter!("kizuna_mcp_calls_total", "tool" => name.to_string(), "outcome" => if ok { "ok" } else { "error" })
             .increment(1);
-        tracing::info!(tool = name, role = identity.role.as_str(), ok, ms = started.elapsed().as_millis() as u64, "mcp tool call");
+        tracing::info!(
+            tool = name,
+            role = identity.role.as_str(),
+            ok,
+            ms = started.elapsed().as_millis() as u64,
+            "mcp tool call"
+        );
         Ok(result)
     }
 
@@ -325,7 +351,10 @@ impl KizunaMcp {
     ) -> Result<(CallToolResult, Value), ToolError> {
         let write = tool.risk() == RiskClass::Write;
         let confirmed = if write {
-            match arguments.as_object_mut().and_then(|o| o.remove(CONFIRM_ARG)) {
+            match arguments
+                .as_object_mut()
+                .and_then(|o| o.remove(CONFIRM_ARG))
+            {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => b,
                 Some(_) => {
@@ -355,7 +384,10 @@ impl KizunaMcp {
             .await
             .map_err(|_| ToolError::Failed(format!("timed out after {timeout:?}")))??;
         let preview = write && !confirmed;
-        Ok((tool_result(&output, preview), logged_output(&output, preview)))
+        Ok((
+            tool_result(&output, preview),
+            logged_output(&output, preview),
+        ))
     }
 
     async fn search(
@@ -528,11 +560,13 @@ fn describe(tool: &dyn AgentTool) -> Tool {
         _ => "",
     };
     let description = format!("{}{audience}", tool.description());
-    let annotations = ToolAnnotations::new()
-        .read_only(!write)
-        .destructive(false);
-    Tool::new(tool.name().to_string(), description, Arc::new(object(schema)))
-        .with_annotations(annotations)
+    let annotations = ToolAnnotations::new().read_only(!write).destructive(false);
+    Tool::new(
+        tool.name().to_string(),
+        description,
+        Arc::new(object(schema)),
+    )
+    .with_annotations(annotations)
 }
 
 fn search_schema() -> Value {
@@ -588,9 +622,14 @@ impl ServerHandler for KizunaMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.resolve(&context);
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        self.call(&caller.identity, &caller.limit_key, &request.name, arguments)
-            .await
-            .map(Into::into)
+        self.call(
+            &caller.identity,
+            &caller.limit_key,
+            &request.name,
+            arguments,
+        )
+        .await
+        .map(Into::into)
     }
 
     async fn list_resources(
@@ -670,9 +709,7 @@ pub enum McpError {
 
 /// Whether the caller role may see the tool named `name` (for tests and docs).
 pub fn offered_to(tools: &ToolRegistry, name: &str, role: Role) -> bool {
-    tools
-        .get(name)
-        .is_some_and(|t| t.audience().admits(role))
+    tools.get(name).is_some_and(|t| t.audience().admits(role))
 }
 
 #[cfg(test)]

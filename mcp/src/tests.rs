@@ -47,7 +47,12 @@ struct FixedSearch;
 
 #[async_trait]
 impl KnowledgeSearch for FixedSearch {
-    async fn search(&self, query: &str, _: &Identity, limit: usize) -> Result<Vec<Passage>, String> {
+    async fn search(
+        &self,
+        query: &str,
+        _: &Identity,
+        limit: usize,
+    ) -> Result<Vec<Passage>, String> {
         Ok(vec![Passage {
             doc_id: "faq-price".into(),
             title: format!("about {query}"),
@@ -126,7 +131,12 @@ async fn each_role_is_offered_its_tools_only() {
     );
     assert_eq!(
         names(&mcp.tools_for(&Identity::manager("M-1"))),
-        ["own_account", "public_fact", "search_knowledge", "staff_report"]
+        [
+            "own_account",
+            "public_fact",
+            "search_knowledge",
+            "staff_report"
+        ]
     );
     let book = mcp
         .tools_for(&Identity::customer("C-1"))
@@ -147,12 +157,20 @@ async fn a_customer_calling_a_staff_tool_is_refused_and_the_refusal_is_logged() 
         .unwrap_err();
     assert_eq!(err.code, rmcp::model::ErrorCode::INVALID_PARAMS);
     // The same answer as for a tool that does not exist.
-    let unknown = mcp.call(&customer, "c", "nope", json!({})).await.unwrap_err();
+    let unknown = mcp
+        .call(&customer, "c", "nope", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code, err.code);
-    let escalate = mcp.call(&Identity::manager("M"), "m", "escalate", json!({})).await;
+    let escalate = mcp
+        .call(&Identity::manager("M"), "m", "escalate", json!({}))
+        .await;
     assert!(escalate.is_err(), "chat-only tools are never offered");
 
-    let calls = store.tool_calls(&mcp.log_conversation(&customer)).await.unwrap();
+    let calls = store
+        .tool_calls(&mcp.log_conversation(&customer))
+        .await
+        .unwrap();
     assert_eq!(calls.len(), 2);
     let refused = calls.iter().find(|c| c.name == "staff_report").unwrap();
     assert!(!refused.ok);
@@ -175,7 +193,11 @@ async fn calls_run_with_the_callers_identity_and_are_logged() {
         .call(&manager, "m", "staff_report", json!({"n": "three"}))
         .await
         .unwrap();
-    assert_eq!(bad.is_error, Some(true), "schema violations are tool errors");
+    assert_eq!(
+        bad.is_error,
+        Some(true),
+        "schema violations are tool errors"
+    );
 
     let conv = mcp.log_conversation(&manager);
     let stored = store.conversation(&conv).await.unwrap().unwrap();
@@ -186,14 +208,19 @@ async fn calls_run_with_the_callers_identity_and_are_logged() {
     let done = calls.iter().find(|c| c.ok).unwrap();
     assert_eq!(done.arguments, json!({"n": 3}));
     assert_eq!(done.result["caller"], "M-7");
-    assert!(calls.iter().any(|c| !c.ok && c.arguments == json!({"n": "three"})));
+    assert!(calls
+        .iter()
+        .any(|c| !c.ok && c.arguments == json!({"n": "three"})));
 }
 
 #[tokio::test]
 async fn write_tools_preview_until_confirmed() {
     let (mcp, _, _dir) = server(60).await;
     let customer = Identity::customer("C-1");
-    let preview = mcp.call(&customer, "c", "book_it", json!({})).await.unwrap();
+    let preview = mcp
+        .call(&customer, "c", "book_it", json!({}))
+        .await
+        .unwrap();
     let data = preview.structured_content.clone().unwrap();
     assert_eq!(data["preview"], true);
     assert_eq!(data.get("done"), None);
@@ -214,19 +241,36 @@ async fn callers_are_rate_limited_separately() {
     let (mcp, store, _dir) = server(12).await; // bursts of 2
     let a = Identity::manager("M-1");
     for _ in 0..2 {
-        let r = mcp.call(&a, "manager:M-1", "public_fact", json!({})).await.unwrap();
+        let r = mcp
+            .call(&a, "manager:M-1", "public_fact", json!({}))
+            .await
+            .unwrap();
         assert_eq!(r.is_error, Some(false));
     }
-    let limited = mcp.call(&a, "manager:M-1", "public_fact", json!({})).await.unwrap();
+    let limited = mcp
+        .call(&a, "manager:M-1", "public_fact", json!({}))
+        .await
+        .unwrap();
     assert_eq!(limited.is_error, Some(true));
     let other = mcp
-        .call(&Identity::manager("M-2"), "manager:M-2", "public_fact", json!({}))
+        .call(
+            &Identity::manager("M-2"),
+            "manager:M-2",
+            "public_fact",
+            json!({}),
+        )
         .await
         .unwrap();
     assert_eq!(other.is_error, Some(false));
     let calls = store.tool_calls(&mcp.log_conversation(&a)).await.unwrap();
     assert_eq!(calls.len(), 3);
-    assert_eq!(calls.iter().filter(|c| c.result["error"] == "rate_limited").count(), 1);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.result["error"] == "rate_limited")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -234,7 +278,12 @@ async fn knowledge_search_and_faq_resources_follow_the_caller() {
     let (mcp, _, _dir) = server(60).await;
     let anon = Identity::anonymous("v");
     let found = mcp
-        .call(&anon, "a", SEARCH_TOOL, json!({"query": "料金", "limit": 3}))
+        .call(
+            &anon,
+            "a",
+            SEARCH_TOOL,
+            json!({"query": "料金", "limit": 3}),
+        )
         .await
         .unwrap();
     assert_eq!(

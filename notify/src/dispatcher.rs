@@ -150,7 +150,10 @@ impl Dispatcher {
                 continue;
             }
             if let Some(threshold) = self.config.digest_above {
-                match self.send_digest(index, &channel, threshold, shutdown).await? {
+                match self
+                    .send_digest(index, &channel, threshold, shutdown)
+                    .await?
+                {
                     Some(Delivery::Stopped) => return Ok(Pass::Stopped),
                     Some(_) => {
                         wait = wait.min(self.channel_wait(&channel).unwrap_or(Duration::ZERO));
@@ -313,7 +316,10 @@ impl Dispatcher {
         let mut takeover_urls = Vec::new();
         for row in &claimed {
             let notice: Option<crate::EscalationNotice> = serde_json::from_str(&row.payload).ok();
-            let reason = notice.as_ref().map(|n| n.reason.clone()).unwrap_or_default();
+            let reason = notice
+                .as_ref()
+                .map(|n| n.reason.clone())
+                .unwrap_or_default();
             *reasons.entry(reason).or_default() += 1;
             if let Some(n) = notice {
                 if takeover_urls.len() < 5 {
@@ -343,7 +349,11 @@ impl Dispatcher {
         match result {
             Ok(()) => {
                 metrics::counter!("kizuna_notification_digests_total").increment(1);
-                tracing::warn!(channel, count = claimed.len(), "escalation notices flooded; sent one digest for them");
+                tracing::warn!(
+                    channel,
+                    count = claimed.len(),
+                    "escalation notices flooded; sent one digest for them"
+                );
                 for row in &claimed {
                     self.mark_sent(row, row.attempts.saturating_add(1)).await;
                 }
@@ -385,7 +395,8 @@ impl Dispatcher {
             ) else {
                 continue;
             };
-            metrics::gauge!("kizuna_outbox_pending", "channel" => channel.clone()).set(pending as f64);
+            metrics::gauge!("kizuna_outbox_pending", "channel" => channel.clone())
+                .set(pending as f64);
             if pending > self.config.backlog_alert {
                 tracing::error!(channel, pending, "the notification outbox is backing up");
             }

@@ -578,7 +578,11 @@ async fn slack_redirects_are_not_followed() {
         .route(
             "/services/T0/B0/SECRET",
             axum::routing::post(|| async {
-                (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/elsewhere")]).into_response()
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, "/elsewhere")],
+                )
+                    .into_response()
             }),
         )
         .route(
@@ -597,7 +601,11 @@ async fn slack_redirects_are_not_followed() {
     let hook = SlackWebhook::new(format!("http://{addr}/services/T0/B0/SECRET")).unwrap();
     let result = hook.post(&json!({"text": "顧客の発言"})).await;
     assert!(result.is_err(), "a redirect is not a delivery");
-    assert_eq!(*hits.lock().unwrap(), 0, "the redirect target was never posted to");
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "the redirect target was never posted to"
+    );
 }
 
 /// A flood of escalation notices goes out as one digest, and every row is marked sent.
@@ -627,7 +635,10 @@ async fn an_escalation_flood_is_one_digest_not_hundreds_of_messages() {
     assert_eq!(delivered.len(), 1, "one digest for 120 notices");
     let text = message_text(&delivered[0].body);
     assert!(text.contains("120件"), "{text}");
-    assert!(text.contains("console#flood-0"), "links to the first conversations: {text}");
+    assert!(
+        text.contains("console#flood-0"),
+        "links to the first conversations: {text}"
+    );
     // A few at a time still go out one by one.
     let few: Vec<String> = {
         let mut v = Vec::new();

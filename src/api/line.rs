@@ -59,7 +59,10 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         .unwrap_or("");
     if !verify_signature(&line.channel_secret, &body, signature) {
         metrics::counter!("kizuna_line_webhooks_total", "outcome" => "bad_signature").increment(1);
-        tracing::warn!(bytes = body.len(), "LINE webhook with a bad signature refused");
+        tracing::warn!(
+            bytes = body.len(),
+            "LINE webhook with a bad signature refused"
+        );
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
     let events = match parse_events(&body) {
@@ -146,21 +149,34 @@ async fn submit_text(
         }
     };
     if let Some(token) = &event.reply_token {
-        let at = if event.timestamp > 0 { event.timestamp } else { now_ms };
+        let at = if event.timestamp > 0 {
+            event.timestamp
+        } else {
+            now_ms
+        };
         store.set_line_reply_token(user_id, token, at).await?;
     }
     let identity = line_identity(user_id);
     let conversation = user.conversation_id.as_str();
-    let opened = state.hub.open(&identity, Some(conversation), i64::MAX).await;
+    let opened = state
+        .hub
+        .open(&identity, Some(conversation), i64::MAX)
+        .await;
     let result = async {
         opened?;
         let limit = state.hub.config().max_message_chars;
         let parts = kizuna_line::split_text(text, limit);
         for (i, part) in parts.iter().enumerate() {
-            let id = if i == 0 { event.id.clone() } else { format!("{}-{i}", event.id) };
+            let id = if i == 0 {
+                event.id.clone()
+            } else {
+                format!("{}-{i}", event.id)
+            };
             match state.hub.submit(&identity, conversation, &id, part).await {
                 Ok(Submitted::Accepted { .. }) | Ok(Submitted::Duplicate(_)) => {}
-                Err(HubError::BadRequest(m)) => tracing::info!(reason = %m, "LINE message not accepted"),
+                Err(HubError::BadRequest(m)) => {
+                    tracing::info!(reason = %m, "LINE message not accepted")
+                }
                 Err(e) => return Err(anyhow::Error::from(e)),
             }
         }

@@ -57,9 +57,9 @@ impl Store {
             "SELECT user_id, conversation_id, following, reply_token, reply_token_at, forwarded_seq
              FROM line_users WHERE user_id = $1",
         )
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(line_user).transpose()
     }
 
@@ -88,12 +88,14 @@ impl Store {
 
     /// Keeps the reply token of the user's latest message.
     pub async fn set_line_reply_token(&self, user_id: &str, token: &str, at_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE line_users SET reply_token = $1, reply_token_at = $2 WHERE user_id = $3")
-            .bind(token)
-            .bind(at_ms)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE line_users SET reply_token = $1, reply_token_at = $2 WHERE user_id = $3",
+        )
+        .bind(token)
+        .bind(at_ms)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -156,14 +158,23 @@ mod tests {
         assert!(store.first_line_event("E1", 1).await.unwrap());
         assert!(!store.first_line_event("E1", 2).await.unwrap());
 
-        let u = store.upsert_line_user("U1", "conv-1", true, 1).await.unwrap();
+        let u = store
+            .upsert_line_user("U1", "conv-1", true, 1)
+            .await
+            .unwrap();
         assert_eq!(u.conversation_id, "conv-1");
-        let u = store.upsert_line_user("U1", "conv-2", false, 2).await.unwrap();
+        let u = store
+            .upsert_line_user("U1", "conv-2", false, 2)
+            .await
+            .unwrap();
         assert_eq!(u.conversation_id, "conv-1", "a user keeps one conversation");
         assert!(!u.following);
         store.set_line_reply_token("U1", "rt", 5).await.unwrap();
 
-        store.create_conversation("conv-1", "anonymous", "line:U1", None, 1).await.unwrap();
+        store
+            .create_conversation("conv-1", "anonymous", "line:U1", None, 1)
+            .await
+            .unwrap();
         assert!(store.line_users_behind(10).await.unwrap().is_empty());
         sqlx::query("UPDATE conversations SET last_seq = 3 WHERE id = 'conv-1'")
             .execute(&store.pool)

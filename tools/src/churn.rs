@@ -722,7 +722,14 @@ impl kizuna_agent::tool::Tool for PredictChurn {
             let actions: Vec<String> = p
                 .recommended_actions
                 .iter()
-                .map(|a| format!("{}（{}、{}）", a.description, a.owner, a.deadline))
+                .map(|a| {
+                    format!(
+                        "{}（{}、{}）",
+                        a.description,
+                        a.owner,
+                        kizuna_churn::risk::deadline_ja(&a.deadline)
+                    )
+                })
                 .collect();
             let display = format!(
                 "{} {} の解約確率は {}（リスク: {}）{model_note}\n主な要因: {}\n推奨施策: {}",

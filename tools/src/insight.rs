@@ -259,8 +259,10 @@ pub fn sections(
         for action in &p.recommended_actions {
             next.push(st(
                 format!(
-                    "{}（{}、{}以内）",
-                    action.description, action.owner, action.deadline
+                    "{}（{}、{}）",
+                    action.description,
+                    action.owner,
+                    kizuna_churn::risk::deadline_ja(&action.deadline)
                 ),
                 source.clone(),
             ));

@@ -957,10 +957,16 @@ fn anonymous_escalation_budgets_cap_per_address_and_in_all_within_an_hour() {
     let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
     assert!(w.try_take(Some(a), Some(2), Some(3), t0));
     assert!(w.try_take(Some(a), Some(2), Some(3), t0));
-    assert!(!w.try_take(Some(a), Some(2), Some(3), t0), "per-address cap");
+    assert!(
+        !w.try_take(Some(a), Some(2), Some(3), t0),
+        "per-address cap"
+    );
     assert!(w.try_take(Some(b), Some(2), Some(3), t0));
     assert!(!w.try_take(Some(b), Some(2), Some(3), t0), "global cap");
-    assert!(!w.try_take(None, Some(2), Some(3), t0), "global cap without an address");
+    assert!(
+        !w.try_take(None, Some(2), Some(3), t0),
+        "global cap without an address"
+    );
     // An hour later the window has moved on.
     let later = t0 + std::time::Duration::from_secs(3601);
     assert!(w.try_take(Some(a), Some(2), Some(3), later));
@@ -987,18 +993,29 @@ async fn a_full_outbox_still_escalates_but_queues_no_further_notice() {
         let me = Identity::customer(customer);
         let mut opened = hub.open(&me, None, 0).await.unwrap();
         let conv = opened.conversation_id.clone();
-        hub.submit(&me, &conv, &format!("m-{n}"), "弁護士に相談して訴えたいです")
-            .await
-            .unwrap();
+        hub.submit(
+            &me,
+            &conv,
+            &format!("m-{n}"),
+            "弁護士に相談して訴えたいです",
+        )
+        .await
+        .unwrap();
         assert_eq!(next_durable(&mut opened.live).await["type"], "ack");
         let status = next_durable(&mut opened.live).await;
-        assert_eq!(status["status"], "escalated", "escalated whatever the outbox holds");
+        assert_eq!(
+            status["status"], "escalated",
+            "escalated whatever the outbox holds"
+        );
     }
     let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'escalation'")
         .fetch_one(hub.store().pool())
         .await
         .unwrap();
     assert_eq!(outbox, 1, "the second notice is not queued past the bound");
-    let queue = hub.escalations(&Identity::manager("csm"), 10).await.unwrap();
+    let queue = hub
+        .escalations(&Identity::manager("csm"), 10)
+        .await
+        .unwrap();
     assert_eq!(queue.len(), 2, "both are in the console queue");
 }

@@ -539,7 +539,11 @@ impl ConversationHub {
             // distinct label value is a new time series (docs/security.md).
             let known = call.name == "escalate_to_human"
                 || self.agent.tools().names().any(|n| n == call.name);
-            let tool = if known { call.name.clone() } else { "unknown".to_string() };
+            let tool = if known {
+                call.name.clone()
+            } else {
+                "unknown".to_string()
+            };
             metrics::counter!("kizuna_tool_calls_total", "tool" => tool, "ok" => call.ok.to_string()).increment(1);
         }
         if let Some(fallback) = result.fallback {
