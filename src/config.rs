@@ -48,6 +48,32 @@ pub struct Settings {
     pub mcp: McpSettings,
     /// LINE Messaging API as a chat channel (docs/line.md).
     pub line: LineSettings,
+    /// Several replicas on one PostgreSQL (docs/deployment.md).
+    pub cluster: ClusterSettings,
+}
+
+/// How replicas sharing one PostgreSQL divide the work (docs/deployment.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// A replica's claim on a conversation's turn, renewed every third of it while the turn
+    /// runs: after a crash another replica finishes the turn within about this long.
+    pub turn_lease_secs: u64,
+    /// How often each replica looks for messages no replica is answering.
+    pub sweep_interval_secs: u64,
+    /// A singleton job's (outreach scheduler, LINE forwarder) claim; a follower takes over
+    /// within about this long after the leader stops.
+    pub singleton_lease_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            turn_lease_secs: 15,
+            sweep_interval_secs: 5,
+            singleton_lease_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +323,7 @@ impl Default for Settings {
             security: SecuritySettings::default(),
             mcp: McpSettings::default(),
             line: LineSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -434,6 +461,10 @@ pub struct ServeArgs {
     /// Bearer token for /metrics (unset: loopback peers only).
     #[arg(long, env = "KIZUNA_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Seconds a replica's claim on a conversation's turn lasts without renewal (failover
+    /// time after a crash; docs/deployment.md).
+    #[arg(long, env = "KIZUNA_TURN_LEASE_SECS")]
+    pub turn_lease_secs: Option<u64>,
 }
 
 impl Settings {
@@ -502,6 +533,7 @@ impl Settings {
         }
         set(&mut self.security.trusted_proxies, &a.trusted_proxies);
         set(&mut self.security.allowed_origins, &a.allowed_origins);
+        set(&mut self.cluster.turn_lease_secs, &a.turn_lease_secs);
         if a.metrics_token.is_some() {
             self.security.metrics_token = a.metrics_token.clone();
         }
@@ -546,6 +578,12 @@ impl Settings {
         }
         if l.ping_interval_secs == 0 || l.idle_timeout_secs <= l.ping_interval_secs {
             bail!("limits.idle_timeout_secs must be longer than ping_interval_secs (≥ 1)");
+        }
+        if self.cluster.turn_lease_secs < 3
+            || self.cluster.sweep_interval_secs == 0
+            || self.cluster.singleton_lease_secs < 3
+        {
+            bail!("cluster.turn_lease_secs and singleton_lease_secs must be at least 3, sweep_interval_secs at least 1");
         }
         if l.max_pending_per_conversation == 0 || l.max_queued_turns == 0 {
             bail!("limits.max_pending_per_conversation and max_queued_turns must be at least 1");

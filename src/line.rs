@@ -18,19 +18,28 @@ use tokio::sync::watch;
 /// LINE accepts a reply token for about a minute; past this age it is not tried.
 const REPLY_TOKEN_FRESH_MS: i64 = 50_000;
 
+/// Runs the forwarder on one replica at a time (docs/deployment.md): two forwarders reading
+/// the same position would queue a frame twice.
 pub fn spawn_forwarder(
     hub: Arc<ConversationHub>,
     interval: Duration,
+    lease: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut singleton = crate::cluster::Singleton::new("line-forwarder", lease);
     tokio::spawn(async move {
         loop {
-            if let Err(e) = forward_once(&hub).await {
-                tracing::warn!(error = %e, "forwarding to LINE failed; retrying");
+            if singleton.lead(hub.store()).await {
+                if let Err(e) = forward_once(&hub).await {
+                    tracing::warn!(error = %e, "forwarding to LINE failed; retrying");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {
+                    singleton.step_down(hub.store()).await;
+                    break;
+                }
             }
         }
     });

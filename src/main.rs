@@ -6,6 +6,7 @@ mod bench;
 mod chat;
 mod churn;
 mod client_addr;
+mod cluster;
 mod config;
 mod data;
 mod eval;
@@ -455,6 +456,8 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             settings.limits.anonymous_escalations_per_hour_per_ip,
         ),
         anonymous_escalations_per_hour: Some(settings.limits.anonymous_escalations_per_hour),
+        lease_ttl: Duration::from_secs(settings.cluster.turn_lease_secs),
+        sweep_interval: Duration::from_secs(settings.cluster.sweep_interval_secs),
         ..HubConfig::default()
     };
     let hub = ConversationHub::with_services(
@@ -465,6 +468,11 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         hub_config,
     );
     hub.recover().await?;
+    // Other replicas' frames reach this replica's sockets; work a dead replica left is
+    // picked up (PostgreSQL only; docs/deployment.md).
+    hub.start_cluster()
+        .await
+        .context("cannot listen for the other replicas' changes")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Ends the MCP sessions (their open SSE streams) when the server drains.
@@ -512,6 +520,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             line::spawn_forwarder(
                 hub.clone(),
                 Duration::from_millis(settings.line.forward_interval_ms.max(50)),
+                Duration::from_secs(settings.cluster.singleton_lease_secs),
                 shutdown_rx.clone(),
             );
             Arc::new(api::line::LineEndpoint::new(secret))

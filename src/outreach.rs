@@ -173,30 +173,46 @@ pub fn spawn_scheduler(
         return Ok(());
     }
     let engine = engine(settings)?;
+    // One replica runs the scheduler (docs/deployment.md); the others stand by and take over
+    // within the lease after it stops. The sends' unique keys keep a message from going out
+    // twice even if two ever overlapped.
+    let lease = Duration::from_secs(settings.cluster.singleton_lease_secs);
+    let mut singleton = crate::cluster::Singleton::new("outreach", lease);
+    let interval = Duration::from_secs(interval);
     tokio::spawn(async move {
         let hub = delivery.hub.clone();
+        let mut last_run: Option<std::time::Instant> = None;
         loop {
-            let now = hub.clock().now();
-            match engine
-                .run_once(
-                    hub.store(),
-                    now,
-                    templates.clone(),
-                    delivery.as_ref(),
-                    false,
-                )
-                .await
-            {
-                Ok(report) => {
-                    tracing::info!(entries = report.entries.len(), "outreach run finished")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "outreach run failed; retrying next interval")
+            let due = last_run.is_none_or(|at| at.elapsed() >= interval);
+            if singleton.lead(hub.store()).await && due {
+                last_run = Some(std::time::Instant::now());
+                let now = hub.clock().now();
+                match engine
+                    .run_once(
+                        hub.store(),
+                        now,
+                        templates.clone(),
+                        delivery.as_ref(),
+                        false,
+                    )
+                    .await
+                {
+                    Ok(report) => {
+                        tracing::info!(entries = report.entries.len(), "outreach run finished")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "outreach run failed; retrying next interval")
+                    }
                 }
             }
+            // Wake often enough to renew the lease (or notice the leader is gone).
+            let nap = (lease / 3).min(interval).max(Duration::from_millis(200));
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
-                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(nap) => {}
+                _ = shutdown.changed() => {
+                    singleton.step_down(hub.store()).await;
+                    return;
+                }
             }
         }
     });

@@ -451,40 +451,8 @@ impl Connection {
     ) -> Flow {
         match frame {
             Ok(frame) => self.deliver(socket, frame).await,
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Too slow for the live stream: re-read the durable log from where we are.
-                let Some(conv) = self.conversation_id.clone() else {
-                    return Flow::Continue;
-                };
-                match self
-                    .state
-                    .hub
-                    .store()
-                    .frames_after(&conv, self.delivered_seq)
-                    .await
-                {
-                    Ok(frames) => {
-                        for f in frames {
-                            let mut payload = f.payload;
-                            payload["seq"] = json!(f.seq);
-                            if let Flow::Close = self
-                                .deliver(
-                                    socket,
-                                    OutFrame {
-                                        seq: Some(f.seq),
-                                        json: payload.to_string().into(),
-                                    },
-                                )
-                                .await
-                            {
-                                return Flow::Close;
-                            }
-                        }
-                        Flow::Continue
-                    }
-                    Err(_) => Flow::Close,
-                }
-            }
+            // Too slow for the live stream: re-read the durable log from where we are.
+            Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(socket, None).await,
             Err(broadcast::error::RecvError::Closed) => {
                 self.live = None;
                 Flow::Continue
@@ -497,9 +465,48 @@ impl Connection {
             if seq <= self.delivered_seq {
                 return Flow::Continue;
             }
+            if seq > self.delivered_seq + 1 {
+                // A frame is missing before this one (committed by another replica or
+                // racing another commit here): the log has it, in order.
+                return self.catch_up(socket, Some(seq)).await;
+            }
             self.delivered_seq = seq;
         }
         self.send(socket, frame.json.to_string()).await
+    }
+
+    /// Sends the durable frames after the last one delivered, from the log, up to `upto`
+    /// (everything when None). A frame the log does not have yet is skipped here and
+    /// arrives live.
+    async fn catch_up(&mut self, socket: &mut WebSocket, upto: Option<i64>) -> Flow {
+        let Some(conv) = self.conversation_id.clone() else {
+            return Flow::Continue;
+        };
+        let frames = match self
+            .state
+            .hub
+            .store()
+            .frames_after(&conv, self.delivered_seq)
+            .await
+        {
+            Ok(frames) => frames,
+            Err(_) => return Flow::Close,
+        };
+        for f in frames {
+            if upto.is_some_and(|upto| f.seq > upto) {
+                break;
+            }
+            if f.seq <= self.delivered_seq {
+                continue;
+            }
+            let mut payload = f.payload;
+            payload["seq"] = json!(f.seq);
+            self.delivered_seq = f.seq;
+            if let Flow::Close = self.send(socket, payload.to_string()).await {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
     }
 
     async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Flow {

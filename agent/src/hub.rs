@@ -28,6 +28,7 @@ use crate::intent::IntentModel;
 use crate::planner::PlannerConfig;
 use crate::sentiment::SentimentModel;
 
+mod cluster;
 mod handover;
 pub mod optout;
 mod outreach;
@@ -91,6 +92,11 @@ pub struct HubConfig {
     pub max_queued_turns: usize,
     /// The same for anonymous visitors (lower, so signed-in customers keep room).
     pub max_queued_turns_anonymous: usize,
+    /// How long a replica's claim on a conversation's turn lasts without renewal: after a
+    /// crash, another replica answers after at most this long (docs/deployment.md).
+    pub lease_ttl: Duration,
+    /// How often a replica sharing PostgreSQL looks for messages no replica is answering.
+    pub sweep_interval: Duration,
     /// Anonymous escalations an address may cause per hour; above it the bot keeps
     /// answering instead (escalation by rule costs an attacker nothing). `None`: no cap.
     pub anonymous_escalations_per_hour_per_address: Option<u32>,
@@ -108,6 +114,8 @@ impl Default for HubConfig {
             max_pending_per_conversation: 3,
             max_queued_turns: 64,
             max_queued_turns_anonymous: 24,
+            lease_ttl: Duration::from_secs(15),
+            sweep_interval: Duration::from_secs(5),
             anonymous_escalations_per_hour_per_address: None,
             anonymous_escalations_per_hour: None,
         }
@@ -220,7 +228,11 @@ struct Progress {
 }
 
 struct Live {
+    conversation_id: Arc<str>,
     frames: broadcast::Sender<OutFrame>,
+    /// The highest durable sequence number broadcast here (for a resync after the cluster
+    /// listener reconnects).
+    last_seq: AtomicI64,
     /// The worker's inbox. The worker is spawned with the first message, so sockets that never
     /// send one cost no task.
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
@@ -230,6 +242,14 @@ struct Live {
 }
 
 impl Live {
+    /// Broadcasts a frame to this replica's sockets of the conversation.
+    fn publish(&self, frame: OutFrame) {
+        if let Some(seq) = frame.seq {
+            self.last_seq.fetch_max(seq, Ordering::AcqRel);
+        }
+        let _ = self.frames.send(frame);
+    }
+
     fn worker_gone(&self) -> bool {
         self.jobs
             .lock()
@@ -264,6 +284,11 @@ pub struct ConversationHub {
     queues: Arc<QueueCounts>,
     /// When recent anonymous escalations happened, in all and per address (last hour).
     anonymous_escalations: Mutex<EscalationWindow>,
+    /// Messages queued or being answered on this replica (so a sweep does not queue them
+    /// twice).
+    in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Transient frames for the other replicas (set by `start_cluster` on PostgreSQL).
+    transient_out: std::sync::OnceLock<mpsc::UnboundedSender<(Arc<str>, Value)>>,
     me: Weak<ConversationHub>,
 }
 
@@ -356,6 +381,8 @@ impl ConversationHub {
             live: Mutex::new(HashMap::new()),
             queues: Arc::new(QueueCounts::default()),
             anonymous_escalations: Mutex::new(EscalationWindow::default()),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
+            transient_out: std::sync::OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -524,7 +551,7 @@ impl ConversationHub {
             } => {
                 metrics::counter!("kizuna_messages_total").increment(1);
                 let live = self.live(conversation_id);
-                let _ = live.frames.send(OutFrame::durable(ack_seq, ack));
+                live.publish(OutFrame::durable(ack_seq, ack));
                 self.enqueue(
                     conversation_id,
                     Job {
@@ -538,33 +565,6 @@ impl ConversationHub {
                 Ok(Submitted::Accepted { message_id })
             }
         }
-    }
-
-    /// Queues every stored but unanswered message (left by a crash or restart).
-    pub async fn recover(&self) -> Result<usize, HubError> {
-        let pending = self.store.pending_messages(None).await?;
-        let count = pending.len();
-        for message in pending {
-            let Some(conv) = self.store.conversation(&message.conversation_id).await? else {
-                continue;
-            };
-            let identity = owner_identity(&conv);
-            self.enqueue(
-                &message.conversation_id,
-                Job {
-                    message_id: message.id,
-                    client_msg_id: message.client_msg_id.unwrap_or_default(),
-                    text: message.content,
-                    identity,
-                    // Left by the last run: answered whatever the queues hold.
-                    _ticket: None,
-                },
-            );
-        }
-        if count > 0 {
-            tracing::info!(count, "answering messages left unanswered by the last run");
-        }
-        Ok(count)
     }
 
     /// Takes a place in the conversation's and the hub's queues, or says why not. Checked
@@ -628,6 +628,7 @@ impl ConversationHub {
     }
 
     fn enqueue(&self, conversation_id: &str, job: Job) {
+        self.mark_in_flight(&job.message_id);
         let job = match self.send_job(conversation_id, job) {
             Ok(()) => return,
             Err(job) => job,
@@ -681,6 +682,8 @@ impl ConversationHub {
         }
         let (frames, _) = broadcast::channel(self.config.frame_buffer);
         let live = Arc::new(Live {
+            conversation_id: conversation_id.into(),
+            last_seq: AtomicI64::new(0),
             frames,
             jobs: Mutex::new(None),
             progress: Mutex::new(None),
@@ -705,7 +708,7 @@ async fn worker(
         match tokio::time::timeout(idle_timeout, inbox.recv()).await {
             Ok(Some(job)) => {
                 let Some(hub) = hub.upgrade() else { return };
-                hub.answer(&conversation_id, &live, job).await;
+                hub.run_job(&conversation_id, &live, job).await;
             }
             Ok(None) => return,
             Err(_) => {

@@ -67,6 +67,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<(i64, i64)> {
         let mut tx = self.begin_write().await?;
+        // Fenced like a reply: only a still-pending message of a conversation people do not
+        // already hold is escalated (docs/deployment.md).
+        crate::claim_pending(self, &mut tx, e.conversation_id, e.user_message_id, true).await?;
         sqlx::query("UPDATE conversations SET status = 'escalated', updated_at = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(e.conversation_id)
@@ -84,7 +87,8 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        let status_seq = append_frame(&mut tx, e.conversation_id, e.status_frame, now_ms).await?;
+        let status_seq =
+            append_frame(self, &mut tx, e.conversation_id, e.status_frame, now_ms).await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, client_msg_id, role, content, reply_to, status, metadata, created_at)
              VALUES ($1, $2, NULL, 'assistant', $3, $4, 'final', $5, $6)",
@@ -97,11 +101,8 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE messages SET status = 'answered' WHERE id = $1")
-            .bind(e.user_message_id)
-            .execute(&mut *tx)
-            .await?;
-        let reply_seq = append_frame(&mut tx, e.conversation_id, e.reply_frame, now_ms).await?;
+        let reply_seq =
+            append_frame(self, &mut tx, e.conversation_id, e.reply_frame, now_ms).await?;
         if let Some(n) = e.notification {
             insert_outbox(&mut tx, n, now_ms).await?;
         }
@@ -157,7 +158,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let seq = append_frame(&mut tx, conversation_id, frame, now_ms).await?;
+        let seq = append_frame(self, &mut tx, conversation_id, frame, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -234,7 +235,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let seq = append_frame(&mut tx, m.conversation_id, m.frame, now_ms).await?;
+        let seq = append_frame(self, &mut tx, m.conversation_id, m.frame, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
     }

@@ -4,11 +4,13 @@
 //!
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
+mod cluster;
 mod handover;
 mod line;
 mod outreach;
 mod revocation;
 
+pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
 pub use line::LineUser;
 pub use outreach::OutreachEventInsert;
@@ -31,6 +33,14 @@ pub enum StoreError {
     NoSuchConversation(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The user's message is no longer pending: another replica (or an earlier attempt)
+    /// answered it. Nothing was stored.
+    #[error("message {0} was already answered")]
+    AlreadyAnswered(String),
+    /// People hold the conversation (escalated or taken over): the bot's reply was not
+    /// stored (docs/escalation.md).
+    #[error("people hold conversation {0}; the bot stays silent")]
+    HeldByPeople(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -46,6 +56,10 @@ pub enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// This process's name in leases and change notices (a new UUID per start).
+    replica_id: std::sync::Arc<str>,
+    /// The connection URL, for the PostgreSQL change listener (never logged).
+    url: std::sync::Arc<str>,
 }
 
 /// A conversation row.
@@ -135,7 +149,12 @@ impl Store {
             })
             .connect(url)
             .await?;
-        let store = Self { pool, engine };
+        let store = Self {
+            pool,
+            engine,
+            replica_id: uuid::Uuid::new_v4().to_string().into(),
+            url: url.into(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -263,7 +282,7 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        let ack_seq = append_frame(&mut tx, conversation_id, ack_payload, now_ms).await?;
+        let ack_seq = append_frame(self, &mut tx, conversation_id, ack_payload, now_ms).await?;
         tx.commit().await?;
         Ok(UserMessageInsert::New {
             message_id: message_id.to_string(),
@@ -279,13 +298,17 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let seq = append_frame(&mut tx, conversation_id, payload, now_ms).await?;
+        let seq = append_frame(self, &mut tx, conversation_id, payload, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
     }
 
     /// Stores a finished turn atomically: the assistant's message, its tool calls, the user
     /// message marked answered, and the reply frame. Returns the reply frame's sequence number.
+    ///
+    /// Fenced (docs/deployment.md): stores nothing and says why when the message is no longer
+    /// pending ([`StoreError::AlreadyAnswered`]) or people hold the conversation
+    /// ([`StoreError::HeldByPeople`]), both read in this transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_reply(
         &self,
@@ -330,11 +353,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE messages SET status = 'answered' WHERE id = $1")
-            .bind(user_message_id)
-            .execute(&mut *tx)
-            .await?;
-        let seq = append_frame(&mut tx, conversation_id, frame_payload, now_ms).await?;
+        claim_pending(self, &mut tx, conversation_id, user_message_id, true).await?;
+        let seq = append_frame(self, &mut tx, conversation_id, frame_payload, now_ms).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -503,7 +523,11 @@ impl Store {
     }
 }
 
+/// Appends a durable frame inside `tx` and returns its sequence number. On PostgreSQL the
+/// frame is also announced to the other replicas; NOTIFY in a transaction is delivered at
+/// commit, so a listener never hears of a frame it cannot read yet.
 async fn append_frame(
+    store: &Store,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     conversation_id: &str,
     payload: &serde_json::Value,
@@ -527,7 +551,50 @@ async fn append_frame(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
+    if store.engine == Engine::Postgres {
+        cluster::notify_frame(store, tx, conversation_id, seq, payload).await?;
+    }
     Ok(seq)
+}
+
+/// Marks a pending user message answered inside `tx`, or fails the transaction: when another
+/// replica answered it first, or (for the bot) when people took the conversation over since
+/// the turn began. The conversation row is locked first so a takeover cannot slip between
+/// this check and the commit.
+pub(crate) async fn claim_pending(
+    store: &Store,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conversation_id: &str,
+    user_message_id: &str,
+    bot: bool,
+) -> Result<()> {
+    let lock = match store.engine {
+        Engine::Postgres => "SELECT status FROM conversations WHERE id = $1 FOR UPDATE",
+        // BEGIN IMMEDIATE already holds the write lock.
+        Engine::Sqlite => "SELECT status FROM conversations WHERE id = $1",
+    };
+    let status: Option<String> = sqlx::query(lock)
+        .bind(conversation_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get("status"))
+        .transpose()?;
+    let Some(status) = status else {
+        return Err(StoreError::NoSuchConversation(conversation_id.to_string()));
+    };
+    if bot && (status == "escalated" || status == "human") {
+        return Err(StoreError::HeldByPeople(conversation_id.to_string()));
+    }
+    let claimed =
+        sqlx::query("UPDATE messages SET status = 'answered' WHERE id = $1 AND status = 'pending'")
+            .bind(user_message_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if claimed == 0 {
+        return Err(StoreError::AlreadyAnswered(user_message_id.to_string()));
+    }
+    Ok(())
 }
 
 fn conversation_from_row(r: &AnyRow) -> Result<Conversation> {
@@ -543,7 +610,7 @@ fn conversation_from_row(r: &AnyRow) -> Result<Conversation> {
     })
 }
 
-fn message_from_row(r: &AnyRow) -> Result<StoredMessage> {
+pub(crate) fn message_from_row(r: &AnyRow) -> Result<StoredMessage> {
     let metadata: String = r.try_get("metadata")?;
     Ok(StoredMessage {
         id: r.try_get("id")?,

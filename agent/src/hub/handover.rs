@@ -225,10 +225,8 @@ impl ConversationHub {
         if notification.is_some() {
             self.outbox_wakeup.notify_one();
         }
-        let _ = live
-            .frames
-            .send(OutFrame::durable(status_seq, status_frame));
-        let _ = live.frames.send(OutFrame::durable(reply_seq, reply_frame));
+        live.publish(OutFrame::durable(status_seq, status_frame));
+        live.publish(OutFrame::durable(reply_seq, reply_frame));
         metrics::counter!("kizuna_escalations_total", "reason" => reason_name.clone()).increment(1);
         tracing::info!(conversation_id, reason = %reason_name, "conversation escalated to a person");
         Ok(())
@@ -510,7 +508,7 @@ impl ConversationHub {
     fn broadcast(&self, conversation_id: &str, frame: OutFrame) {
         let map = self.live.lock().expect("live lock");
         if let Some(live) = map.get(conversation_id) {
-            let _ = live.frames.send(frame);
+            live.publish(frame);
         }
     }
 }

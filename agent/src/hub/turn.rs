@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kizuna_nlu::accounts::{mentioned_ids, AccountDirectory};
+use kizuna_store::StoreError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -104,6 +105,12 @@ impl ConversationHub {
             {
                 Ok(()) => return,
                 Err(super::HubError::EscalationCapped) => {}
+                Err(super::HubError::Store(
+                    e @ (StoreError::AlreadyAnswered(_) | StoreError::HeldByPeople(_)),
+                )) => {
+                    self.fenced(conversation_id, &job.message_id, &e).await;
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
                 }
@@ -163,6 +170,12 @@ impl ConversationHub {
                 {
                     Ok(()) => return,
                     Err(super::HubError::EscalationCapped) => {}
+                    Err(super::HubError::Store(
+                        e @ (StoreError::AlreadyAnswered(_) | StoreError::HeldByPeople(_)),
+                    )) => {
+                        self.fenced(conversation_id, &job.message_id, &e).await;
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(conversation_id, error = %e, "escalation failed; the bot answers instead")
                     }
@@ -221,6 +234,12 @@ impl ConversationHub {
             {
                 Ok(()) => return,
                 Err(super::HubError::EscalationCapped) => {}
+                Err(super::HubError::Store(
+                    e @ (StoreError::AlreadyAnswered(_) | StoreError::HeldByPeople(_)),
+                )) => {
+                    self.fenced(conversation_id, &job.message_id, &e).await;
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(conversation_id, error = %e, "escalation failed; sending the reply")
                 }
@@ -261,7 +280,7 @@ impl ConversationHub {
                     .await
                 {
                     Ok(seq) => {
-                        let _ = live.frames.send(OutFrame::durable(seq, frame));
+                        live.publish(OutFrame::durable(seq, frame));
                     }
                     Err(e) => {
                         tracing::error!(conversation_id, error = %e, "cannot reopen a conversation")
@@ -275,6 +294,18 @@ impl ConversationHub {
                 // message stays pending for the next attempt.
                 tracing::error!(conversation_id, error = %e, "cannot read the conversation's status; not answering");
                 false
+            }
+        }
+    }
+
+    /// A reply the store refused to record: another replica answered the message first, or
+    /// people took the conversation over during the turn (then the message waits for them).
+    async fn fenced(&self, conversation_id: &str, message_id: &str, why: &StoreError) {
+        metrics::counter!("kizuna_fenced_replies_total").increment(1);
+        tracing::info!(conversation_id, reason = %why, "reply not stored");
+        if let StoreError::HeldByPeople(_) = why {
+            if let Err(e) = self.store.hold_message(message_id).await {
+                tracing::error!(conversation_id, error = %e, "cannot mark a message held");
             }
         }
     }
@@ -514,6 +545,10 @@ impl ConversationHub {
                 .await
             {
                 Ok(seq) => break Some(seq),
+                Err(e @ (StoreError::AlreadyAnswered(_) | StoreError::HeldByPeople(_))) => {
+                    self.fenced(conversation_id, &job.message_id, &e).await;
+                    break None;
+                }
                 Err(e) if attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(conversation_id, error = %e, attempt, "storing the reply failed; retrying");
@@ -527,7 +562,7 @@ impl ConversationHub {
         };
         *live.progress.lock().expect("progress lock") = None;
         if let Some(seq) = seq {
-            let _ = live.frames.send(OutFrame::durable(seq, payload));
+            live.publish(OutFrame::durable(seq, payload));
         }
         let total = started.elapsed();
         metrics::counter!("kizuna_turns_total").increment(1);
@@ -585,6 +620,7 @@ impl ConversationHub {
                 json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
             }
         };
+        self.announce_transient(live, &frame);
         let _ = live.frames.send(OutFrame::transient(frame));
     }
 
@@ -628,7 +664,7 @@ impl ConversationHub {
         metadata: &Value,
         payload: Value,
     ) -> Result<(), kizuna_store::StoreError> {
-        let seq = self
+        let seq = match self
             .store
             .record_reply(
                 conversation_id,
@@ -641,8 +677,16 @@ impl ConversationHub {
                 &payload,
                 self.now_ms(),
             )
-            .await?;
-        let _ = live.frames.send(OutFrame::durable(seq, payload));
+            .await
+        {
+            Ok(seq) => seq,
+            Err(e @ (StoreError::AlreadyAnswered(_) | StoreError::HeldByPeople(_))) => {
+                self.fenced(conversation_id, &job.message_id, &e).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        live.publish(OutFrame::durable(seq, payload));
         Ok(())
     }
 
