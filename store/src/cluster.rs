@@ -126,6 +126,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Forgets every lease: on SQLite only one process uses the file, so leases left by
+    /// an earlier run (a crash) hold nothing. Refused on a shared database.
+    pub async fn clear_stale_leases(&self) -> Result<()> {
+        if self.engine == Engine::Sqlite {
+            sqlx::query("DELETE FROM leases")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Gives a lease back (only if this replica holds it).
     pub async fn release_lease(&self, name: &str) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")

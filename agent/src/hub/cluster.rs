@@ -167,6 +167,10 @@ impl ConversationHub {
     /// crash) and then every `sweep_interval` when other replicas share the database (work
     /// left by a replica that died).
     pub async fn recover(&self) -> Result<usize, super::HubError> {
+        if !self.store.is_shared() {
+            // One process: a lease in the file was left by this server's previous run.
+            self.store.clear_stale_leases().await?;
+        }
         let pending = self.store.unleased_pending_messages(500).await?;
         let mut count = 0;
         for message in pending {
