@@ -54,11 +54,34 @@ pub struct BenchArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// Replicas to run on one PostgreSQL (`--database-url`): 2 or more measures idle memory
+    /// per socket split over them, messages per second and cross-replica delivery latency
+    /// instead of phases 1–2 (docs/deployment.md).
+    #[arg(long, env = "KIZUNA_BENCH_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// The PostgreSQL database the replicas share (it is migrated and written to; use a
+    /// throwaway one).
+    #[arg(long, env = "KIZUNA_BENCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Conversations sending at once in the replicas' throughput phase.
+    #[arg(long, env = "KIZUNA_BENCH_CONVERSATIONS", default_value_t = 32)]
+    conversations: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     raise_fd_limit(args.connections as u64 * 2 + 256);
     let mut report = serde_json::Map::new();
+    if args.replicas > 1 {
+        let database = args
+            .database_url
+            .clone()
+            .context("--replicas needs --database-url (a throwaway PostgreSQL database)")?;
+        if !database.starts_with("postgres") {
+            bail!("--database-url must be a PostgreSQL URL: replicas share one PostgreSQL");
+        }
+        let figures = replicas::run(&args, &database).await?;
+        return print_report(&args, figures);
+    }
 
     let stub = start_stub_model().await?;
     let dir = tempfile_dir()?;
@@ -171,7 +194,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         report.insert("realistic_turns".into(), real);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    print_report(&args, report)
+}
 
+fn print_report(args: &BenchArgs, report: serde_json::Map<String, Value>) -> anyhow::Result<()> {
     if args.json {
         println!("{}", Value::Object(report));
     } else {
@@ -182,6 +208,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+mod replicas;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

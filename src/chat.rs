@@ -5,7 +5,8 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use kizuna_protocol::{ClientFrame, ServerFrame};
+use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,23 +27,23 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let (mut ws, _) = tokio_tungstenite::connect_async(args.url.as_str())
         .await
         .with_context(|| format!("cannot connect to {}", args.url))?;
-    let mut hello = json!({"type": "hello"});
-    if let Some(t) = &args.token {
-        hello["token"] = json!(t);
+    send(
+        &mut ws,
+        &ClientFrame::Hello {
+            token: args.token.clone(),
+            conversation_id: args.conversation.clone(),
+            last_seq: None,
+        },
+    )
+    .await?;
+    match next_frame(&mut ws).await? {
+        ServerFrame::Welcome {
+            conversation_id,
+            role,
+            ..
+        } => eprintln!("conversation {conversation_id} (role {})", role.as_str()),
+        other => bail!("server refused the conversation: {}", other.to_json()),
     }
-    if let Some(c) = &args.conversation {
-        hello["conversation_id"] = json!(c);
-    }
-    ws.send(Message::Text(hello.to_string().into())).await?;
-    let welcome = next_json(&mut ws).await?;
-    if welcome["type"] != "welcome" {
-        bail!("server refused the conversation: {welcome}");
-    }
-    eprintln!(
-        "conversation {} (role {})",
-        welcome["conversation_id"].as_str().unwrap_or("?"),
-        welcome["role"]
-    );
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
@@ -51,34 +52,42 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             continue;
         }
         let id = uuid::Uuid::new_v4().to_string();
-        ws.send(Message::Text(
-            json!({"type": "message", "id": id, "text": text})
-                .to_string()
-                .into(),
-        ))
+        send(
+            &mut ws,
+            &ClientFrame::Message {
+                id: id.clone(),
+                text: text.to_string(),
+            },
+        )
         .await?;
         loop {
-            let frame = next_json(&mut ws).await?;
-            match frame["type"].as_str() {
-                Some("delta") if frame["reply_to"] == id.as_str() => {
-                    print!("{}", frame["text"].as_str().unwrap_or(""));
+            match next_frame(&mut ws).await? {
+                ServerFrame::Delta { reply_to, text, .. } if reply_to == id => {
+                    print!("{text}");
                     std::io::stdout().flush()?;
                 }
-                Some("reply") if frame["reply_to"] == id.as_str() => {
-                    println!("\n---\n{}", frame["text"].as_str().unwrap_or(""));
-                    for call in frame["tool_calls"].as_array().into_iter().flatten() {
-                        println!(
-                            "[tool] {} {} ok={}",
-                            call["name"].as_str().unwrap_or("?"),
-                            call["arguments"],
-                            call["ok"]
-                        );
+                ServerFrame::Queue {
+                    reply_to,
+                    position,
+                    expected_wait_secs,
+                } if reply_to == id => {
+                    eprintln!("[queue] position {position}, about {expected_wait_secs} s");
+                }
+                ServerFrame::Reply(reply) if reply.reply_to == id => {
+                    println!("\n---\n{}", reply.text);
+                    for call in &reply.tool_calls {
+                        println!("[tool] {} {} ok={}", call.name, call.arguments, call.ok);
                     }
                     break;
                 }
-                Some("error") => {
-                    eprintln!("error: {} {}", frame["code"], frame["message"]);
-                    if frame["id"] == id.as_str() {
+                ServerFrame::Error {
+                    code,
+                    message,
+                    id: error_id,
+                    ..
+                } => {
+                    eprintln!("error: {} {message}", code.as_str());
+                    if error_id.as_deref() == Some(id.as_str()) {
                         break;
                     }
                 }
@@ -87,6 +96,28 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn send<S>(ws: &mut S, frame: &ClientFrame) -> anyhow::Result<()>
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    ws.send(Message::Text(serde_json::to_string(frame)?.into()))
+        .await?;
+    Ok(())
+}
+
+/// The next frame the server sent (frames of kinds this client does not know are skipped).
+async fn next_frame<S>(ws: &mut S) -> anyhow::Result<ServerFrame>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let value = next_json(ws).await?;
+        if let Ok(frame) = serde_json::from_value::<ServerFrame>(value) {
+            return Ok(frame);
+        }
+    }
 }
 
 async fn next_json<S>(ws: &mut S) -> anyhow::Result<Value>

@@ -243,6 +243,9 @@ pub struct LlmSettings {
     pub openai_base_url: String,
     pub openai_model: String,
     pub openai_api_key: Option<String>,
+    /// Model calls served at once; more wait in the model queue and their customers see
+    /// `queue` frames. 0 (default): 1 for the embedded model, 8 for an endpoint.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +345,7 @@ impl Default for LlmSettings {
             openai_base_url: "https://api.openai.com/v1".into(),
             openai_model: "gpt-4o-mini".into(),
             openai_api_key: None,
+            concurrency: 0,
         }
     }
 }

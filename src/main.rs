@@ -241,6 +241,11 @@ fn agent_config(settings: &Settings) -> AgentConfig {
         llm_timeout: Duration::from_secs(settings.llm.timeout_secs),
         max_reply_tokens: settings.llm.max_reply_tokens,
         temperature: settings.llm.temperature,
+        model_concurrency: match (settings.llm.concurrency, &settings.llm.backend) {
+            (0, config::LlmBackend::Local) => 1,
+            (0, config::LlmBackend::Openai) => 8,
+            (n, _) => n,
+        },
         ..AgentConfig::default()
     }
 }

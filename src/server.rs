@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use kizuna_agent::hub::{ConversationHub, HubError, OutFrame, Submitted};
 use kizuna_agent::identity::{Identity, TokenVerifier};
+use kizuna_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -353,12 +354,8 @@ enum Flow {
     Close,
 }
 
-fn error_frame(code: &str, message: impl Into<String>, id: Option<&str>) -> String {
-    let mut v = json!({"type": "error", "code": code, "message": message.into()});
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v.to_string()
+fn error_frame(code: ErrorCode, message: impl Into<String>, id: Option<&str>) -> String {
+    ServerFrame::error(code, message, id).to_json()
 }
 
 impl Connection {
@@ -499,10 +496,9 @@ impl Connection {
             if f.seq <= self.delivered_seq {
                 continue;
             }
-            let mut payload = f.payload;
-            payload["seq"] = json!(f.seq);
             self.delivered_seq = f.seq;
-            if let Flow::Close = self.send(socket, payload.to_string()).await {
+            let frame = OutFrame::stored(f.seq, f.payload);
+            if let Flow::Close = self.send(socket, frame.json.to_string()).await {
                 return Flow::Close;
             }
         }
@@ -516,7 +512,12 @@ impl Connection {
                 Ok(t) => t,
                 Err(_) => {
                     return self
-                        .reject(socket, "invalid_utf8", "frames must be UTF-8 JSON", None)
+                        .reject(
+                            socket,
+                            ErrorCode::InvalidUtf8,
+                            "frames must be UTF-8 JSON",
+                            None,
+                        )
                         .await
                 }
             },
@@ -527,7 +528,7 @@ impl Connection {
             return self
                 .reject(
                     socket,
-                    "too_large",
+                    ErrorCode::TooLarge,
                     format!(
                         "frames are limited to {} bytes",
                         self.state.limits.max_frame_bytes
@@ -540,20 +541,52 @@ impl Connection {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 return self
-                    .reject(socket, "bad_json", "a frame must be a JSON object", None)
+                    .reject(
+                        socket,
+                        ErrorCode::BadJson,
+                        "a frame must be a JSON object",
+                        None,
+                    )
                     .await
             }
         };
         let id = value.get("id").and_then(Value::as_str).map(str::to_string);
-        match value.get("type").and_then(Value::as_str) {
-            Some("hello") => self.on_hello(socket, &value).await,
-            Some("message") => self.on_user_message(socket, &value, id.as_deref()).await,
-            Some("ping") => self.send(socket, json!({"type": "pong"}).to_string()).await,
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match kind.as_deref() {
+            Some(kind) if ClientFrame::TYPES.contains(&kind) => {
+                match serde_json::from_value::<ClientFrame>(value) {
+                    Ok(ClientFrame::Hello {
+                        token,
+                        conversation_id,
+                        last_seq,
+                    }) => {
+                        self.on_hello(socket, token, conversation_id, last_seq)
+                            .await
+                    }
+                    Ok(ClientFrame::Message { id, text }) => {
+                        self.on_user_message(socket, &id, &text).await
+                    }
+                    Ok(ClientFrame::Ping) => self.send(socket, ServerFrame::Pong.to_json()).await,
+                    // A known type with a missing or mistyped field ("missing field `id`").
+                    Err(e) => {
+                        self.reject(
+                            socket,
+                            ErrorCode::BadRequest,
+                            format!("bad {kind} frame: {e}"),
+                            id.as_deref(),
+                        )
+                        .await
+                    }
+                }
+            }
             Some(other) => {
                 let other = other.chars().take(40).collect::<String>();
                 self.reject(
                     socket,
-                    "unknown_type",
+                    ErrorCode::UnknownType,
                     format!("unknown frame type {other:?}"),
                     id.as_deref(),
                 )
@@ -562,7 +595,7 @@ impl Connection {
             None => {
                 self.reject(
                     socket,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "a frame needs a \"type\"",
                     id.as_deref(),
                 )
@@ -576,11 +609,11 @@ impl Connection {
     async fn reject(
         &mut self,
         socket: &mut WebSocket,
-        code: &'static str,
+        code: ErrorCode,
         message: impl Into<String>,
         id: Option<&str>,
     ) -> Flow {
-        metrics::counter!("kizuna_frame_errors_total", "code" => code).increment(1);
+        metrics::counter!("kizuna_frame_errors_total", "code" => code.as_str()).increment(1);
         if !self.errors.try_take() {
             metrics::counter!("kizuna_closed_sockets_total", "reason" => "errors").increment(1);
             let _ = socket
@@ -621,22 +654,29 @@ impl Connection {
         }
     }
 
-    async fn on_hello(&mut self, socket: &mut WebSocket, hello: &Value) -> Flow {
+    async fn on_hello(
+        &mut self,
+        socket: &mut WebSocket,
+        token: Option<String>,
+        conversation_id: Option<String>,
+        last_seq: Option<i64>,
+    ) -> Flow {
         let identity = match &self.identity {
             Some(identity) => identity.clone(),
-            None => match self.authenticate(hello.get("token").and_then(Value::as_str)) {
+            None => match self.authenticate(token.as_deref()) {
                 Ok(mut identity) => {
                     identity.address = Some(self.ip);
                     identity
                 }
                 Err(reason) => {
-                    self.reject(socket, "unauthorized", reason, None).await;
+                    self.reject(socket, ErrorCode::Unauthorized, reason, None)
+                        .await;
                     return Flow::Close;
                 }
             },
         };
-        let conversation_id = hello.get("conversation_id").and_then(Value::as_str);
-        let last_seq = hello.get("last_seq").and_then(Value::as_i64).unwrap_or(0);
+        let conversation_id = conversation_id.as_deref();
+        let last_seq = last_seq.unwrap_or(0);
         let opened = match self
             .state
             .hub
@@ -671,31 +711,16 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn on_user_message(
-        &mut self,
-        socket: &mut WebSocket,
-        frame: &Value,
-        id: Option<&str>,
-    ) -> Flow {
+    async fn on_user_message(&mut self, socket: &mut WebSocket, id: &str, text: &str) -> Flow {
         let (Some(identity), Some(conv)) = (self.identity.clone(), self.conversation_id.clone())
         else {
             return self
-                .reject(socket, "not_open", "send a hello frame first", id)
-                .await;
-        };
-        let Some(id) = id else {
-            return self
                 .reject(
                     socket,
-                    "bad_request",
-                    "a message needs a client-generated \"id\"",
-                    None,
+                    ErrorCode::NotOpen,
+                    "send a hello frame first",
+                    Some(id),
                 )
-                .await;
-        };
-        let Some(text) = frame.get("text").and_then(Value::as_str) else {
-            return self
-                .reject(socket, "bad_request", "a message needs \"text\"", Some(id))
                 .await;
         };
         // A token is good for as long as it is valid, not for as long as the socket lives.
@@ -703,7 +728,10 @@ impl Connection {
             if let Err(reason) = self.verify_token(&token) {
                 metrics::counter!("kizuna_closed_sockets_total", "reason" => "token").increment(1);
                 let _ = self
-                    .send(socket, error_frame("unauthorized", reason, Some(id)))
+                    .send(
+                        socket,
+                        error_frame(ErrorCode::Unauthorized, reason, Some(id)),
+                    )
                     .await;
                 let _ = socket
                     .send(Message::Close(Some(CloseFrame {
@@ -714,11 +742,11 @@ impl Connection {
                 return Flow::Close;
             }
         }
-        if !self.bucket.try_take() || !self.state.ip_limiter.message(self.ip) {
+        if !self.bucket.try_take() || !self.address_may_send().await {
             return self
                 .reject(
                     socket,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many messages; wait a moment and resend",
                     Some(id),
                 )
@@ -732,6 +760,31 @@ impl Connection {
         }
     }
 
+    /// The per-address message limit. With replicas on PostgreSQL it is counted in the
+    /// database, so it holds for the cluster however a balancer spreads the sockets
+    /// (docs/deployment.md); on SQLite (one process) in memory. If the count cannot be
+    /// read, this replica's own limit applies.
+    async fn address_may_send(&self) -> bool {
+        let store = self.state.hub.store();
+        if store.engine() == kizuna_store::Engine::Postgres {
+            let key = format!("msg:{}", self.ip);
+            match store
+                .hit_rate_window(
+                    &key,
+                    Duration::from_secs(60),
+                    self.state.limits.messages_per_minute_per_ip,
+                )
+                .await
+            {
+                Ok(allowed) => return allowed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared rate limit unavailable; using this replica's")
+                }
+            }
+        }
+        self.state.ip_limiter.message(self.ip)
+    }
+
     async fn hub_error(
         &mut self,
         socket: &mut WebSocket,
@@ -740,31 +793,36 @@ impl Connection {
     ) -> Flow {
         match error {
             HubError::Forbidden => {
-                self.reject(socket, "forbidden", error.to_string(), id)
+                self.reject(socket, ErrorCode::Forbidden, error.to_string(), id)
                     .await
             }
             HubError::BadRequest(m) | HubError::Conflict(m) => {
-                self.reject(socket, "bad_request", m, id).await
+                self.reject(socket, ErrorCode::BadRequest, m, id).await
             }
             HubError::NotFound => {
-                self.reject(socket, "bad_request", error.to_string(), id)
+                self.reject(socket, ErrorCode::BadRequest, error.to_string(), id)
                     .await
             }
             HubError::EscalationCapped => Flow::Continue,
-            HubError::Busy => self.reject(socket, "busy", error.to_string(), id).await,
+            HubError::Busy => {
+                self.reject(socket, ErrorCode::Busy, error.to_string(), id)
+                    .await
+            }
             HubError::Overloaded { retry_after_secs } => {
-                let mut frame: Value =
-                    serde_json::from_str(&error_frame("overloaded", error.to_string(), id))
-                        .unwrap_or_default();
-                frame["retry_after_secs"] = json!(retry_after_secs);
+                let frame = ServerFrame::Error {
+                    code: ErrorCode::Overloaded,
+                    message: error.to_string(),
+                    id: id.map(str::to_string),
+                    retry_after_secs: Some(retry_after_secs),
+                };
                 metrics::counter!("kizuna_frame_errors_total", "code" => "overloaded").increment(1);
-                self.send(socket, frame.to_string()).await
+                self.send(socket, frame.to_json()).await
             }
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 self.reject(
                     socket,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "temporarily unavailable; resend later",
                     id,
                 )

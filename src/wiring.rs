@@ -49,6 +49,14 @@ pub async fn open_index(settings: &Settings) -> anyhow::Result<Arc<dyn VectorInd
             Ok(Arc::new(index))
         }
         None => {
+            if settings.database_url().starts_with("postgres") {
+                // Each replica would search its own copy: documents changed through one
+                // replica's API would not be found by the others (docs/deployment.md).
+                tracing::warn!(
+                    "PostgreSQL with the in-process knowledge index: with several replicas, set \
+                     QDRANT_URL so they share one index"
+                );
+            }
             let dir = settings.data_dir.join("knowledge");
             let index = EdgeIndex::open(&dir)
                 .await

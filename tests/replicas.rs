@@ -290,3 +290,182 @@ async fn an_operator_on_one_replica_and_the_customer_on_another_see_each_other_l
         "the bot never speaks while a person holds the conversation: {extra:?}"
     );
 }
+
+/// Waits until at least `margin` is left in the current wall-clock minute, so a test of a
+/// per-minute window does not straddle two windows.
+async fn away_from_minute_edge(margin: Duration) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let into_minute = Duration::from_millis((now.as_millis() % 60_000) as u64);
+        if Duration::from_secs(60) - into_minute > margin {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Sends a message and returns "ack" or the error code the server answered it with.
+async fn outcome(ws: &mut Ws, id: &str, text: &str) -> String {
+    send(ws, json!({"type": "message", "id": id, "text": text})).await;
+    loop {
+        let f = recv(ws, 20).await;
+        if f["id"] == id && (f["type"] == "ack" || f["type"] == "error") {
+            return if f["type"] == "ack" {
+                "ack".into()
+            } else {
+                f["code"].as_str().unwrap_or("?").to_string()
+            };
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_per_address_message_limit_holds_across_replicas() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let model = ModelFixture::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kizuna.toml");
+    // 4 messages a minute per address in all; the per-socket and per-conversation limits
+    // are out of the way.
+    std::fs::write(
+        &config,
+        "[limits]\nmessages_per_minute_per_ip = 4\nmessages_per_minute_per_connection = 60\nmax_pending_per_conversation = 10\n",
+    )
+    .unwrap();
+    let mut env = model.env();
+    env.push(("KIZUNA_CONFIG", config.display().to_string()));
+    let (servers, _dirs) = replicas(&database, 2, &env).await;
+    away_from_minute_edge(Duration::from_secs(15)).await;
+
+    // One visitor address, two sockets, each on its own replica (as a balancer without
+    // sticky sessions spreads them).
+    let mut on_a = connect(&servers[0].url()).await;
+    hello(&mut on_a, json!({})).await;
+    let mut on_b = connect(&servers[1].url()).await;
+    hello(&mut on_b, json!({})).await;
+    let mut outcomes = Vec::new();
+    for n in 0..3 {
+        outcomes.push(outcome(&mut on_a, &format!("a{n}"), "こんにちは").await);
+        outcomes.push(outcome(&mut on_b, &format!("b{n}"), "こんにちは").await);
+    }
+    let accepted = outcomes.iter().filter(|o| *o == "ack").count();
+    let limited = outcomes.iter().filter(|o| *o == "rate_limited").count();
+    assert_eq!(
+        (accepted, limited),
+        (4, 2),
+        "4 a minute for the address across both replicas: {outcomes:?}"
+    );
+}
+
+/// What the SMS channel received.
+async fn sms_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/sms",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::Json(json!({"id": "sms"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn outreach_is_sent_once_with_every_replica_running_and_after_one_dies() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let model = ModelFixture::start(Duration::ZERO).await;
+    let (receiver, received) = sms_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kizuna.toml");
+    // A run every second, no quiet hours, SMS for everyone, and a short singleton lease so
+    // a dead scheduler's job moves within the test.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[cluster]
+singleton_lease_secs = 3
+[outreach]
+interval_secs = 1
+[outreach.rules.quiet_hours]
+start = "00:00:00"
+end = "00:00:00"
+[outreach.channels]
+when = "always"
+[outreach.channels.webhook]
+url = "http://{receiver}/sms"
+"#
+        ),
+    )
+    .unwrap();
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_kizuna"))
+        .args(["import", "customers", "demo/customers.csv"])
+        .current_dir(repo_root())
+        .env("KIZUNA_DATA_DIR", dir.path())
+        .env("DATABASE_URL", &database)
+        .output()
+        .expect("run kizuna import");
+    assert!(import.status.success(), "{import:?}");
+    let mut env = model.env();
+    env.push(("KIZUNA_CONFIG", config.display().to_string()));
+    let (mut servers, _dirs) = replicas(&database, 3, &env).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while received.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outreach was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several scheduler runs with all three replicas up, then the job's holder (whichever
+    // it is) and another replica die; the survivor takes the job over and runs it again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before_kill = received.lock().unwrap().len();
+    for server in servers.iter_mut().take(2) {
+        server.child.start_kill().unwrap();
+        server.child.wait().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let sent = received.lock().unwrap().clone();
+    let mut seen = std::collections::HashMap::new();
+    for sms in &sent {
+        let key = (
+            sms["customer_id"].as_str().unwrap_or("").to_string(),
+            sms["trigger"].as_str().unwrap_or("").to_string(),
+        );
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(before_kill > 0);
+    assert!(
+        doubled.is_empty(),
+        "each message is sent once ({} sent): doubled {doubled:?}",
+        sent.len()
+    );
+    // The survivor holds the scheduler's lease now.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database).await.unwrap();
+    let holders: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM leases WHERE name = 'job:outreach' AND expires_at > (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(holders, 1, "the surviving replica runs the scheduler");
+}

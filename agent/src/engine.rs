@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::admission::ModelQueue;
 use crate::identity::Identity;
 use crate::llm::{ChatMessage, LanguageModel, LlmError, LlmRequest, ToolCall, Usage};
 use crate::planner::{self, consent_buttons, PlannedCall, Proposal, QuickReply, TurnPlan};
@@ -29,6 +30,9 @@ pub struct AgentConfig {
     pub tool_timeout: Duration,
     pub max_reply_tokens: u32,
     pub temperature: f32,
+    /// Model calls served at once (the embedded model: 1); more wait in the model queue and
+    /// their customers get `queue` frames (agent/src/admission.rs).
+    pub model_concurrency: usize,
 }
 
 impl Default for AgentConfig {
@@ -39,6 +43,7 @@ impl Default for AgentConfig {
             tool_timeout: Duration::from_secs(10),
             max_reply_tokens: 160,
             temperature: 0.0,
+            model_concurrency: 1,
         }
     }
 }
@@ -107,6 +112,8 @@ pub enum TurnEvent {
         name: String,
         ok: bool,
     },
+    /// The turn waits for the model behind other conversations' turns.
+    Queued(crate::admission::QueuePlace),
 }
 
 /// A tool call as it ran.
@@ -168,6 +175,8 @@ pub struct Agent {
     system_message: String,
     /// Yen amounts any reply may quote (the price table), for the output validator.
     known_prices: Vec<u64>,
+    /// Model calls wait here for their turn (admission control).
+    queue: Arc<ModelQueue>,
 }
 
 /// The question that follows a proposal.
@@ -187,6 +196,8 @@ impl Agent {
         // still call read tools, which the request carries, so the system prompt is the same
         // short text for every backend.
         let system_message = prompts.system.clone();
+        // Until calls are measured, a wait is estimated at a typical embedded turn.
+        let queue = ModelQueue::new(config.model_concurrency, Duration::from_secs(10));
         Self {
             llm,
             tools,
@@ -194,6 +205,7 @@ impl Agent {
             config,
             system_message,
             known_prices: Vec::new(),
+            queue,
         }
     }
 
@@ -708,6 +720,7 @@ impl Agent {
             cache_key: Some(conversation_id.to_string()),
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let queue_events = events.clone();
         let events = events.clone();
         let owned_context = OwnedReplyContext::from(reply_context);
         // Stream prose to the customer a sentence at a time, each checked by the validator;
@@ -735,7 +748,18 @@ impl Agent {
             }
             sentences.finish(&owned_context.borrow())
         });
-        match tokio::time::timeout(self.config.llm_timeout, self.llm.generate(request, tx)).await {
+        // Wait for the model behind other conversations (they hear their place); the timeout
+        // counts from admission, so a long queue does not turn into model timeouts.
+        let slot = self
+            .queue
+            .enter(|place| {
+                let _ = queue_events.send(TurnEvent::Queued(place));
+            })
+            .await;
+        let generated =
+            tokio::time::timeout(self.config.llm_timeout, self.llm.generate(request, tx)).await;
+        drop(slot);
+        match generated {
             Ok(Ok(output)) => {
                 let gate = forward.await.unwrap_or_default();
                 Ok((output, gate))

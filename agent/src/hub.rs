@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kizuna_nlu::accounts::AccountDirectory;
+use kizuna_protocol::{MessageStatus, ServerFrame};
 use kizuna_store::{Conversation, Store, StoreError, UserMessageInsert};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::Clock;
@@ -130,17 +131,37 @@ pub struct OutFrame {
 }
 
 impl OutFrame {
-    fn transient(value: Value) -> Self {
+    /// A frame that is not stored (deltas, tool progress, a duplicate ack).
+    pub fn transient(frame: &ServerFrame) -> Self {
         Self {
             seq: None,
-            json: value.to_string().into(),
+            json: frame.to_json().into(),
         }
     }
-    fn durable(seq: i64, mut value: Value) -> Self {
-        value["seq"] = json!(seq);
+
+    /// A frame just stored under `seq`.
+    pub fn durable(seq: i64, frame: ServerFrame) -> Self {
         Self {
             seq: Some(seq),
-            json: value.to_string().into(),
+            json: frame.with_seq(seq).to_json().into(),
+        }
+    }
+
+    /// A frame read back from the log (written from a [`ServerFrame`] by this or another
+    /// replica; kept as stored so older frames replay unchanged).
+    pub fn stored(seq: i64, mut payload: Value) -> Self {
+        payload["seq"] = Value::from(seq);
+        Self {
+            seq: Some(seq),
+            json: payload.to_string().into(),
+        }
+    }
+
+    /// A transient frame another replica published (already serialised there).
+    fn relayed(payload: &Value) -> Self {
+        Self {
+            seq: None,
+            json: payload.to_string().into(),
         }
     }
 }
@@ -288,7 +309,7 @@ pub struct ConversationHub {
     /// twice).
     in_flight: Mutex<std::collections::HashSet<String>>,
     /// Transient frames for the other replicas (set by `start_cluster` on PostgreSQL).
-    transient_out: std::sync::OnceLock<mpsc::UnboundedSender<(Arc<str>, Value)>>,
+    transient_out: std::sync::OnceLock<mpsc::UnboundedSender<cluster::TransientOut>>,
     me: Weak<ConversationHub>,
 }
 
@@ -455,12 +476,15 @@ impl ConversationHub {
             .frames_after(&id, last_seq.max(0))
             .await?
             .into_iter()
-            .map(|f| OutFrame::durable(f.seq, f.payload))
+            .map(|f| OutFrame::stored(f.seq, f.payload))
             .collect();
         if let Some(p) = live.progress.lock().expect("progress lock").as_ref() {
-            replay.push(OutFrame::transient(json!({
-                "type": "delta", "reply_to": p.reply_to, "index": 0, "replace": true, "text": p.text,
-            })));
+            replay.push(OutFrame::transient(&ServerFrame::Delta {
+                reply_to: p.reply_to.clone(),
+                index: 0,
+                text: p.text.clone(),
+                replace: Some(true),
+            }));
         }
         let last_seq = existing
             .map(|c| c.last_seq)
@@ -532,18 +556,38 @@ impl ConversationHub {
         let ticket = self.admit(conversation_id, identity)?;
         let message_id = uuid::Uuid::new_v4().to_string();
         // The text rides along so a replay (another device, the console) can show it.
-        let ack =
-            json!({"type": "ack", "id": client_msg_id, "message_id": message_id, "text": text});
+        let ack = ServerFrame::Ack {
+            seq: None,
+            id: client_msg_id.to_string(),
+            message_id: message_id.clone(),
+            text: Some(text.to_string()),
+            duplicate: None,
+            status: None,
+        };
         match self
             .store
-            .insert_user_message(conversation_id, &message_id, client_msg_id, text, &ack, now)
+            .insert_user_message(
+                conversation_id,
+                &message_id,
+                client_msg_id,
+                text,
+                &ack.to_value(),
+                now,
+            )
             .await?
         {
             UserMessageInsert::Duplicate { message_id, status } => {
                 metrics::counter!("kizuna_duplicate_messages_total").increment(1);
-                Ok(Submitted::Duplicate(OutFrame::transient(json!({
-                    "type": "ack", "id": client_msg_id, "message_id": message_id, "duplicate": true, "status": status,
-                }))))
+                Ok(Submitted::Duplicate(OutFrame::transient(
+                    &ServerFrame::Ack {
+                        seq: None,
+                        id: client_msg_id.to_string(),
+                        message_id,
+                        text: None,
+                        duplicate: Some(true),
+                        status: MessageStatus::parse(&status),
+                    },
+                )))
             }
             UserMessageInsert::New {
                 message_id,

@@ -12,23 +12,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Anonymous,
-    Customer,
-    Manager,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Anonymous => "anonymous",
-            Role::Customer => "customer",
-            Role::Manager => "manager",
-        }
-    }
-}
+/// Roles are part of the wire protocol (the `welcome` frame says which one a socket has).
+pub use kizuna_protocol::Role;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

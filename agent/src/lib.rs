@@ -1,6 +1,7 @@
 //! Kizuna's engine. It knows nothing about HTTP: the binary's transport layer turns
 //! websocket frames into calls on [`hub::ConversationHub`] and back.
 
+pub mod admission;
 pub mod clock;
 pub mod engine;
 pub mod escalation;

@@ -126,6 +126,31 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Counts one hit on `key` in the current `window` across all replicas; false when the
+    /// window already had `limit` hits (the hit is still counted, so a client hammering the
+    /// limit stays limited). Atomic: one upsert, whichever replica counts.
+    pub async fn hit_rate_window(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
+        let width = window.as_millis().max(1) as i64;
+        let start = wall_ms() / width * width;
+        let hits: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_windows (key, window_start, hits) VALUES ($1, $2, 1)
+             ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_windows.hits + 1
+             RETURNING hits",
+        )
+        .bind(key)
+        .bind(start)
+        .fetch_one(&self.pool)
+        .await?;
+        if hits == 1 {
+            // The first hit of a window: windows two widths old are done with.
+            sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
+                .bind(start - 2 * width)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(hits <= limit as i64)
+    }
+
     /// Forgets every lease: on SQLite only one process uses the file, so leases left by
     /// an earlier run (a crash) hold nothing. Refused on a shared database.
     pub async fn clear_stale_leases(&self) -> Result<()> {

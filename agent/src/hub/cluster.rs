@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kizuna_protocol::ServerFrame;
 use kizuna_store::{ClusterEvent, StoreError};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -210,13 +211,20 @@ impl ConversationHub {
         let Some(mut feed) = self.store.cluster_feed().await? else {
             return Ok(());
         };
-        let (sender, mut outgoing) = mpsc::unbounded_channel::<(Arc<str>, Value)>();
+        let (sender, mut outgoing) = mpsc::unbounded_channel::<TransientOut>();
         let _ = self.transient_out.set(sender);
         let store = self.store.clone();
         tokio::spawn(async move {
-            while let Some((conversation_id, frame)) = outgoing.recv().await {
-                if let Err(e) = store.notify_transient(&conversation_id, &frame).await {
-                    tracing::debug!(error = %e, "could not announce a transient frame");
+            while let Some(out) = outgoing.recv().await {
+                match out {
+                    TransientOut::Frame(conversation_id, frame) => {
+                        if let Err(e) = store.notify_transient(&conversation_id, &frame).await {
+                            tracing::debug!(error = %e, "could not announce a transient frame");
+                        }
+                    }
+                    TransientOut::Flushed(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
         });
@@ -255,9 +263,25 @@ impl ConversationHub {
     }
 
     /// Announces a transient frame to the other replicas (when there are any).
-    pub(super) fn announce_transient(&self, live: &Live, frame: &Value) {
+    pub(super) fn announce_transient(&self, live: &Live, frame: &ServerFrame) {
         if let Some(out) = self.transient_out.get() {
-            let _ = out.send((live.conversation_id.clone(), frame.clone()));
+            let _ = out.send(TransientOut::Frame(
+                live.conversation_id.clone(),
+                frame.to_value(),
+            ));
+        }
+    }
+
+    /// Waits until the transient frames announced so far went out, so the durable reply
+    /// committed next is announced after its deltas (PostgreSQL delivers notices in commit
+    /// order) and other replicas' sockets see the stream before the reply. Bounded: a slow
+    /// database delays the reply by at most a second.
+    pub(super) async fn flush_transients(&self) {
+        if let Some(out) = self.transient_out.get() {
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            if out.send(TransientOut::Flushed(done)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
+            }
         }
     }
 
@@ -273,7 +297,7 @@ impl ConversationHub {
                     return;
                 };
                 match payload {
-                    Some(payload) => live.publish(OutFrame::durable(seq, payload)),
+                    Some(payload) => live.publish(OutFrame::stored(seq, payload)),
                     None => self.reread(&live, seq - 1).await,
                 }
             }
@@ -282,7 +306,7 @@ impl ConversationHub {
                 payload,
             } => {
                 if let Some(live) = self.watched(&conversation_id) {
-                    let _ = live.frames.send(OutFrame::transient(payload));
+                    let _ = live.frames.send(OutFrame::relayed(&payload));
                 }
             }
             ClusterEvent::Resync => {
@@ -325,7 +349,7 @@ impl ConversationHub {
         {
             Ok(frames) => {
                 for f in frames {
-                    live.publish(OutFrame::durable(f.seq, f.payload));
+                    live.publish(OutFrame::stored(f.seq, f.payload));
                 }
             }
             Err(e) => {
@@ -333,4 +357,12 @@ impl ConversationHub {
             }
         }
     }
+}
+
+/// What the transient publisher is asked to do, in order.
+pub(super) enum TransientOut {
+    /// Announce a transient frame of a conversation.
+    Frame(Arc<str>, Value),
+    /// Say when everything before this went out.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }

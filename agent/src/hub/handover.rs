@@ -3,6 +3,7 @@
 //! transaction with the durable frame that announces it, so sockets that reconnect see it.
 
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use kizuna_protocol::{ConversationStatus, EscalationNote, ReplyFrame, ServerFrame, ToolCallFrame};
 use kizuna_store::{EscalationInsert, EscalationRow, OutboxInsert, StoredFrame};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -135,20 +136,26 @@ impl ConversationHub {
         let now_ms = self.now_ms();
         let reason_name = reason_str(reason);
         let holding = self.handover.holding_message(reason, now);
-        let status_frame = json!({
-            "type": "status", "status": "escalated", "reason": reason_name, "message": holding,
-        });
+        let status_frame = ServerFrame::Status {
+            seq: None,
+            status: ConversationStatus::Escalated,
+            reason: Some(reason_name.clone()),
+            message: Some(holding.clone()),
+            agent_name: None,
+        };
         let reply_id = uuid::Uuid::new_v4().to_string();
-        let call = json!({
-            "id": "escalation", "name": "escalate_to_human",
-            "arguments": {"reason": reason_name, "summary": detail},
-            "ok": true, "result": {"escalate": true, "reason": reason_name},
+        let mut reply = ReplyFrame::text(&job.client_msg_id, &reply_id, &holding);
+        reply.tool_calls = vec![ToolCallFrame {
+            id: "escalation".into(),
+            name: "escalate_to_human".into(),
+            arguments: json!({"reason": reason_name, "summary": detail}),
+            ok: true,
+            result: json!({"escalate": true, "reason": reason_name}),
+        }];
+        reply.escalation = Some(EscalationNote {
+            reason: reason_name.clone(),
         });
-        let reply_frame = json!({
-            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
-            "text": holding, "sources": [], "tool_calls": [call], "fallback": null,
-            "escalation": {"reason": reason_name},
-        });
+        let reply_frame = ServerFrame::Reply(reply);
         let metadata = json!({"escalation": {"reason": reason_name, "detail": detail}});
         // A bounded outbox: past `max_pending_notices` the escalation is still recorded (the
         // console queue shows it) but no further notice is queued (docs/security.md).
@@ -212,11 +219,11 @@ impl ConversationHub {
                     user_message_id: &job.message_id,
                     reason: &reason_name,
                     detail,
-                    status_frame: &status_frame,
+                    status_frame: &status_frame.to_value(),
                     reply_message_id: &reply_id,
                     reply_text: &holding,
                     reply_metadata: &metadata,
-                    reply_frame: &reply_frame,
+                    reply_frame: &reply_frame.to_value(),
                     notification: notification.as_ref(),
                 },
                 now_ms,
@@ -236,8 +243,8 @@ impl ConversationHub {
         &self,
         conversation_id: &str,
         staff: &Identity,
-        status: &str,
-        allowed_from: &[&str],
+        status: ConversationStatus,
+        allowed_from: &[ConversationStatus],
         message: String,
     ) -> Result<i64, HubError> {
         require_staff(staff)?;
@@ -246,29 +253,38 @@ impl ConversationHub {
             .conversation(conversation_id)
             .await?
             .ok_or(HubError::NotFound)?;
-        if !allowed_from.contains(&conv.status.as_str()) {
+        if !ConversationStatus::parse(&conv.status).is_some_and(|s| allowed_from.contains(&s)) {
+            let allowed: Vec<&str> = allowed_from.iter().map(|s| s.as_str()).collect();
             return Err(HubError::Conflict(format!(
                 "the conversation is {}, not {}",
                 conv.status,
-                allowed_from.join(" or ")
+                allowed.join(" or ")
             )));
         }
-        let frame = json!({
-            "type": "status", "status": status, "message": message,
-            "agent_name": staff.display_name.clone().unwrap_or_else(|| staff.subject.clone()),
-        });
+        let frame = ServerFrame::Status {
+            seq: None,
+            status,
+            reason: None,
+            message: Some(message),
+            agent_name: Some(
+                staff
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| staff.subject.clone()),
+            ),
+        };
         let seq = self
             .store
             .change_handler(
                 conversation_id,
-                status,
+                status.as_str(),
                 Some(&staff.subject),
-                &frame,
+                &frame.to_value(),
                 self.now_ms(),
             )
             .await?;
         self.broadcast(conversation_id, OutFrame::durable(seq, frame));
-        tracing::info!(conversation_id, status, staff = %staff.subject, "conversation handler changed");
+        tracing::info!(conversation_id, status = status.as_str(), staff = %staff.subject, "conversation handler changed");
         Ok(seq)
     }
 
@@ -281,8 +297,12 @@ impl ConversationHub {
         self.change_handler(
             conversation_id,
             staff,
-            "human",
-            &["escalated", "bot", "closed"],
+            ConversationStatus::Human,
+            &[
+                ConversationStatus::Escalated,
+                ConversationStatus::Bot,
+                ConversationStatus::Closed,
+            ],
             format!("担当の{name}が対応いたします。"),
         )
         .await
@@ -293,8 +313,8 @@ impl ConversationHub {
         self.change_handler(
             conversation_id,
             staff,
-            "bot",
-            &["escalated", "human"],
+            ConversationStatus::Bot,
+            &[ConversationStatus::Escalated, ConversationStatus::Human],
             "ここからはAIアシスタントがご案内いたします。".into(),
         )
         .await
@@ -305,8 +325,12 @@ impl ConversationHub {
         self.change_handler(
             conversation_id,
             staff,
-            "closed",
-            &["escalated", "human", "bot"],
+            ConversationStatus::Closed,
+            &[
+                ConversationStatus::Escalated,
+                ConversationStatus::Human,
+                ConversationStatus::Bot,
+            ],
             "お問い合わせありがとうございました。このご相談は終了いたしました。".into(),
         )
         .await
@@ -343,9 +367,12 @@ impl ConversationHub {
             .display_name
             .clone()
             .unwrap_or_else(|| staff.subject.clone());
-        let frame = json!({
-            "type": "human", "message_id": message_id, "text": text, "agent_name": agent_name,
-        });
+        let frame = ServerFrame::Human {
+            seq: None,
+            message_id: message_id.clone(),
+            text: text.to_string(),
+            agent_name: Some(agent_name.clone()),
+        };
         let seq = self
             .store
             .record_human_reply(
@@ -353,7 +380,7 @@ impl ConversationHub {
                 &message_id,
                 text,
                 &json!({"staff_id": staff.subject, "agent_name": agent_name}),
-                &frame,
+                &frame.to_value(),
                 self.now_ms(),
             )
             .await?;
@@ -423,13 +450,16 @@ impl ConversationHub {
             }
         }
         let message_id = uuid::Uuid::new_v4().to_string();
-        let mut frame = json!({
-            "type": "proactive", "message_id": message_id, "text": text,
-            "campaign_id": campaign_id, "trigger": trigger,
-        });
+        let frame = ServerFrame::Proactive {
+            seq: None,
+            message_id: message_id.clone(),
+            text: text.to_string(),
+            campaign_id: Some(campaign_id.to_string()),
+            trigger: Some(trigger.to_string()),
+            send_id: send_id.map(str::to_string),
+        };
         let mut proactive = json!({"campaign_id": campaign_id, "trigger": trigger});
         if let Some(send_id) = send_id {
-            frame["send_id"] = json!(send_id);
             proactive["send_id"] = json!(send_id);
         }
         let seq = self
@@ -439,7 +469,7 @@ impl ConversationHub {
                 &message_id,
                 text,
                 &json!({ "proactive": proactive }),
-                &frame,
+                &frame.to_value(),
                 now_ms,
             )
             .await?;

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use kizuna_protocol::{PreferenceOutcome, ReplyFrame, ServerFrame};
 use kizuna_store::OutreachEventInsert;
 use serde_json::{json, Value};
 
@@ -135,32 +136,47 @@ impl ConversationHub {
         let applied = self
             .apply_preference(conversation_id, &job.identity, preference)
             .await;
-        let (text, metadata) = match (applied, preference) {
-            (Applied::Stored, Preference::OptOut) => {
-                (OPT_OUT_CONFIRMATION, json!({"opt_out": true}))
-            }
-            (Applied::Stored, Preference::OptIn) => (OPT_IN_CONFIRMATION, json!({"opt_in": true})),
+        let asked = |stored: bool| match preference {
+            Preference::OptOut => PreferenceOutcome {
+                opt_out: Some(stored),
+                ..Default::default()
+            },
+            Preference::OptIn => PreferenceOutcome {
+                opt_in: Some(stored),
+                ..Default::default()
+            },
+        };
+        let (text, outcome) = match (applied, preference) {
+            (Applied::Stored, Preference::OptOut) => (OPT_OUT_CONFIRMATION, asked(true)),
+            (Applied::Stored, Preference::OptIn) => (OPT_IN_CONFIRMATION, asked(true)),
             (Applied::NotACustomer, Preference::OptOut) => (
                 NOTHING_TO_STOP,
-                json!({"opt_out": false, "signed_in": false}),
+                PreferenceOutcome {
+                    signed_in: Some(false),
+                    ..asked(false)
+                },
             ),
             (Applied::NotACustomer, Preference::OptIn) => (
                 SIGN_IN_TO_RESUME,
-                json!({"opt_in": false, "signed_in": false}),
+                PreferenceOutcome {
+                    signed_in: Some(false),
+                    ..asked(false)
+                },
             ),
             (Applied::Failed, _) => (
                 PREFERENCE_FAILED,
-                json!({preference.key(): false, "failed": true}),
+                PreferenceOutcome {
+                    failed: Some(true),
+                    ..asked(false)
+                },
             ),
         };
+        // The message's metadata records the same outcome the reply frame carries.
+        let metadata = serde_json::to_value(&outcome).unwrap_or(Value::Null);
         let reply_id = uuid::Uuid::new_v4().to_string();
-        let mut payload = json!({
-            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
-            "text": text, "sources": [], "tool_calls": [], "fallback": null,
-        });
-        if let (Some(frame), Some(extra)) = (payload.as_object_mut(), metadata.as_object()) {
-            frame.extend(extra.clone());
-        }
+        let mut reply = ReplyFrame::text(&job.client_msg_id, &reply_id, text);
+        reply.preference = outcome;
+        let payload = ServerFrame::Reply(reply);
         match self
             .post_fixed_reply(
                 conversation_id,

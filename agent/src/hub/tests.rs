@@ -1019,3 +1019,96 @@ async fn a_full_outbox_still_escalates_but_queues_no_further_notice() {
         .unwrap();
     assert_eq!(queue.len(), 2, "both are in the console queue");
 }
+
+/// Frames (durable or not) until the reply to `client_id`, as JSON.
+async fn frames_until_reply(
+    rx: &mut broadcast::Receiver<OutFrame>,
+    client_id: &str,
+    secs: u64,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(secs), rx.recv())
+            .await
+            .expect("frame in time")
+            .unwrap();
+        let v: Value = serde_json::from_str(&frame.json).unwrap();
+        let done = v["type"] == "reply" && v["reply_to"] == client_id;
+        out.push(v);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_turn_waiting_for_the_model_hears_its_place_and_structured_replies_never_wait() {
+    // The first turn holds the (one-at-a-time) model for a while.
+    let model = ScriptedModel::new(
+        false,
+        vec![
+            Step::Sleep(Duration::from_millis(1500)),
+            Step::Text("ご相談ありがとうございます。"),
+        ],
+    );
+    let (hub, _dir) = hub(model.clone()).await;
+    let first = Identity::customer("C-1");
+    let mut first_open = hub.open(&first, None, 0).await.unwrap();
+    let first_conv = first_open.conversation_id.clone();
+    hub.submit(&first, &first_conv, "f-1", "こんにちは")
+        .await
+        .unwrap();
+    // Wait until the model is busy with it.
+    for _ in 0..100 {
+        if !model.requests.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(model.requests.lock().unwrap().len(), 1);
+
+    // Another customer's model turn waits, and is told where it stands.
+    let second = Identity::customer("C-2");
+    let mut second_open = hub.open(&second, None, 0).await.unwrap();
+    let second_conv = second_open.conversation_id.clone();
+    hub.submit(&second, &second_conv, "s-1", "相談があります")
+        .await
+        .unwrap();
+
+    // A visitor's 配信停止 is answered at once, without the model, meanwhile.
+    let visitor = Identity::anonymous("v-1");
+    let mut visitor_open = hub.open(&visitor, None, 0).await.unwrap();
+    let visitor_conv = visitor_open.conversation_id.clone();
+    let asked = std::time::Instant::now();
+    hub.submit(&visitor, &visitor_conv, "v-1", "配信停止")
+        .await
+        .unwrap();
+    let visitor_frames = frames_until_reply(&mut visitor_open.live, "v-1", 5).await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(1000),
+        "a structured reply does not wait behind the model: {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        !visitor_frames.iter().any(|f| f["type"] == "queue"),
+        "{visitor_frames:?}"
+    );
+
+    let second_frames = frames_until_reply(&mut second_open.live, "s-1", 10).await;
+    let queue: Vec<&Value> = second_frames
+        .iter()
+        .filter(|f| f["type"] == "queue")
+        .collect();
+    assert!(!queue.is_empty(), "{second_frames:?}");
+    assert_eq!(queue[0]["position"], 1);
+    assert_eq!(queue[0]["reply_to"], "s-1");
+    assert!(queue[0]["expected_wait_secs"].as_u64().unwrap() >= 1);
+    assert!(queue[0].get("seq").is_none(), "queue frames are transient");
+    assert_eq!(
+        second_frames.last().unwrap()["text"],
+        "ご相談ありがとうございます。"
+    );
+    // The first turn finished first.
+    let first_frames = frames_until_reply(&mut first_open.live, "f-1", 10).await;
+    assert!(!first_frames.iter().any(|f| f["type"] == "queue"));
+}

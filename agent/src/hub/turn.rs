@@ -7,6 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kizuna_nlu::accounts::{mentioned_ids, AccountDirectory};
+use kizuna_protocol::{
+    ConversationStatus, ProposalFrame, QuickReplyFrame, ReplyFrame, ServerFrame, SourceRef,
+    ToolCallFrame, ToolStatus,
+};
 use kizuna_store::StoreError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -273,10 +277,22 @@ impl ConversationHub {
                 false
             }
             Ok(Some(conv)) if conv.status == "closed" => {
-                let frame = json!({"type": "status", "status": "bot"});
+                let frame = ServerFrame::Status {
+                    seq: None,
+                    status: ConversationStatus::Bot,
+                    reason: None,
+                    message: None,
+                    agent_name: None,
+                };
                 match self
                     .store
-                    .change_handler(conversation_id, "bot", None, &frame, self.now_ms())
+                    .change_handler(
+                        conversation_id,
+                        "bot",
+                        None,
+                        &frame.to_value(),
+                        self.now_ms(),
+                    )
                     .await
                 {
                     Ok(seq) => {
@@ -482,26 +498,36 @@ impl ConversationHub {
                 && result.sources.is_empty()
                 && !result.tool_calls.iter().any(|c| c.ok));
         let reply_id = uuid::Uuid::new_v4().to_string();
-        let tool_calls: Vec<Value> = result
+        let mut reply = ReplyFrame::text(&job.client_msg_id, &reply_id, &result.reply);
+        reply.sources = result.sources.iter().map(source_ref).collect();
+        reply.tool_calls = result
             .tool_calls
             .iter()
-            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}))
+            .map(|c| ToolCallFrame {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+                ok: c.ok,
+                result: c.result.clone(),
+            })
             .collect();
-        let mut payload = json!({
-            "type": "reply",
-            "reply_to": job.client_msg_id,
-            "message_id": reply_id,
-            "text": result.reply,
-            "sources": result.sources,
-            "tool_calls": tool_calls,
-            "fallback": result.fallback,
+        reply.fallback = result
+            .fallback
+            .and_then(|f| serde_json::to_value(f).ok())
+            .and_then(|v| v.as_str().map(str::to_string));
+        reply.quick_replies = result
+            .quick_replies
+            .iter()
+            .map(|q| QuickReplyFrame {
+                label: q.label.clone(),
+                text: q.text.clone(),
+            })
+            .collect();
+        reply.proposal = result.proposal.as_ref().map(|p| ProposalFrame {
+            tool: p.tool.clone(),
+            summary: p.summary.clone(),
         });
-        if !result.quick_replies.is_empty() {
-            payload["quick_replies"] = json!(result.quick_replies);
-        }
-        if let Some(proposal) = &result.proposal {
-            payload["proposal"] = json!({"tool": proposal.tool, "summary": proposal.summary});
-        }
+        let payload = ServerFrame::Reply(reply);
         let metadata = json!({
             "sources": result.sources,
             "fallback": result.fallback,
@@ -526,6 +552,8 @@ impl ConversationHub {
                 duration_ms: c.duration_ms as i64,
             })
             .collect();
+        // Other replicas' sockets get the streamed text before the reply.
+        self.flush_transients().await;
         // The reply must not be lost to a transient database error.
         let mut attempt = 0;
         let seq = loop {
@@ -539,7 +567,7 @@ impl ConversationHub {
                     &result.reply,
                     &metadata,
                     &records,
-                    &payload,
+                    &payload.to_value(),
                     self.now_ms(),
                 )
                 .await
@@ -611,17 +639,35 @@ impl ConversationHub {
                     p.text.push_str(&text);
                 }
                 *index += 1;
-                json!({"type": "delta", "reply_to": reply_to, "index": *index, "text": text})
+                ServerFrame::Delta {
+                    reply_to: reply_to.to_string(),
+                    index: *index,
+                    text,
+                    replace: None,
+                }
             }
-            TurnEvent::ToolStarted { name, .. } => {
-                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": "started"})
-            }
-            TurnEvent::ToolFinished { name, ok, .. } => {
-                json!({"type": "tool", "reply_to": reply_to, "name": name, "status": if ok { "done" } else { "failed" }})
-            }
+            TurnEvent::Queued(place) => ServerFrame::Queue {
+                reply_to: reply_to.to_string(),
+                position: place.position,
+                expected_wait_secs: place.expected_wait_secs,
+            },
+            TurnEvent::ToolStarted { name, .. } => ServerFrame::Tool {
+                reply_to: reply_to.to_string(),
+                name,
+                status: ToolStatus::Started,
+            },
+            TurnEvent::ToolFinished { name, ok, .. } => ServerFrame::Tool {
+                reply_to: reply_to.to_string(),
+                name,
+                status: if ok {
+                    ToolStatus::Done
+                } else {
+                    ToolStatus::Failed
+                },
+            },
         };
         self.announce_transient(live, &frame);
-        let _ = live.frames.send(OutFrame::transient(frame));
+        let _ = live.frames.send(OutFrame::transient(&frame));
     }
 
     pub(super) async fn classify(&self, text: &str) -> Option<SentimentReading> {
@@ -662,7 +708,7 @@ impl ConversationHub {
         reply_id: &str,
         text: &str,
         metadata: &Value,
-        payload: Value,
+        payload: ServerFrame,
     ) -> Result<(), kizuna_store::StoreError> {
         let seq = match self
             .store
@@ -674,7 +720,7 @@ impl ConversationHub {
                 text,
                 metadata,
                 &[],
-                &payload,
+                &payload.to_value(),
                 self.now_ms(),
             )
             .await
@@ -700,13 +746,16 @@ impl ConversationHub {
         started: Instant,
     ) {
         let reply_id = uuid::Uuid::new_v4().to_string();
-        let sources =
-            json!([{"doc_id": direct.doc_id, "title": direct.title, "score": direct.score}]);
-        let payload = json!({
-            "type": "reply", "reply_to": job.client_msg_id, "message_id": reply_id,
-            "text": direct.text, "sources": sources, "tool_calls": [], "fallback": null,
-            "direct_answer": true,
-        });
+        let source = SourceRef {
+            doc_id: direct.doc_id.clone(),
+            title: direct.title.clone(),
+            score: direct.score,
+        };
+        let sources = json!([source]);
+        let mut reply = ReplyFrame::text(&job.client_msg_id, &reply_id, &direct.text);
+        reply.sources = vec![source];
+        reply.direct_answer = Some(true);
+        let payload = ServerFrame::Reply(reply);
         let metadata =
             json!({"sources": sources, "direct_answer": direct.doc_id, "unhelpful": false});
         match self
@@ -855,4 +904,13 @@ fn tool_escalation(call: &ExecutedCall) -> Option<(EscalationReason, String)> {
         .unwrap_or("the agent asked for a person")
         .to_string();
     Some((reason, summary))
+}
+
+/// A knowledge source as the reply frame names it.
+fn source_ref(source: &crate::engine::Source) -> SourceRef {
+    SourceRef {
+        doc_id: source.doc_id.clone(),
+        title: source.title.clone(),
+        score: source.score,
+    }
 }

@@ -17,11 +17,51 @@ export interface ToolCall {
 
 export type ConversationStatus = "bot" | "escalated" | "human" | "closed";
 
+export type Role = "anonymous" | "customer" | "manager";
+
+/** Where a received message stands (on a duplicate `ack`). */
+export type MessageStatus = "pending" | "answered" | "held";
+
+export type ErrorCode =
+  | "bad_json"
+  | "invalid_utf8"
+  | "too_large"
+  | "unknown_type"
+  | "bad_request"
+  | "not_open"
+  | "unauthorized"
+  | "forbidden"
+  | "rate_limited"
+  | "unavailable"
+  | "busy"
+  | "overloaded";
+
+// Client → server (the Rust side: protocol/src/lib.rs `ClientFrame`).
+
+export interface HelloFrame {
+  type: "hello";
+  token?: string;
+  conversation_id?: string;
+  last_seq?: number;
+}
+
+export interface MessageFrame {
+  type: "message";
+  id: string;
+  text: string;
+}
+
+export interface PingFrame {
+  type: "ping";
+}
+
+export type ClientFrame = HelloFrame | MessageFrame | PingFrame;
+
 export interface WelcomeFrame {
   type: "welcome";
   conversation_id: string;
   last_seq: number;
-  role: string;
+  role: Role;
   resumed: boolean;
 }
 
@@ -31,7 +71,7 @@ export interface AckFrame {
   id: string;
   message_id: string;
   duplicate?: boolean;
-  status?: string;
+  status?: MessageStatus;
   /** The user's text, when the server includes it (needed to rebuild history elsewhere). */
   text?: string;
 }
@@ -49,6 +89,15 @@ export interface ToolFrame {
   reply_to: string;
   name: string;
   status: "started" | "done" | "failed";
+}
+
+/** Where a message waits for the model (admission control); transient. */
+export interface QueueFrame {
+  type: "queue";
+  reply_to: string;
+  /** 1 = next. */
+  position: number;
+  expected_wait_secs: number;
 }
 
 /** A button under a reply: `label` is shown, `text` is sent as the customer's message. */
@@ -70,6 +119,15 @@ export interface ReplyFrame {
   quick_replies?: QuickReply[];
   /** A write (e.g. a booking) proposed in this reply and waiting for the customer's consent. */
   proposal?: { tool: string; summary: string };
+  /** A confident FAQ answer sent without the model. */
+  direct_answer?: boolean;
+  /** On the holding message of an escalation. */
+  escalation?: { reason: string };
+  /** The outcome of a 配信停止 / 配信再開 request. */
+  opt_out?: boolean;
+  opt_in?: boolean;
+  signed_in?: boolean;
+  failed?: boolean;
 }
 
 export interface StatusFrame {
@@ -97,13 +155,16 @@ export interface ProactiveFrame {
   text: string;
   campaign_id?: string;
   trigger?: string;
+  send_id?: string;
 }
 
 export interface ErrorFrame {
   type: "error";
-  code: string;
+  code: ErrorCode;
   message: string;
   id?: string;
+  /** On `overloaded`: when to resend. */
+  retry_after_secs?: number;
 }
 
 export interface PongFrame {
@@ -115,6 +176,7 @@ export type ServerFrame =
   | AckFrame
   | DeltaFrame
   | ToolFrame
+  | QueueFrame
   | ReplyFrame
   | StatusFrame
   | HumanFrame

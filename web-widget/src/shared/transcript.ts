@@ -61,6 +61,8 @@ export class Transcript {
   agentName: string | null = null;
   /** The tool the agent is running right now, for the typing indicator. */
   activeTool: string | null = null;
+  /** Where the unanswered message waits for the model (a `queue` frame); null once it runs. */
+  queued: { position: number; waitSecs: number } | null = null;
   /** Client ids of stored user messages the bot has yet to answer. */
   private unanswered = new Set<string>();
 
@@ -75,6 +77,7 @@ export class Transcript {
     this.status = "bot";
     this.agentName = null;
     this.activeTool = null;
+    this.queued = null;
   }
 
   get(key: string): Entry | undefined {
@@ -132,6 +135,10 @@ export class Transcript {
         return this.applyDelta(frame);
       case "tool":
         this.activeTool = frame.status === "started" ? frame.name : null;
+        this.queued = null;
+        return { changed: [], incoming: null };
+      case "queue":
+        this.queued = { position: frame.position, waitSecs: frame.expected_wait_secs };
         return { changed: [], incoming: null };
       case "reply":
         return this.applyReply(frame);
@@ -142,6 +149,7 @@ export class Transcript {
           // People hold the conversation: the bot answers nothing until it is handed back.
           this.unanswered.clear();
           this.activeTool = null;
+          this.queued = null;
         }
         const entry = this.add({
           key: `s:${frame.seq}`,
@@ -207,6 +215,7 @@ export class Transcript {
   }
 
   private applyDelta(frame: DeltaFrame): Applied {
+    this.queued = null;
     const key = botKey(frame.reply_to);
     let entry = this.entries.get(key);
     if (entry && entry.seq !== undefined) return NOTHING; // the final reply is already here
@@ -229,6 +238,7 @@ export class Transcript {
     if (this.seenMessage(frame.message_id)) return NOTHING;
     this.unanswered.delete(frame.reply_to);
     this.activeTool = null;
+    this.queued = null;
     let key = botKey(frame.reply_to || frame.message_id);
     let entry = this.entries.get(key);
     if (entry && entry.seq !== undefined) {

@@ -1,7 +1,7 @@
 // The widget's side of docs/protocol.md: hello/resume, the outbox of unacknowledged messages,
 // reconnects with exponential backoff and jitter, and a heartbeat that notices dead sockets.
 
-import { parseFrame, type ServerFrame } from "../shared/frames";
+import { parseFrame, type ClientFrame, type HelloFrame, type ServerFrame } from "../shared/frames";
 import { Transcript, type Entry } from "../shared/transcript";
 import type { SavedConversation } from "./storage";
 
@@ -127,7 +127,7 @@ export class ChatClient {
   }
 
   private sendHello(): void {
-    const hello: Record<string, unknown> = { type: "hello" };
+    const hello: HelloFrame = { type: "hello" };
     if (this.token) hello.token = this.token;
     const conversationId = this.saved.state.conversationId;
     if (conversationId) {
@@ -138,7 +138,7 @@ export class ChatClient {
     this.raw(hello);
   }
 
-  private raw(frame: Record<string, unknown>): void {
+  private raw(frame: ClientFrame): void {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 

@@ -223,7 +223,9 @@ export class WidgetView {
     const transcript = this.client.transcript;
     const awaiting = transcript.awaitingReply();
     this.typing.hidden = !awaiting;
-    this.typingLabel.textContent = STRINGS.tool(transcript.activeTool);
+    this.typingLabel.textContent = transcript.queued
+      ? STRINGS.queued(transcript.queued.position, transcript.queued.waitSecs)
+      : STRINGS.tool(transcript.activeTool);
     const status = transcript.status;
     this.banner.hidden = status === "bot";
     this.banner.dataset.status = status;
