@@ -90,11 +90,7 @@ async fn normal_visitor_is_served(from: &str, server: &Server, budget: Duration)
         .await
         .expect("a normal visitor connects");
     hello(&mut ws, json!({})).await;
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "n1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("n1", "こんにちは")).await;
     recv_until(&mut ws, "reply", Some("n1"), budget.as_secs().max(1)).await;
     assert!(started.elapsed() <= budget, "took {:?}", started.elapsed());
 }
@@ -269,11 +265,7 @@ async fn expired_and_revoked_tokens_stop_working_mid_conversation() {
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({"token": short})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "late", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("late", "こんにちは")).await;
     let f = recv(&mut ws, 5).await;
     assert_eq!(
         (f["type"].as_str(), f["code"].as_str()),
@@ -296,11 +288,7 @@ async fn expired_and_revoked_tokens_stop_working_mid_conversation() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "after", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("after", "こんにちは")).await;
     let f = recv(&mut ws, 5).await;
     assert_eq!(f["code"], "unauthorized", "{f}");
     let mut again = connect(&server.url()).await;
@@ -521,11 +509,7 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
         let from = format!("127.0.1.{}", i + 1);
         let mut ws = ws_from(&from, &server, &[]).await.unwrap();
         hello(&mut ws, json!({})).await;
-        send(
-            &mut ws,
-            json!({"type": "message", "id": format!("f{i}"), "text": question}),
-        )
-        .await;
+        send(&mut ws, message_frame(format!("f{i}"), question)).await;
         flood.push(ws);
     }
     // Every flooding message gets an answer frame at once: its ack, or `overloaded`.
@@ -545,11 +529,7 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
     assert_eq!((accepted.len(), refused), (2, 10));
     // A second message in a conversation still being answered: busy, not queued.
     let first = accepted[0];
-    send(
-        &mut flood[first],
-        json!({"type": "message", "id": "again", "text": question}),
-    )
-    .await;
+    send(&mut flood[first], message_frame("again", question)).await;
     let f = recv(&mut flood[first], 10).await;
     assert_eq!(
         (f["type"].as_str(), f["code"].as_str()),
@@ -560,11 +540,7 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
     let started = Instant::now();
     let mut customer = connect(&server.url()).await;
     hello(&mut customer, json!({"token": token("customer", "C-FAIR")})).await;
-    send(
-        &mut customer,
-        json!({"type": "message", "id": "c1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut customer, message_frame("c1", "こんにちは")).await;
     recv_until(&mut customer, "reply", Some("c1"), 10).await;
     // Well before the 4 s the anonymous model turns take.
     assert!(
@@ -583,11 +559,7 @@ async fn model_floods_are_refused_with_a_clear_frame_and_customers_keep_their_tu
     // Once they are answered, anonymous visitors are admitted again.
     let mut later = ws_from("127.0.1.200", &server, &[]).await.unwrap();
     hello(&mut later, json!({})).await;
-    send(
-        &mut later,
-        json!({"type": "message", "id": "l1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut later, message_frame("l1", "こんにちは")).await;
     let f = recv(&mut later, 10).await;
     assert_eq!(f["type"], "ack", "{f}");
 }
@@ -603,7 +575,14 @@ async fn one_address_cannot_escalate_conversation_after_conversation() {
         let mut ws = ws_from(from, server, &[]).await.unwrap();
         hello(&mut ws, json!({})).await;
         let id = format!("h{i}");
-        send(&mut ws, json!({"type": "message", "id": id, "text": "担当者の方と直接話したいです。人に代わってください。"})).await;
+        send(
+            &mut ws,
+            message_frame(
+                id.as_str(),
+                "担当者の方と直接話したいです。人に代わってください。",
+            ),
+        )
+        .await;
         let frames = recv_until(&mut ws, "reply", Some(&id), 10).await;
         frames
             .iter()
@@ -628,7 +607,11 @@ async fn one_address_cannot_escalate_conversation_after_conversation() {
     // Signed-in customers are not anonymous: always handed over.
     let mut customer = connect(&server.url()).await;
     hello(&mut customer, json!({"token": token("customer", "C-ESC")})).await;
-    send(&mut customer, json!({"type": "message", "id": "c", "text": "担当者の方と直接話したいです。人に代わってください。"})).await;
+    send(
+        &mut customer,
+        message_frame("c", "担当者の方と直接話したいです。人に代わってください。"),
+    )
+    .await;
     let frames = recv_until(&mut customer, "reply", Some("c"), 10).await;
     assert!(frames.iter().any(|f| f["status"] == "escalated"));
 }

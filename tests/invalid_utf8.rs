@@ -32,11 +32,7 @@ async fn invalid_utf8_text_frame_fails_only_that_connection() {
         "the offending connection is failed: {next:?}"
     );
 
-    send(
-        &mut bystander,
-        json!({"type": "message", "id": "still", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut bystander, message_frame("still", "こんにちは")).await;
     let frames = recv_until(&mut bystander, "reply", Some("still"), 30).await;
     assert_eq!(frames.last().unwrap()["type"], "reply");
     let (status, _) = http_get(&server.addr, "/healthz").await.unwrap();

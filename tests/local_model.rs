@@ -42,7 +42,14 @@ async fn japanese_plan_conversation_with_the_embedded_model() {
     hello(&mut ws, json!({"token": token("customer", "C-1001")})).await;
 
     let started = Instant::now();
-    send(&mut ws, json!({"type": "message", "id": "t1", "text": "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？"})).await;
+    send(
+        &mut ws,
+        message_frame(
+            "t1",
+            "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？",
+        ),
+    )
+    .await;
     let frames = recv_until(&mut ws, "reply", Some("t1"), 300).await;
     let reply = frames.last().unwrap();
     let text = reply["text"].as_str().unwrap();
@@ -59,7 +66,11 @@ async fn japanese_plan_conversation_with_the_embedded_model() {
 
     // A free question with nothing structured to answer it (this data dir has no ingested
     // knowledge) goes to the model; what it writes passes the output validator first.
-    send(&mut ws, json!({"type": "message", "id": "t2", "text": "ありがとうございます。測定は何時間かかりますか？"})).await;
+    send(
+        &mut ws,
+        message_frame("t2", "ありがとうございます。測定は何時間かかりますか？"),
+    )
+    .await;
     let frames = recv_until(&mut ws, "reply", Some("t2"), 300).await;
     let reply = frames.last().unwrap();
     let text = reply["text"].as_str().unwrap();

@@ -200,11 +200,7 @@ bearer_token = "sms-secret"
         send_id.as_str(),
         "{welcome} {proactive}"
     );
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "m1", "text": "配信停止"}),
-    )
-    .await;
+    send(&mut ws, message_frame("m1", "配信停止")).await;
     let frames = recv_until(&mut ws, "reply", Some("m1"), 30).await;
     let reply = frames.last().unwrap();
     assert!(

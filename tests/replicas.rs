@@ -96,11 +96,7 @@ async fn a_reply_made_on_one_replica_streams_live_to_a_socket_on_another() {
     )
     .await;
 
-    send(
-        &mut on_a,
-        json!({"type": "message", "id": "m1", "text": MODEL_QUESTION}),
-    )
-    .await;
+    send(&mut on_a, message_frame("m1", MODEL_QUESTION)).await;
     let seen_on_b = frames_until_reply(&mut on_b, "m1", 30).await;
     let kinds: Vec<&str> = seen_on_b
         .iter()
@@ -118,11 +114,7 @@ async fn a_reply_made_on_one_replica_streams_live_to_a_socket_on_another() {
     assert_eq!(on_a_frames.last().unwrap()["text"], reply["text"]);
 
     // And back: a message sent on B is answered once and seen on A in order.
-    send(
-        &mut on_b,
-        json!({"type": "message", "id": "m2", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut on_b, message_frame("m2", "こんにちは")).await;
     let on_a_frames = frames_until_reply(&mut on_a, "m2", 30).await;
     let seqs: Vec<i64> = on_a_frames
         .iter()
@@ -172,11 +164,7 @@ async fn sigkill_of_the_answering_replica_mid_turn_leads_to_exactly_one_answer()
         json!({"token": customer, "conversation_id": conv}),
     )
     .await;
-    send(
-        &mut on_a,
-        json!({"type": "message", "id": "m1", "text": MODEL_QUESTION}),
-    )
-    .await;
+    send(&mut on_a, message_frame("m1", MODEL_QUESTION)).await;
     assert_eq!(recv(&mut on_a, 10).await["type"], "ack");
     for _ in 0..200 {
         if hanging.request_count() > 0 {
@@ -225,11 +213,7 @@ async fn an_operator_on_one_replica_and_the_customer_on_another_see_each_other_l
         .as_str()
         .unwrap()
         .to_string();
-    send(
-        &mut on_b,
-        json!({"type": "message", "id": "m1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut on_b, message_frame("m1", "こんにちは")).await;
     frames_until_reply(&mut on_b, "m1", 30).await;
 
     // The operator works on replica A.
@@ -258,11 +242,7 @@ async fn an_operator_on_one_replica_and_the_customer_on_another_see_each_other_l
     assert_eq!(human.last().unwrap()["text"], csm_text);
 
     // The customer answers on B: the operator's view on A has it, and the bot stays silent.
-    send(
-        &mut on_b,
-        json!({"type": "message", "id": "m2", "text": "測定の日程を変えたいです"}),
-    )
-    .await;
+    send(&mut on_b, message_frame("m2", "測定の日程を変えたいです")).await;
     assert_eq!(recv(&mut on_b, 10).await["type"], "ack");
     let mut seen = Value::Null;
     for _ in 0..50 {
@@ -308,7 +288,7 @@ async fn away_from_minute_edge(margin: Duration) {
 
 /// Sends a message and returns "ack" or the error code the server answered it with.
 async fn outcome(ws: &mut Ws, id: &str, text: &str) -> String {
-    send(ws, json!({"type": "message", "id": id, "text": text})).await;
+    send(ws, message_frame(id, text)).await;
     loop {
         let f = recv(ws, 20).await;
         if f["id"] == id && (f["type"] == "ack" || f["type"] == "error") {

@@ -23,7 +23,14 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({"token": token("customer", "C-1001")})).await;
     // A recommendation is answered from the tool's own text: no model call (docs/architecture.md).
-    send(&mut ws, json!({"type": "message", "id": "m1", "text": "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？"})).await;
+    send(
+        &mut ws,
+        message_frame(
+            "m1",
+            "上の階の足音が1ヶ月前から深夜23時以降にうるさいです。どのプランがおすすめですか？",
+        ),
+    )
+    .await;
     let frames = recv_until(&mut ws, "reply", Some("m1"), 30).await;
     let ack = frames
         .iter()
@@ -48,7 +55,7 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     // model, which may call a read-only tool natively; its text streams as deltas.
     send(
         &mut ws,
-        json!({"type": "message", "id": "m2", "text": "足音の測定は何時間かかりますか？"}),
+        message_frame("m2", "足音の測定は何時間かかりますか？"),
     )
     .await;
     let frames = recv_until(&mut ws, "reply", Some("m2"), 30).await;
@@ -86,18 +93,10 @@ async fn a_resent_message_id_is_acknowledged_but_processed_once() {
     let (server, _dir) = start(&fixture).await;
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({})).await;
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "same", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("same", "こんにちは")).await;
     recv_until(&mut ws, "reply", Some("same"), 30).await;
     let calls = fixture.request_count();
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "same", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("same", "こんにちは")).await;
     let dup = recv(&mut ws, 10).await;
     assert_eq!(
         (dup["type"].as_str(), dup["duplicate"].as_bool()),
@@ -117,11 +116,7 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
     let mut ws = connect(&server.url()).await;
     let welcome = hello(&mut ws, json!({})).await;
     let conv = welcome["conversation_id"].as_str().unwrap().to_string();
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "m1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("m1", "こんにちは")).await;
     let ack = recv(&mut ws, 10).await;
     assert_eq!(
         (ack["type"].as_str(), ack["seq"].as_i64()),
@@ -159,11 +154,7 @@ async fn bad_frames_get_typed_errors_and_the_connection_stays_usable() {
     let (server, _dir) = start(&fixture).await;
     let mut ws = connect(&server.url()).await;
 
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "early", "text": "hi"}),
-    )
-    .await;
+    send(&mut ws, message_frame("early", "hi")).await;
     assert_eq!(recv(&mut ws, 5).await["code"], "not_open");
     ws.send(Message::Text("this is not json".into()))
         .await
@@ -177,33 +168,21 @@ async fn bad_frames_get_typed_errors_and_the_connection_stays_usable() {
         .await
         .unwrap();
     assert_eq!(recv(&mut ws, 5).await["code"], "invalid_utf8");
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "big", "text": "あ".repeat(20_000)}),
-    )
-    .await;
+    send(&mut ws, message_frame("big", "あ".repeat(20_000))).await;
     let err = recv(&mut ws, 5).await;
     assert_eq!(err["code"], "too_large");
 
     hello(&mut ws, json!({})).await;
     send(&mut ws, json!({"type": "message", "text": "no id"})).await;
     assert_eq!(recv(&mut ws, 5).await["code"], "bad_request");
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "long", "text": "長".repeat(2001)}),
-    )
-    .await;
+    send(&mut ws, message_frame("long", "長".repeat(2001))).await;
     let err = recv(&mut ws, 5).await;
     assert_eq!(
         (err["code"].as_str(), err["id"].as_str()),
         (Some("bad_request"), Some("long"))
     );
     // Still usable.
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "ok", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("ok", "こんにちは")).await;
     let frames = recv_until(&mut ws, "reply", Some("ok"), 30).await;
     let greeting = frames.last().unwrap()["text"].as_str().unwrap().to_string();
     assert!(greeting.contains("ZENBU"), "{greeting}");
@@ -217,11 +196,7 @@ async fn identity_rules_hold_over_the_wire() {
     let w = hello(&mut alice, json!({"token": token("customer", "C-1")})).await;
     assert_eq!(w["role"], "customer");
     let conv = w["conversation_id"].as_str().unwrap().to_string();
-    send(
-        &mut alice,
-        json!({"type": "message", "id": "a1", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut alice, message_frame("a1", "こんにちは")).await;
     recv_until(&mut alice, "reply", Some("a1"), 30).await;
 
     // Another customer cannot open or write to it.
@@ -266,7 +241,10 @@ async fn an_acknowledged_message_survives_sigkill_and_is_answered_after_restart(
         .to_string();
     send(
         &mut ws,
-        json!({"type": "message", "id": "m1", "text": "停電しても消えないでほしい相談です。測定は何時間かかりますか？"}),
+        message_frame(
+            "m1",
+            "停電しても消えないでほしい相談です。測定は何時間かかりますか？",
+        ),
     )
     .await;
     let ack = recv(&mut ws, 10).await;
@@ -321,11 +299,7 @@ async fn health_readiness_metrics_and_request_ids() {
     );
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({})).await;
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "m", "text": "こんにちは"}),
-    )
-    .await;
+    send(&mut ws, message_frame("m", "こんにちは")).await;
     recv_until(&mut ws, "reply", Some("m"), 30).await;
     let (status, metrics) = http_get(&server.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
@@ -376,16 +350,8 @@ async fn message_floods_are_rate_limited_per_connection() {
     let mut ws = connect(&server.url()).await;
     hello(&mut ws, json!({})).await;
     // Burst allowance is a sixth of the per-minute rate (here 1): the second message is refused.
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "r1", "text": "一通目"}),
-    )
-    .await;
-    send(
-        &mut ws,
-        json!({"type": "message", "id": "r2", "text": "二通目"}),
-    )
-    .await;
+    send(&mut ws, message_frame("r1", "一通目")).await;
+    send(&mut ws, message_frame("r2", "二通目")).await;
     let mut limited = None;
     for _ in 0..10 {
         let f = recv(&mut ws, 10).await;

@@ -156,14 +156,23 @@ pub async fn recv_until(ws: &mut Ws, kind: &str, reply_to: Option<&str>, secs: u
     }
 }
 
+/// A `message` frame, built from the protocol's own type (protocol/src/lib.rs).
+pub fn message_frame(id: impl Into<String>, text: impl Into<String>) -> Value {
+    serde_json::to_value(kizuna_protocol::ClientFrame::Message {
+        id: id.into(),
+        text: text.into(),
+    })
+    .unwrap()
+}
+
+/// Says hello with `extra`'s `token`, `conversation_id` and `last_seq` (all optional).
 pub async fn hello(ws: &mut Ws, extra: Value) -> Value {
-    let mut h = json!({"type": "hello"});
-    if let Value::Object(m) = extra {
-        for (k, v) in m {
-            h[k] = v;
-        }
-    }
-    send(ws, h).await;
+    let hello = kizuna_protocol::ClientFrame::Hello {
+        token: extra["token"].as_str().map(str::to_string),
+        conversation_id: extra["conversation_id"].as_str().map(str::to_string),
+        last_seq: extra["last_seq"].as_i64(),
+    };
+    send(ws, serde_json::to_value(hello).unwrap()).await;
     let w = recv(ws, 10).await;
     assert_eq!(w["type"], "welcome", "{w}");
     w
