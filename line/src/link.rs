@@ -104,8 +104,7 @@ impl LinkSigner {
         let json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| LinkError::Malformed)?;
-        let claims: LinkClaims =
-            serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
+        let claims: LinkClaims = serde_json::from_slice(&json).map_err(|_| LinkError::Malformed)?;
         if claims.customer_id.is_empty()
             || claims.customer_id.len() > MAX_CUSTOMER_ID
             || claims.nonce.is_empty()

@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn the_config_reads_from_toml_with_a_default_footer() {
         let c: LineChannelConfig = toml::from_str("").unwrap();
-        assert_eq!(c.body("ご案内です。\n"), format!("ご案内です。{DEFAULT_LINE_FOOTER}"));
+        assert_eq!(
+            c.body("ご案内です。\n"),
+            format!("ご案内です。{DEFAULT_LINE_FOOTER}")
+        );
         let c: LineChannelConfig = toml::from_str("footer = \"\"").unwrap();
         assert_eq!(c.body("ご案内です。"), "ご案内です。");
         assert!(toml::from_str::<LineChannelConfig>("to = \"x\"").is_err());
@@ -189,9 +192,17 @@ mod tests {
         let mut out = HeaderMap::new();
         if seen.len() == 1 {
             out.insert("retry-after", "0".parse().unwrap());
-            return (StatusCode::TOO_MANY_REQUESTS, out, Json(serde_json::json!({"message": "rate limited"})));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                out,
+                Json(serde_json::json!({"message": "rate limited"})),
+            );
         }
-        (StatusCode::OK, out, Json(serde_json::json!({"sentMessages": []})))
+        (
+            StatusCode::OK,
+            out,
+            Json(serde_json::json!({"sentMessages": []})),
+        )
     }
 
     fn outbound(send_id: &str, customer_id: &str) -> OutboundMessage {
@@ -221,8 +232,14 @@ mod tests {
             .unwrap();
         }
         for (user, customer) in [("U1", "C-1"), ("U2", "C-2")] {
-            store.upsert_line_user(user, &format!("conv-{user}"), true, 1).await.unwrap();
-            store.link_line_user(user, customer, &format!("n-{user}"), 2).await.unwrap();
+            store
+                .upsert_line_user(user, &format!("conv-{user}"), true, 1)
+                .await
+                .unwrap();
+            store
+                .link_line_user(user, customer, &format!("n-{user}"), 2)
+                .await
+                .unwrap();
         }
         store.line_follow("U2", "x", false, 3).await.unwrap(); // C-2 blocked the account
         for send in ["s-1", "s-2", "s-3"] {
@@ -242,21 +259,36 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2025-06-02T10:00:00+09:00").unwrap();
         let c1 = Customer::new("C-1", CustomerKind::B2c, "山田");
         let mut c2 = Customer::new("C-2", CustomerKind::B2c, "佐藤");
-        let queued = enqueue_channel_messages(&store, &config, &c1, &outbound("s-1", "C-1"), false, now)
-            .await
-            .unwrap();
+        let queued =
+            enqueue_channel_messages(&store, &config, &c1, &outbound("s-1", "C-1"), false, now)
+                .await
+                .unwrap();
         assert_eq!(queued, [CHANNEL_LINE]);
         // Blocked (and so opted out), or unlinked: nothing.
         c2.opted_out = false;
-        assert!(enqueue_channel_messages(&store, &config, &c2, &outbound("s-2", "C-2"), false, now)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(enqueue_channel_messages(
+            &store,
+            &config,
+            &c2,
+            &outbound("s-2", "C-2"),
+            false,
+            now
+        )
+        .await
+        .unwrap()
+        .is_empty());
         let unlinked = Customer::new("C-3", CustomerKind::B2c, "鈴木");
-        assert!(enqueue_channel_messages(&store, &config, &unlinked, &outbound("s-3", "C-3"), false, now)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(enqueue_channel_messages(
+            &store,
+            &config,
+            &unlinked,
+            &outbound("s-3", "C-3"),
+            false,
+            now
+        )
+        .await
+        .unwrap()
+        .is_empty());
 
         let pushes: Pushes = Arc::default();
         let app = Router::new()
@@ -306,16 +338,21 @@ mod tests {
 
         let pushes = pushes.lock().unwrap().clone();
         assert_eq!(pushes.len(), 2, "refused once (429), then delivered");
-        assert_eq!(pushes[0].0, pushes[1].0, "the retry carries the same retry key");
+        assert_eq!(
+            pushes[0].0, pushes[1].0,
+            "the retry carries the same retry key"
+        );
         assert_eq!(pushes[0].0, retry_key("s-1", 0));
         assert_eq!(pushes[1].1["to"], "U1");
         let text = pushes[1].1["messages"][0]["text"].as_str().unwrap();
         assert!(text.starts_with("今月の測定回数") && text.ends_with("とお送りください。"));
         let attempts = attempts_for(&store, "s-1").await.unwrap();
         assert_eq!(
-            attempts.iter().map(|a| (a.channel.as_str(), a.ok)).collect::<Vec<_>>(),
+            attempts
+                .iter()
+                .map(|a| (a.channel.as_str(), a.ok))
+                .collect::<Vec<_>>(),
             [("line", false), ("line", true)]
         );
     }
-
 }

@@ -84,9 +84,9 @@ impl Store {
 
     pub async fn line_user(&self, user_id: &str) -> Result<Option<LineUser>> {
         let row = sqlx::query(select_user!())
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(line_user).transpose()
     }
 
@@ -168,9 +168,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(select_user!())
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let user = line_user(&row)?;
         let mut changed = None;
         if let Some(customer_id) = &user.customer_id {
@@ -263,10 +263,11 @@ impl Store {
             // Dropping the transaction rolls the nonce back: nothing changed.
             return Ok(LinkOutcome::UnknownCustomer);
         }
-        let row = sqlx::query("SELECT conversation_id, customer_id FROM line_users WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT conversation_id, customer_id FROM line_users WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
         let conversation_id: String = row.try_get("conversation_id")?;
         let linked: Option<String> = row.try_get("customer_id")?;
         let outcome = match linked.as_deref() {
@@ -421,7 +422,10 @@ mod tests {
         let store = Store::connect(&url).await.unwrap();
         customer(&store, "C-1").await;
         customer(&store, "C-2").await;
-        store.upsert_line_user("U1", "conv-1", true, 1).await.unwrap();
+        store
+            .upsert_line_user("U1", "conv-1", true, 1)
+            .await
+            .unwrap();
         store
             .create_conversation("conv-1", "anonymous", "line:U1", None, 1)
             .await
@@ -432,7 +436,10 @@ mod tests {
             store.link_line_user("U1", "C-404", "n1", 2).await.unwrap(),
             LinkOutcome::UnknownCustomer
         );
-        assert_eq!(store.line_user("U1").await.unwrap().unwrap().customer_id, None);
+        assert_eq!(
+            store.line_user("U1").await.unwrap().unwrap().customer_id,
+            None
+        );
         assert_eq!(
             store.link_line_user("U1", "C-1", "n1", 3).await.unwrap(),
             LinkOutcome::Linked
@@ -442,12 +449,18 @@ mod tests {
             LinkOutcome::AlreadyLinked,
             "the same user again (a redelivery)"
         );
-        store.upsert_line_user("U9", "conv-9", true, 4).await.unwrap();
+        store
+            .upsert_line_user("U9", "conv-9", true, 4)
+            .await
+            .unwrap();
         assert_eq!(
             store.link_line_user("U9", "C-1", "n1", 4).await.unwrap(),
             LinkOutcome::Reused
         );
-        assert_eq!(store.line_user("U9").await.unwrap().unwrap().customer_id, None);
+        assert_eq!(
+            store.line_user("U9").await.unwrap().unwrap().customer_id,
+            None
+        );
         assert_eq!(
             store.link_line_user("U1", "C-2", "n2", 5).await.unwrap(),
             LinkOutcome::LinkedElsewhere
@@ -458,19 +471,36 @@ mod tests {
         );
         let conv = store.conversation("conv-1").await.unwrap().unwrap();
         assert_eq!(
-            (conv.owner_role.as_str(), conv.owner_id.as_str(), conv.customer_id.as_deref()),
+            (
+                conv.owner_role.as_str(),
+                conv.owner_id.as_str(),
+                conv.customer_id.as_deref()
+            ),
             ("customer", "C-1", Some("C-1"))
         );
-        assert_eq!(store.line_push_target("C-1").await.unwrap().as_deref(), Some("U1"));
+        assert_eq!(
+            store.line_push_target("C-1").await.unwrap().as_deref(),
+            Some("U1")
+        );
         assert_eq!(store.line_push_target("C-2").await.unwrap(), None);
 
         // A block opts out; following again opts back in.
         let (u, changed) = store.line_follow("U1", "x", false, 7).await.unwrap();
-        assert_eq!((u.following, u.unfollow_opted_out, changed), (false, true, Some(true)));
+        assert_eq!(
+            (u.following, u.unfollow_opted_out, changed),
+            (false, true, Some(true))
+        );
         assert!(opted_out(&store, "C-1").await);
-        assert_eq!(store.line_push_target("C-1").await.unwrap(), None, "blocked");
+        assert_eq!(
+            store.line_push_target("C-1").await.unwrap(),
+            None,
+            "blocked"
+        );
         let (u, changed) = store.line_follow("U1", "x", true, 8).await.unwrap();
-        assert_eq!((u.following, u.unfollow_opted_out, changed), (true, false, Some(false)));
+        assert_eq!(
+            (u.following, u.unfollow_opted_out, changed),
+            (true, false, Some(false))
+        );
         assert!(!opted_out(&store, "C-1").await);
 
         // An explicit 配信停止 before the block: the follow leaves it.
@@ -482,7 +512,10 @@ mod tests {
         assert!(opted_out(&store, "C-1").await);
 
         // 配信停止 said elsewhere while blocked: the follow leaves it too.
-        store.set_customer_opted_out("C-1", false, 12).await.unwrap();
+        store
+            .set_customer_opted_out("C-1", false, 12)
+            .await
+            .unwrap();
         store.line_follow("U1", "x", false, 13).await.unwrap();
         store.set_customer_opted_out("C-1", true, 14).await.unwrap();
         let (u, changed) = store.line_follow("U1", "x", true, 15).await.unwrap();
@@ -493,5 +526,4 @@ mod tests {
         let (u, changed) = store.line_follow("U2", "conv-2", false, 16).await.unwrap();
         assert_eq!((u.following, u.customer_id, changed), (false, None, None));
     }
-
 }
