@@ -420,110 +420,174 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
-        customer(&store, "C-1").await;
-        customer(&store, "C-2").await;
+        linking_scenario(&store, "").await;
+    }
+
+    /// The same against PostgreSQL (`KIZUNA_TEST_POSTGRES_URL`, started by scripts/test).
+    #[tokio::test]
+    async fn linking_on_postgres() {
+        let Ok(url) = std::env::var("KIZUNA_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("KIZUNA_REQUIRE_POSTGRES").is_err(),
+                "KIZUNA_REQUIRE_POSTGRES is set but no PostgreSQL (KIZUNA_TEST_POSTGRES_URL) was started"
+            );
+            eprintln!("skipped: set KIZUNA_TEST_POSTGRES_URL to run the PostgreSQL path");
+            return;
+        };
+        let store = Store::connect(&url).await.unwrap();
+        // A shared database: this run's rows get their own prefix.
+        linking_scenario(&store, &format!("{}-", uuid::Uuid::new_v4().simple())).await;
+    }
+
+    async fn linking_scenario(store: &Store, prefix: &str) {
+        let store = store.clone();
+        let owned = |id: &str| format!("{prefix}{id}");
+        macro_rules! p {
+            ($id:literal) => {
+                owned($id).as_str()
+            };
+        }
+        customer(&store, p!("C-1")).await;
+        customer(&store, p!("C-2")).await;
         store
-            .upsert_line_user("U1", "conv-1", true, 1)
+            .upsert_line_user(p!("U1"), p!("conv-1"), true, 1)
             .await
             .unwrap();
         store
-            .create_conversation("conv-1", "anonymous", "line:U1", None, 1)
+            .create_conversation(p!("conv-1"), "anonymous", "line:U1", None, 1)
             .await
             .unwrap();
 
         // Unknown customer and the nonce are rolled back: the same nonce still works.
         assert_eq!(
-            store.link_line_user("U1", "C-404", "n1", 2).await.unwrap(),
+            store
+                .link_line_user(p!("U1"), p!("C-404"), p!("n1"), 2)
+                .await
+                .unwrap(),
             LinkOutcome::UnknownCustomer
         );
         assert_eq!(
-            store.line_user("U1").await.unwrap().unwrap().customer_id,
+            store
+                .line_user(p!("U1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .customer_id,
             None
         );
         assert_eq!(
-            store.link_line_user("U1", "C-1", "n1", 3).await.unwrap(),
+            store
+                .link_line_user(p!("U1"), p!("C-1"), p!("n1"), 3)
+                .await
+                .unwrap(),
             LinkOutcome::Linked
         );
         assert_eq!(
-            store.link_line_user("U1", "C-1", "n1", 4).await.unwrap(),
+            store
+                .link_line_user(p!("U1"), p!("C-1"), p!("n1"), 4)
+                .await
+                .unwrap(),
             LinkOutcome::AlreadyLinked,
             "the same user again (a redelivery)"
         );
         store
-            .upsert_line_user("U9", "conv-9", true, 4)
+            .upsert_line_user(p!("U9"), p!("conv-9"), true, 4)
             .await
             .unwrap();
         assert_eq!(
-            store.link_line_user("U9", "C-1", "n1", 4).await.unwrap(),
+            store
+                .link_line_user(p!("U9"), p!("C-1"), p!("n1"), 4)
+                .await
+                .unwrap(),
             LinkOutcome::Reused
         );
         assert_eq!(
-            store.line_user("U9").await.unwrap().unwrap().customer_id,
+            store
+                .line_user(p!("U9"))
+                .await
+                .unwrap()
+                .unwrap()
+                .customer_id,
             None
         );
         assert_eq!(
-            store.link_line_user("U1", "C-2", "n2", 5).await.unwrap(),
+            store
+                .link_line_user(p!("U1"), p!("C-2"), p!("n2"), 5)
+                .await
+                .unwrap(),
             LinkOutcome::LinkedElsewhere
         );
         assert_eq!(
-            store.link_line_user("U1", "C-1", "n3", 6).await.unwrap(),
+            store
+                .link_line_user(p!("U1"), p!("C-1"), p!("n3"), 6)
+                .await
+                .unwrap(),
             LinkOutcome::AlreadyLinked
         );
-        let conv = store.conversation("conv-1").await.unwrap().unwrap();
+        let conv = store.conversation(p!("conv-1")).await.unwrap().unwrap();
         assert_eq!(
             (
                 conv.owner_role.as_str(),
                 conv.owner_id.as_str(),
                 conv.customer_id.as_deref()
             ),
-            ("customer", "C-1", Some("C-1"))
+            ("customer", p!("C-1"), Some(p!("C-1")))
         );
         assert_eq!(
-            store.line_push_target("C-1").await.unwrap().as_deref(),
-            Some("U1")
+            store.line_push_target(p!("C-1")).await.unwrap().as_deref(),
+            Some(p!("U1"))
         );
-        assert_eq!(store.line_push_target("C-2").await.unwrap(), None);
+        assert_eq!(store.line_push_target(p!("C-2")).await.unwrap(), None);
 
         // A block opts out; following again opts back in.
-        let (u, changed) = store.line_follow("U1", "x", false, 7).await.unwrap();
+        let (u, changed) = store.line_follow(p!("U1"), "x", false, 7).await.unwrap();
         assert_eq!(
             (u.following, u.unfollow_opted_out, changed),
             (false, true, Some(true))
         );
-        assert!(opted_out(&store, "C-1").await);
+        assert!(opted_out(&store, p!("C-1")).await);
         assert_eq!(
-            store.line_push_target("C-1").await.unwrap(),
+            store.line_push_target(p!("C-1")).await.unwrap(),
             None,
             "blocked"
         );
-        let (u, changed) = store.line_follow("U1", "x", true, 8).await.unwrap();
+        let (u, changed) = store.line_follow(p!("U1"), "x", true, 8).await.unwrap();
         assert_eq!(
             (u.following, u.unfollow_opted_out, changed),
             (true, false, Some(false))
         );
-        assert!(!opted_out(&store, "C-1").await);
+        assert!(!opted_out(&store, p!("C-1")).await);
 
         // An explicit 配信停止 before the block: the follow leaves it.
-        store.set_customer_opted_out("C-1", true, 9).await.unwrap();
-        let (_, changed) = store.line_follow("U1", "x", false, 10).await.unwrap();
+        store
+            .set_customer_opted_out(p!("C-1"), true, 9)
+            .await
+            .unwrap();
+        let (_, changed) = store.line_follow(p!("U1"), "x", false, 10).await.unwrap();
         assert_eq!(changed, None);
-        let (_, changed) = store.line_follow("U1", "x", true, 11).await.unwrap();
+        let (_, changed) = store.line_follow(p!("U1"), "x", true, 11).await.unwrap();
         assert_eq!(changed, None);
-        assert!(opted_out(&store, "C-1").await);
+        assert!(opted_out(&store, p!("C-1")).await);
 
         // 配信停止 said elsewhere while blocked: the follow leaves it too.
         store
-            .set_customer_opted_out("C-1", false, 12)
+            .set_customer_opted_out(p!("C-1"), false, 12)
             .await
             .unwrap();
-        store.line_follow("U1", "x", false, 13).await.unwrap();
-        store.set_customer_opted_out("C-1", true, 14).await.unwrap();
-        let (u, changed) = store.line_follow("U1", "x", true, 15).await.unwrap();
+        store.line_follow(p!("U1"), "x", false, 13).await.unwrap();
+        store
+            .set_customer_opted_out(p!("C-1"), true, 14)
+            .await
+            .unwrap();
+        let (u, changed) = store.line_follow(p!("U1"), "x", true, 15).await.unwrap();
         assert_eq!((u.unfollow_opted_out, changed), (false, None));
-        assert!(opted_out(&store, "C-1").await);
+        assert!(opted_out(&store, p!("C-1")).await);
 
         // Unlinked users only change their own row.
-        let (u, changed) = store.line_follow("U2", "conv-2", false, 16).await.unwrap();
+        let (u, changed) = store
+            .line_follow(p!("U2"), p!("conv-2"), false, 16)
+            .await
+            .unwrap();
         assert_eq!((u.following, u.customer_id, changed), (false, None, None));
     }
 }
