@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             axum::routing::delete(unrevoke),
         )
         .merge(outreach::routes())
+        .merge(line::api_routes())
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,6 +88,11 @@ pub struct LineSettings {
     pub api_base_url: String,
     /// How often new replies are looked for and queued for LINE, in milliseconds.
     pub forward_interval_ms: u64,
+    /// How long an account-link token stays valid, in seconds (docs/line.md).
+    pub link_token_ttl_secs: i64,
+    /// The account's basic ID (e.g. `@zenbu`): link tokens then come with a
+    /// `https://line.me/R/oaMessage/…` link that opens the chat with the token typed in.
+    pub basic_id: Option<String>,
 }
 
 impl Default for LineSettings {
@@ -97,6 +102,8 @@ impl Default for LineSettings {
             channel_access_token: None,
             api_base_url: "https://api.line.me".into(),
             forward_interval_ms: 500,
+            link_token_ttl_secs: 86_400,
+            basic_id: None,
         }
     }
 }
@@ -606,6 +613,15 @@ impl Settings {
         }
         if self.line.channel_secret.is_some() != self.line.channel_access_token.is_some() {
             bail!("the LINE channel needs both line.channel_secret and line.channel_access_token");
+        }
+        if !(60..=crate::line::MAX_LINK_TTL_SECS).contains(&self.line.link_token_ttl_secs) {
+            bail!(
+                "line.link_token_ttl_secs must be between 60 and {}",
+                crate::line::MAX_LINK_TTL_SECS
+            );
+        }
+        if self.outreach.channels.line.is_some() && !self.line.enabled() {
+            bail!("[outreach.channels.line] needs the LINE channel: set line.channel_secret and line.channel_access_token");
         }
         if self.mcp.calls_per_minute == 0 {
             bail!("mcp.calls_per_minute must be at least 1");

@@ -110,6 +110,9 @@ enum Command {
     /// The MCP server on stdin/stdout (for Claude Desktop and other MCP clients), as the
     /// caller of KIZUNA_MCP_TOKEN; `kizuna serve` offers the same at /mcp (docs/mcp.md).
     Mcp(mcp::McpArgs),
+    /// The LINE channel: account-link tokens for customers (docs/line.md).
+    #[command(subcommand)]
+    Line(line::LineCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
             Command::Churn(cmd) => churn::run(cli.config, cmd).await,
             Command::Mcp(args) => mcp::run(cli.config, args).await,
+            Command::Line(cmd) => line::run(cli.config, cmd).await,
         }
     })
 }
@@ -441,7 +445,12 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
             timeout: Duration::from_secs(10),
         })
         .context("cannot set up the LINE client")?;
-        senders.insert(kizuna_line::CHANNEL.to_string(), Arc::new(client));
+        // One sender for the channel: the forwarder's replies and, with
+        // [outreach.channels.line], outreach pushes (recorded, opt-out checked per attempt).
+        senders.insert(
+            kizuna_line::CHANNEL.to_string(),
+            kizuna_outreach::line_sender(&store, Arc::new(client)),
+        );
         tracing::info!(api = %settings.line.api_base_url, "LINE channel on: webhook at /channels/line/webhook");
     }
     let services = HubServices {
@@ -524,12 +533,17 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         .map(|secret| {
             line::spawn_forwarder(
                 hub.clone(),
+                settings.outreach.channels.line.is_some(),
                 Duration::from_millis(settings.line.forward_interval_ms.max(50)),
                 Duration::from_secs(settings.cluster.singleton_lease_secs),
                 shutdown_rx.clone(),
             );
-            Arc::new(api::line::LineEndpoint::new(secret))
-        });
+            Ok::<_, anyhow::Error>(Arc::new(api::line::LineEndpoint::new(
+                secret,
+                line::LinkIssuer::from_settings(&settings)?,
+            )))
+        })
+        .transpose()?;
     let state = Arc::new(server::AppState {
         mcp,
         line,

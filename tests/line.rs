@@ -269,3 +269,246 @@ async fn a_line_user_chats_escalates_and_gets_the_csms_reply() {
     let unique: std::collections::HashSet<&String> = texts.iter().collect();
     assert_eq!(unique.len(), texts.len());
 }
+
+fn follow_event(id: &str, user: &str, follow: bool) -> Value {
+    let mut event = json!({
+        "type": if follow { "follow" } else { "unfollow" }, "mode": "active",
+        "timestamp": chrono::Utc::now().timestamp_millis(), "webhookEventId": id,
+        "deliveryContext": {"isRedelivery": false}, "source": {"type": "user", "userId": user},
+    });
+    if follow {
+        event["replyToken"] = json!(format!("rt-{id}"));
+        event["follow"] = json!({"isUnblocked": true});
+    }
+    event
+}
+
+fn text_event_from(user: &str, id: &str, text: &str) -> Value {
+    let mut event = text_event(id, text, &format!("rt-{id}"));
+    event["source"]["userId"] = json!(user);
+    event
+}
+
+async fn send_events(server: &Server, events: Vec<Value>) {
+    let body = json!({"destination": "Ubot", "events": events}).to_string();
+    assert_eq!(
+        post_webhook(server, body.as_bytes(), &sign(body.as_bytes())).await,
+        200
+    );
+}
+
+/// The answer to the message with this reply token (the link answers use it).
+async fn answer_to(seen: &Seen, event_id: &str) -> String {
+    let token = format!("rt-{event_id}");
+    let (_, body) = wait_for(seen, &format!("the answer to {event_id}"), |(k, b)| {
+        k == "reply" && b["replyToken"] == token.as_str()
+    })
+    .await;
+    body["messages"][0]["text"].as_str().unwrap().to_string()
+}
+
+async fn opted_out(db: &kizuna_store::Store, customer: &str) -> bool {
+    let (flag,): (i64,) = sqlx::query_as("SELECT opted_out FROM customers WHERE id = $1")
+        .bind(customer)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    flag != 0
+}
+
+#[tokio::test]
+async fn line_users_link_to_customers_opt_out_by_blocking_and_get_outreach_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = ModelFixture::start(Duration::ZERO).await;
+    let (api, seen) = stand_in().await;
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_kizuna"))
+        .args(["import", "customers", "demo/customers.csv"])
+        .current_dir(common::repo_root())
+        .env("KIZUNA_DATA_DIR", dir.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run kizuna import");
+    assert!(import.status.success(), "{import:?}");
+    // The scheduler is off for the first server: B-2001 is linked before any outreach runs.
+    let config = dir.path().join("kizuna.toml");
+    let write_config = |interval: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[line]
+basic_id = "@zenbu"
+link_token_ttl_secs = 3600
+[outreach]
+interval_secs = {interval}
+[outreach.rules.quiet_hours]
+start = "00:00:00"
+end = "00:00:00"
+[outreach.channels.line]
+"#
+            ),
+        )
+        .unwrap()
+    };
+    write_config(0);
+    let mut env = fixture.env();
+    env.extend([
+        ("KIZUNA_LINE_CHANNEL_SECRET", CHANNEL_SECRET.to_string()),
+        ("KIZUNA_LINE_CHANNEL_ACCESS_TOKEN", ACCESS_TOKEN.to_string()),
+        ("KIZUNA_LINE_API_BASE_URL", api),
+        ("KIZUNA_CONFIG", config.display().to_string()),
+    ]);
+    let mut server = Server::start(dir.path(), &env).await;
+    let db = store(&server).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+
+    // The business issues a link token for B-2001 (staff only, known customers only).
+    let issue = |auth: String, customer: &str| {
+        http.post(format!("{base}/api/line/link-tokens"))
+            .header("authorization", auth)
+            .json(&json!({"customer_id": customer}))
+            .send()
+    };
+    let manager = format!("Bearer {}", token("manager", "csm-1"));
+    let customer_auth = format!("Bearer {}", token("customer", "B-2001"));
+    assert_eq!(issue(customer_auth, "B-2001").await.unwrap().status(), 403);
+    assert_eq!(issue(manager.clone(), "B-404").await.unwrap().status(), 404);
+    let issued: Value = issue(manager.clone(), "B-2001")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link_token = issued["token"].as_str().unwrap().to_string();
+    assert!(link_token.starts_with("KZL1."), "{issued}");
+    assert_eq!(
+        issued["url"],
+        format!("https://line.me/R/oaMessage/%40zenbu/?{link_token}")
+    );
+
+    // The user chats first, anonymously.
+    send_events(&server, vec![text_event("L-1", "こんにちは", "rt-L-1")]).await;
+    answer_to(&seen, "L-1").await;
+    let conversation = db.line_user(USER).await.unwrap().unwrap().conversation_id;
+
+    // Forged (another secret) and expired tokens are refused and change nothing.
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp| kizuna_line::LinkClaims {
+        customer_id: "B-2001".into(),
+        exp,
+        nonce: format!("n-{exp}"),
+    };
+    let forged = kizuna_line::LinkSigner::new(b"not-the-server-secret-0123456789".to_vec())
+        .sign(&claims(now + 600));
+    let expired =
+        kizuna_line::LinkSigner::new(common::SECRET.as_bytes().to_vec()).sign(&claims(now - 10));
+    send_events(&server, vec![text_event("L-2", &forged, "rt-L-2")]).await;
+    assert!(answer_to(&seen, "L-2")
+        .await
+        .contains("確認できませんでした"));
+    send_events(
+        &server,
+        vec![text_event(
+            "L-3",
+            &format!("連携します {expired}"),
+            "rt-L-3",
+        )],
+    )
+    .await;
+    assert!(answer_to(&seen, "L-3").await.contains("有効期限"));
+    assert_eq!(db.line_user(USER).await.unwrap().unwrap().customer_id, None);
+
+    // The valid token links the user; the conversation so far becomes B-2001's.
+    send_events(&server, vec![text_event("L-4", &link_token, "rt-L-4")]).await;
+    assert!(answer_to(&seen, "L-4").await.contains("連携が完了"));
+    let user = db.line_user(USER).await.unwrap().unwrap();
+    assert_eq!(user.customer_id.as_deref(), Some("B-2001"));
+    let conv = db.conversation(&conversation).await.unwrap().unwrap();
+    assert_eq!(
+        (conv.owner_role.as_str(), conv.customer_id.as_deref()),
+        ("customer", Some("B-2001"))
+    );
+    // The token never reached the agent as a message.
+    let frames = db.frames_after(&conversation, 0).await.unwrap();
+    assert!(!frames
+        .iter()
+        .any(|f| f.payload.to_string().contains("KZL1.")));
+    // The linked user goes on chatting, now as the customer.
+    send_events(
+        &server,
+        vec![text_event("L-5", "契約内容を教えてください", "rt-L-5")],
+    )
+    .await;
+    answer_to(&seen, "L-5").await;
+
+    // The same token from another LINE user: used up; that user stays unlinked.
+    const OTHER: &str = "U0ther0000000000000000000000000000";
+    send_events(&server, vec![text_event_from(OTHER, "L-6", &link_token)]).await;
+    assert!(answer_to(&seen, "L-6").await.contains("すでに使用"));
+    assert_eq!(
+        db.line_user(OTHER).await.unwrap().unwrap().customer_id,
+        None
+    );
+
+    // `kizuna line link-token` issues one too; the user, linked to B-2001, cannot take B-2002.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_kizuna"))
+        .args(["line", "link-token", "--customer", "B-2002"])
+        .current_dir(common::repo_root())
+        .env("KIZUNA_DATA_DIR", dir.path())
+        .env("KIZUNA_TOKEN_SECRET", common::SECRET)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run kizuna line link-token");
+    assert!(cli.status.success(), "{cli:?}");
+    let cli_token = String::from_utf8(cli.stdout).unwrap().trim().to_string();
+    assert!(cli_token.starts_with("KZL1."), "{cli_token}");
+    send_events(&server, vec![text_event("L-7", &cli_token, "rt-L-7")]).await;
+    assert!(answer_to(&seen, "L-7").await.contains("別のお客様"));
+    assert_eq!(
+        db.line_user(USER)
+            .await
+            .unwrap()
+            .unwrap()
+            .customer_id
+            .as_deref(),
+        Some("B-2001")
+    );
+
+    // Blocking the account opts B-2001 out of outreach; following again opts back in.
+    assert!(!opted_out(&db, "B-2001").await);
+    send_events(&server, vec![follow_event("L-8", USER, false)]).await;
+    assert!(opted_out(&db, "B-2001").await);
+    send_events(&server, vec![follow_event("L-9", USER, true)]).await;
+    assert!(!opted_out(&db, "B-2001").await);
+
+    // With the scheduler on, B-2001's usage-drop message is pushed to the linked LINE user.
+    server.kill9().await;
+    write_config(1);
+    let _server = Server::start(dir.path(), &env).await;
+    let (_, push) = wait_for(&seen, "the outreach push", |(k, b)| {
+        k == "push"
+            && b["to"] == USER
+            && b["messages"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("配信停止"))
+    })
+    .await;
+    assert!(!push["messages"][0]["text"].as_str().unwrap().is_empty());
+    // The attempt is logged against the send, on the line channel.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let attempts = loop {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT a.channel, a.ok FROM outreach_attempts a JOIN outreach_sends s ON s.id = a.send_id
+             WHERE s.customer_id = 'B-2001' ORDER BY a.created_at",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(attempts, [("line".to_string(), 1)]);
+}

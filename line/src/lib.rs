@@ -6,10 +6,12 @@
 //! validation, reply and push message endpoints, quick reply) — the formats here follow it.
 
 pub mod client;
+pub mod link;
 pub mod message;
 pub mod webhook;
 
 pub use client::{LineClient, LineConfig, CHANNEL, KIND_MESSAGES};
+pub use link::{find_token, LinkClaims, LinkError, LinkSigner};
 pub use message::{
     split_text, text_messages, QuickReply, MAX_MESSAGES_PER_REQUEST, MAX_TEXT_CHARS,
 };

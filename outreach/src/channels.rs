@@ -57,6 +57,9 @@ const MAX_BODY_EXCERPT_CHARS: usize = 200;
 pub struct ChannelsConfig {
     pub email: Option<EmailConfig>,
     pub webhook: Option<WebhookConfig>,
+    /// Push to the customer's linked LINE user ([`crate::line`]); needs the server's LINE
+    /// channel (`[line]`), whose client delivers it.
+    pub line: Option<crate::line::LineChannelConfig>,
     pub when: ChannelPolicy,
 }
 
@@ -266,7 +269,7 @@ pub struct ChannelMessage {
     /// The `outreach_sends` row this message belongs to.
     pub send_id: String,
     pub customer_id: String,
-    /// The email address or the phone number.
+    /// The email address, the phone number or the LINE user id.
     pub to: String,
     /// Email only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +344,22 @@ pub async fn enqueue_channel_messages(
         let payload = channel_message(phone, None, message.text.clone());
         if enqueue(store, CHANNEL_WEBHOOK, &payload, now_ms).await? {
             queued.push(CHANNEL_WEBHOOK);
+        }
+    }
+    if let Some(line) = &config.line {
+        // Only a LINE user linked to this customer who still follows the account.
+        let target = store
+            .line_push_target(&message.customer_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::Database(e) => OutreachError::Database(e),
+                other => OutreachError::Database(sqlx::Error::Protocol(other.to_string())),
+            })?;
+        if let Some(user_id) = target {
+            let payload = channel_message(&user_id, None, line.body(&message.text));
+            if enqueue(store, crate::line::CHANNEL_LINE, &payload, now_ms).await? {
+                queued.push(crate::line::CHANNEL_LINE);
+            }
         }
     }
     if !queued.is_empty() {

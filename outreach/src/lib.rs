@@ -12,6 +12,7 @@ pub mod conversions;
 pub mod engine;
 pub mod events;
 pub mod health_state;
+pub mod line;
 pub mod optout;
 pub mod review;
 pub mod trigger;
@@ -35,6 +36,7 @@ pub use events::{campaign_report, record_event, CampaignReport, EventKind, Varia
 pub use health_state::{
     health_changes, load_health_states, save_health_states, HealthChange, HealthState,
 };
+pub use line::{line_sender, LineChannelConfig, LineOutreachSender, CHANNEL_LINE};
 pub use optout::is_opt_out_request;
 pub use review::reject_approval;
 pub use trigger::{evaluate, Candidate, Trigger, UnopenedStep};

@@ -15,7 +15,9 @@ use axum::routing::post;
 use axum::Router;
 use kizuna_agent::hub::{HubError, Submitted};
 use kizuna_agent::identity::Identity;
-use kizuna_line::{parse_events, verify_signature, Event, EventKind};
+use kizuna_line::client::Delivery;
+use kizuna_line::{parse_events, text_messages, verify_signature, Event, EventKind, LinkError};
+use kizuna_store::{LineUser, LinkOutcome, OutboxInsert};
 
 use crate::server::AppState;
 
@@ -24,14 +26,75 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 pub struct LineEndpoint {
     channel_secret: Vec<u8>,
+    /// Issues and checks account-link tokens (docs/line.md).
+    pub links: crate::line::LinkIssuer,
 }
 
 impl LineEndpoint {
-    pub fn new(channel_secret: &str) -> Self {
+    pub fn new(channel_secret: &str, links: crate::line::LinkIssuer) -> Self {
         Self {
             channel_secret: channel_secret.as_bytes().to_vec(),
+            links,
         }
     }
+}
+
+/// `POST /api/line/link-tokens` (staff): a link token for one customer (docs/line.md).
+pub fn api_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/line/link-tokens", post(issue_link_token))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkTokenRequest {
+    customer_id: String,
+    /// Lifetime in seconds; `line.link_token_ttl_secs` when absent.
+    #[serde(default)]
+    ttl_secs: Option<i64>,
+}
+
+async fn issue_link_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Json(request): axum::Json<LinkTokenRequest>,
+) -> Result<axum::Json<crate::line::IssuedLink>, super::ApiError> {
+    let who = super::staff(&state, &headers)?;
+    let Some(line) = state.line.as_ref() else {
+        return Err(super::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the LINE channel is off (set line.channel_secret and line.channel_access_token)",
+        ));
+    };
+    let customer_id = request.customer_id.trim();
+    let known = kizuna_tools::crm::get_customer(state.hub.store(), customer_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not look up a customer for a LINE link token");
+            super::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable; retry later",
+            )
+        })?
+        .is_some();
+    if !known {
+        return Err(super::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no customer {customer_id}"),
+        ));
+    }
+    let issued = line
+        .links
+        .issue(
+            customer_id,
+            request.ttl_secs,
+            chrono::Utc::now().timestamp(),
+        )
+        .map_err(|m| super::ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+    tracing::info!(customer_id, by = %who.subject, "LINE link token issued");
+    Ok(axum::Json(issued))
 }
 
 pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
@@ -43,10 +106,13 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// The identity of a LINE user: a visitor of their own (`line:<userId>`), never a customer
-/// or staff, whatever they write.
-pub fn line_identity(user_id: &str) -> Identity {
-    Identity::anonymous(format!("line:{user_id}"))
+/// The identity of a LINE user: the CRM customer they linked with a link token; otherwise a
+/// visitor of their own (`line:<userId>`), never a customer or staff, whatever they write.
+pub fn line_identity(user: &LineUser) -> Identity {
+    match &user.customer_id {
+        Some(customer_id) => Identity::customer(customer_id.clone()),
+        None => Identity::anonymous(format!("line:{}", user.user_id)),
+    }
 }
 
 async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -98,21 +164,38 @@ async fn handle(state: &AppState, event: &Event) -> anyhow::Result<()> {
         return Ok(());
     };
     let label = match &event.kind {
+        // A link token is a credential: it links the account and never reaches the agent.
+        EventKind::Text { text, .. } if kizuna_line::find_token(text).is_some() => {
+            let token = kizuna_line::find_token(text).expect("checked");
+            link_account(state, event, user_id, token, now_ms).await?;
+            "link"
+        }
         EventKind::Text { text, .. } => {
             submit_text(state, event, user_id, text, now_ms).await?;
             "text"
         }
-        EventKind::Follow => {
-            store
-                .upsert_line_user(user_id, &uuid::Uuid::new_v4().to_string(), true, now_ms)
+        EventKind::Follow | EventKind::Unfollow => {
+            let following = event.kind == EventKind::Follow;
+            let (user, changed) = store
+                .line_follow(
+                    user_id,
+                    &uuid::Uuid::new_v4().to_string(),
+                    following,
+                    now_ms,
+                )
                 .await?;
-            "follow"
-        }
-        EventKind::Unfollow => {
-            store
-                .upsert_line_user(user_id, &uuid::Uuid::new_v4().to_string(), false, now_ms)
-                .await?;
-            "unfollow"
+            if let (Some(customer_id), Some(opted_out)) = (&user.customer_id, changed) {
+                tracing::info!(
+                    customer_id,
+                    opted_out,
+                    "a LINE block / follow changed the linked customer's outreach opt-out"
+                );
+            }
+            if following {
+                "follow"
+            } else {
+                "unfollow"
+            }
         }
         EventKind::OtherMessage { message_type } => {
             tracing::info!(message_type, "LINE message that is not text; ignored");
@@ -156,7 +239,7 @@ async fn submit_text(
         };
         store.set_line_reply_token(user_id, token, at).await?;
     }
-    let identity = line_identity(user_id);
+    let identity = line_identity(&user);
     let conversation = user.conversation_id.as_str();
     let opened = state
         .hub
@@ -185,4 +268,86 @@ async fn submit_text(
     .await;
     state.hub.release(conversation);
     result
+}
+
+/// What the user is told after sending a link token.
+fn link_answer(outcome: Result<LinkOutcome, LinkError>) -> &'static str {
+    match outcome {
+        Ok(LinkOutcome::Linked) | Ok(LinkOutcome::AlreadyLinked) => {
+            "LINEアカウントとお客様アカウントの連携が完了しました。ご契約内容やご予約についても、このトークでお問い合わせいただけます。"
+        }
+        Ok(LinkOutcome::Reused) => {
+            "この連携用コードはすでに使用されています。お手数ですが、マイページから新しい連携用リンクを発行してください。"
+        }
+        Ok(LinkOutcome::LinkedElsewhere) => {
+            "このLINEアカウントはすでに別のお客様アカウントと連携されています。変更をご希望の場合はサポートまでご連絡ください。"
+        }
+        Err(LinkError::Expired) => {
+            "この連携用コードは有効期限が切れています。お手数ですが、マイページから新しい連携用リンクを発行してください。"
+        }
+        Ok(LinkOutcome::UnknownCustomer) | Err(LinkError::Malformed | LinkError::BadSignature) => {
+            "連携用コードを確認できませんでした。マイページで発行したリンクから、もう一度お試しください。"
+        }
+    }
+}
+
+/// Redeems a link token a user sent and answers them (reply token while fresh, else push)
+/// through the outbox. An invalid, expired or reused token changes nothing.
+async fn link_account(
+    state: &AppState,
+    event: &Event,
+    user_id: &str,
+    token: &str,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let Some(line) = state.line.as_ref() else {
+        return Ok(());
+    };
+    let store = state.hub.store();
+    if store.line_user(user_id).await?.is_none() {
+        store
+            .upsert_line_user(user_id, &uuid::Uuid::new_v4().to_string(), true, now_ms)
+            .await?;
+    }
+    let outcome = match line.links.verify(token, now_ms / 1000) {
+        Ok(claims) => Ok(store
+            .link_line_user(user_id, &claims.customer_id, &claims.nonce, now_ms)
+            .await?),
+        Err(e) => Err(e),
+    };
+    let label = match &outcome {
+        Ok(LinkOutcome::Linked) => "linked",
+        Ok(LinkOutcome::AlreadyLinked) => "already_linked",
+        Ok(LinkOutcome::Reused) => "reused",
+        Ok(LinkOutcome::LinkedElsewhere) => "linked_elsewhere",
+        Ok(LinkOutcome::UnknownCustomer) => "unknown_customer",
+        Err(LinkError::Expired) => "expired",
+        Err(_) => "invalid",
+    };
+    metrics::counter!("kizuna_line_links_total", "outcome" => label).increment(1);
+    tracing::info!(outcome = label, "LINE account-link token redeemed");
+    let at = if event.timestamp > 0 {
+        event.timestamp
+    } else {
+        now_ms
+    };
+    let reply = event
+        .reply_token
+        .clone()
+        .filter(|_| now_ms - at < crate::line::REPLY_TOKEN_FRESH_MS)
+        .map(|t| (t, at + crate::line::REPLY_TOKEN_FRESH_MS));
+    let delivery = Delivery::new(user_id, text_messages(link_answer(outcome), &[]), reply);
+    let row = OutboxInsert {
+        id: format!("line-link-{}", event.id),
+        channel: kizuna_line::CHANNEL.into(),
+        kind: kizuna_line::KIND_MESSAGES.into(),
+        payload: serde_json::to_value(&delivery)?,
+    };
+    // The link itself is stored; a lost answer is not worth a redelivery (which would
+    // find the token used and answer again).
+    match store.enqueue_outbox(&row, now_ms).await {
+        Ok(()) => state.hub.outbox_wakeup().notify_one(),
+        Err(e) => tracing::error!(error = %e, "could not queue the account-link answer for LINE"),
+    }
+    Ok(())
 }

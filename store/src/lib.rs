@@ -12,7 +12,7 @@ mod revocation;
 
 pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
-pub use line::LineUser;
+pub use line::{LineUser, LinkOutcome};
 pub use outreach::OutreachEventInsert;
 pub use revocation::Revocation;
 

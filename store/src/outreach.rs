@@ -100,6 +100,12 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        // An explicit choice wins over one a LINE block made: following the account again
+        // must not undo it (docs/line.md).
+        sqlx::query("UPDATE line_users SET unfollow_opted_out = 0 WHERE customer_id = $1 AND unfollow_opted_out = 1")
+            .bind(customer_id)
+            .execute(&self.pool)
+            .await?;
         if changed > 0 {
             return Ok(Some(true));
         }

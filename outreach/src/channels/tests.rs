@@ -617,6 +617,7 @@ async fn messages_are_queued_per_policy_and_address() {
             "support@zenbu.example",
         )),
         webhook: Some(WebhookConfig::new("https://sms.example.com/send")),
+        line: None,
         when: ChannelPolicy::Offline,
     };
     let both = customer(Some("yamada@example.jp"), Some("090-1234-5678"));
