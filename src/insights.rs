@@ -102,7 +102,11 @@ fn render(r: &InsightReport) -> String {
                     .silhouette
                     .map_or("—".to_string(), |s| format!("{s:.2}"))
             );
-            let _ = writeln!(out, "  {:>5} {:>6}  representative message / examples", "count", "share");
+            let _ = writeln!(
+                out,
+                "  {:>5} {:>6}  representative message / examples",
+                "count", "share"
+            );
             for t in &r.topics.topics {
                 let _ = writeln!(
                     out,
@@ -129,12 +133,21 @@ fn render(r: &InsightReport) -> String {
         let _ = writeln!(out, "  per week (Monday):");
         for w in &r.escalations.by_week {
             let reasons: Vec<String> = w.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(out, "  {}  {:>4}  {}", w.period, w.total, reasons.join(", "));
+            let _ = writeln!(
+                out,
+                "  {}  {:>4}  {}",
+                w.period,
+                w.total,
+                reasons.join(", ")
+            );
         }
     }
 
     let _ = writeln!(out, "\n■ 感情の推移 / Sentiment per day");
-    let _ = writeln!(out, "  date        msgs  anger anxious neutral positive  negative  mean");
+    let _ = writeln!(
+        out,
+        "  date        msgs  anger anxious neutral positive  negative  mean"
+    );
     let mut any = false;
     for d in r.sentiment.iter().filter(|d| d.messages > 0) {
         any = true;

@@ -83,7 +83,11 @@ async fn insights_are_for_managers_and_describe_the_customers_chats() {
     assert_eq!(esc["total"], 1, "{esc}");
     assert_eq!(esc["by_reason"], json!([{"reason": "legal", "count": 1}]));
     let days = esc["by_day"].as_array().unwrap();
-    assert_eq!(days.len(), 8, "7 days back to today, both ends included: {esc}");
+    assert_eq!(
+        days.len(),
+        8,
+        "7 days back to today, both ends included: {esc}"
+    );
     assert_eq!(days.last().unwrap()["reasons"]["legal"], 1);
 
     // Every message carries the sentiment model's reading; today has a trend point.

@@ -377,7 +377,10 @@ mod tests {
         assert!(topics(&Distances::new(&[]), 8).clusters.is_empty());
         let one = topics(&Distances::new(&[near(0, 1, 0.1, 2)]), 8);
         assert_eq!(one.clusters.len(), 1);
-        let two = topics(&Distances::new(&[near(0, 1, 0.0, 2), near(1, 0, 0.0, 2)]), 8);
+        let two = topics(
+            &Distances::new(&[near(0, 1, 0.0, 2), near(1, 0, 0.0, 2)]),
+            8,
+        );
         assert_eq!(two.clusters.len(), 2);
     }
 }

@@ -608,11 +608,7 @@ fn unanswered_of(
         })
         .collect();
     // Most asked first; then the most recently asked.
-    questions.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(b.last_asked.cmp(&a.last_asked))
-    });
+    questions.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_asked.cmp(&a.last_asked)));
     questions.truncate(options.max_unanswered);
     questions
 }

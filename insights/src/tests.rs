@@ -72,15 +72,63 @@ async fn seed(store: &Store) -> Seeded {
     let calm = json!({"label": "neutral", "score": 0.7, "probabilities": [0.1, 0.1, 0.7, 0.1]});
     // (day, text, sentiment, best retrieval score, reply metadata)
     let rows: Vec<(i64, &str, &Value, f32, Value)> = vec![
-        (0, "料金はいくらですか", &calm, 0.95, json!({"model": "composed"})),
-        (0, "料金プランを教えて", &calm, 0.93, json!({"model": "composed"})),
-        (0, "料金が高すぎる", &anger, 0.91, json!({"unhelpful": false})),
-        (0, "予約を変更したい", &calm, 0.94, json!({"model": "composed"})),
-        (1, "予約の空きはありますか", &calm, 0.92, json!({"model": "composed"})),
+        (
+            0,
+            "料金はいくらですか",
+            &calm,
+            0.95,
+            json!({"model": "composed"}),
+        ),
+        (
+            0,
+            "料金プランを教えて",
+            &calm,
+            0.93,
+            json!({"model": "composed"}),
+        ),
+        (
+            0,
+            "料金が高すぎる",
+            &anger,
+            0.91,
+            json!({"unhelpful": false}),
+        ),
+        (
+            0,
+            "予約を変更したい",
+            &calm,
+            0.94,
+            json!({"model": "composed"}),
+        ),
+        (
+            1,
+            "予約の空きはありますか",
+            &calm,
+            0.92,
+            json!({"model": "composed"}),
+        ),
         (1, "予約したい", &calm, 0.93, json!({"model": "composed"})),
-        (1, "騒音の測定結果は裁判で使えますか", &calm, 0.80, json!({"unhelpful": true})),
-        (2, "騒音の測定結果は裁判に使える？", &anger, 0.81, json!({"fallback": "model_timeout"})),
-        (2, "騒音の測定結果を裁判の証拠にできますか", &calm, 0.79, json!({"unhelpful": false})),
+        (
+            1,
+            "騒音の測定結果は裁判で使えますか",
+            &calm,
+            0.80,
+            json!({"unhelpful": true}),
+        ),
+        (
+            2,
+            "騒音の測定結果は裁判に使える？",
+            &anger,
+            0.81,
+            json!({"fallback": "model_timeout"}),
+        ),
+        (
+            2,
+            "騒音の測定結果を裁判の証拠にできますか",
+            &calm,
+            0.79,
+            json!({"unhelpful": false}),
+        ),
         (2, "こんにちは", &calm, 0.5, json!({"unhelpful": true})),
     ];
     for (i, (day, text, sentiment, score, reply)) in rows.iter().enumerate() {
@@ -90,7 +138,11 @@ async fn seed(store: &Store) -> Seeded {
             .insert_user_message(&conv, &id, &id, text, &json!({"type": "ack"}), at)
             .await
             .unwrap();
-        let intent = if *text == "こんにちは" { "greeting" } else { "faq" };
+        let intent = if *text == "こんにちは" {
+            "greeting"
+        } else {
+            "faq"
+        };
         store
             .merge_message_metadata(
                 &id,
@@ -116,7 +168,14 @@ async fn seed(store: &Store) -> Seeded {
     }
     let id = format!("{mgr}-u");
     store
-        .insert_user_message(&mgr, &id, &id, "料金の未払いの会社は？", &json!({}), from_ms + 1000)
+        .insert_user_message(
+            &mgr,
+            &id,
+            &id,
+            "料金の未払いの会社は？",
+            &json!({}),
+            from_ms + 1000,
+        )
         .await
         .unwrap();
     for (i, (day, reason)) in [(0, "complaint"), (2, "complaint"), (2, "legal")]
@@ -144,7 +203,12 @@ async fn seed(store: &Store) -> Seeded {
 fn uuid_like() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -166,13 +230,21 @@ async fn exercise(store: &Store) {
     let report = build_report_with(store, Some(embedder.clone()), &options(&seeded))
         .await
         .unwrap();
-    assert_eq!(report.customer_messages, 10, "the manager's message is left out");
+    assert_eq!(
+        report.customer_messages, 10,
+        "the manager's message is left out"
+    );
 
     // Topics: 料金 ×3, 予約 ×3, 騒音 ×3, こんにちは ×1 — the three subjects are three topics.
     let topics = &report.topics;
     assert_eq!(topics.model.as_deref(), Some("keyword-test"));
     assert_eq!(topics.embedded_now, 10);
-    let subject_of = |t: &Topic| SUBJECTS.iter().find(|s| t.representative.contains(*s)).copied();
+    let subject_of = |t: &Topic| {
+        SUBJECTS
+            .iter()
+            .find(|s| t.representative.contains(*s))
+            .copied()
+    };
     for subject in SUBJECTS {
         let topic = topics
             .topics
@@ -181,7 +253,10 @@ async fn exercise(store: &Store) {
             .unwrap_or_else(|| panic!("no topic for {subject}: {topics:#?}"));
         assert_eq!(topic.count, 3, "{topic:?}");
         assert_eq!(topic.examples.len(), 2);
-        assert!(topic.examples.iter().all(|e| e.contains(subject)), "{topic:?}");
+        assert!(
+            topic.examples.iter().all(|e| e.contains(subject)),
+            "{topic:?}"
+        );
     }
     assert_eq!(topics.topics.iter().map(|t| t.count).sum::<usize>(), 10);
 
@@ -191,8 +266,14 @@ async fn exercise(store: &Store) {
     assert_eq!(
         esc.by_reason,
         vec![
-            ReasonCount { reason: "complaint".into(), count: 2 },
-            ReasonCount { reason: "legal".into(), count: 1 },
+            ReasonCount {
+                reason: "complaint".into(),
+                count: 2
+            },
+            ReasonCount {
+                reason: "legal".into(),
+                count: 1
+            },
         ]
     );
     assert_eq!(esc.by_day.len(), 3);
@@ -236,7 +317,9 @@ async fn exercise(store: &Store) {
     assert_eq!(back, report);
 
     // Without an embedder: no topics; questions grouped by identical text only.
-    let plain = build_report_with(store, None, &options(&seeded)).await.unwrap();
+    let plain = build_report_with(store, None, &options(&seeded))
+        .await
+        .unwrap();
     assert!(plain.topics.topics.is_empty());
     assert_eq!(plain.unanswered.len(), 3);
 }
@@ -266,7 +349,10 @@ async fn report_on_postgres() {
 #[test]
 fn days_cover_the_period_in_jst() {
     // 2026-12-01 00:00 JST to 2026-12-03 00:00 JST: two days.
-    let from = jst().with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap().timestamp_millis();
+    let from = jst()
+        .with_ymd_and_hms(2026, 12, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp_millis();
     let days = days_of(from, from + 2 * DAY);
     assert_eq!(
         days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),

@@ -29,7 +29,6 @@ pub struct EscalationEvent {
     pub created_at: i64,
 }
 
-
 fn json(text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::Value::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -87,7 +86,11 @@ impl Store {
     }
 
     /// Escalations created in `[from_ms, to_ms)`, oldest first.
-    pub async fn escalation_events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<EscalationEvent>> {
+    pub async fn escalation_events(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<EscalationEvent>> {
         let rows = sqlx::query(
             "SELECT reason, created_at FROM escalations WHERE created_at >= $1 AND created_at < $2
              ORDER BY created_at, id",
