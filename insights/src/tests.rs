@@ -26,7 +26,7 @@ impl Embedder for KeywordEmbedder {
         Ok(texts
             .iter()
             .map(|t| {
-                let mut v = vec![0.0f32; 6];
+                let mut v = [0.0f32; 6];
                 for (i, s) in SUBJECTS.iter().enumerate() {
                     if t.contains(s) {
                         v[i] = 1.0;
