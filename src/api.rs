@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/conversations/{id}/handback", post(handback))
         .route("/api/conversations/{id}/close", post(close))
         .route("/api/accounts/at-risk", get(at_risk))
+        .route("/api/insights", get(insights))
         .route("/api/customers/import", post(import_customers))
         .route(
             "/api/knowledge/documents",
@@ -304,6 +305,46 @@ async fn escalations(
         })
         .collect();
     Ok(Json(json!({"conversations": conversations})))
+}
+
+#[derive(Deserialize)]
+struct InsightsQuery {
+    days: Option<u32>,
+}
+
+/// The voice-of-the-customer report (docs/insights.md) for the last `days` days (default 30).
+async fn insights(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<InsightsQuery>,
+) -> Result<Json<kizuna_insights::InsightReport>, ApiError> {
+    staff(&state, &headers)?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "days must be between 1 and 366",
+        ));
+    }
+    let now = chrono::Utc::now();
+    let mut options =
+        kizuna_insights::ReportOptions::since(now - chrono::Duration::days(days.into()), now);
+    if let Some(kb) = &state.knowledge {
+        options.low_score = kb.config().threshold;
+    }
+    let embedder = state.knowledge.as_ref().map(|kb| kb.embedder().clone());
+    let report = kizuna_insights::build_report_with(state.hub.store(), embedder, &options)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot build the insight report");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable; retry later",
+            )
+        })?;
+    Ok(Json(report))
 }
 
 #[derive(Deserialize)]

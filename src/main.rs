@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod data;
 mod eval;
+mod insights;
 mod line;
 mod listener;
 mod mcp;
@@ -107,6 +108,10 @@ enum Command {
     /// come with the store integration).
     #[command(subcommand)]
     Churn(churn::ChurnCommand),
+    /// Voice of the customer for the last N days: topics (clusters of the customers'
+    /// messages), escalations by reason over time, the sentiment trend and the top unanswered
+    /// questions (docs/insights.md).
+    Insights(insights::InsightsArgs),
     /// The MCP server on stdin/stdout (for Claude Desktop and other MCP clients), as the
     /// caller of KIZUNA_MCP_TOKEN; `kizuna serve` offers the same at /mcp (docs/mcp.md).
     Mcp(mcp::McpArgs),
@@ -163,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             Command::Eval(args) => eval::run(cli.config, args).await,
             Command::Outreach(cmd) => outreach::run(cli.config, cmd).await,
             Command::Churn(cmd) => churn::run(cli.config, cmd).await,
+            Command::Insights(args) => insights::run(cli.config, args).await,
             Command::Mcp(args) => mcp::run(cli.config, args).await,
             Command::Line(cmd) => line::run(cli.config, cmd).await,
         }

@@ -49,6 +49,10 @@ pub struct Retrieval {
     /// The best FAQ when it is good enough to answer a message that asks a question about
     /// the service (the intent model says `faq`), though not confident on its own.
     pub faq_answer: Option<DirectAnswer>,
+    /// The best cosine similarity of any knowledge the message found (FAQ or chunk), recorded
+    /// with the message: a low one marks a question the knowledge does not answer
+    /// (docs/insights.md). `None` when nothing was searched.
+    pub best_score: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

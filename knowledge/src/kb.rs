@@ -533,7 +533,7 @@ fn to_hit(chunk: ScoredChunk, query: &[f32], mode: RetrievalMode) -> Hit {
 impl Retriever for KnowledgeBase {
     async fn retrieve(&self, query: &str, identity: &Identity) -> Retrieval {
         let audiences = audiences_for(identity);
-        let chunks = match self.search(query, &audiences).await {
+        let chunks: Vec<ContextChunk> = match self.search(query, &audiences).await {
             Ok(hits) => hits.into_iter().map(context_chunk).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "knowledge retrieval failed; answering without context");
@@ -553,6 +553,11 @@ impl Retriever for KnowledgeBase {
             text: d.answer.clone(),
             score: d.score,
         };
+        let best_score = chunks
+            .iter()
+            .map(|c| c.score)
+            .chain(best.as_ref().map(|d| d.score))
+            .reduce(f32::max);
         let cfg = &self.config;
         let direct_answer = best
             .as_ref()
@@ -568,6 +573,7 @@ impl Retriever for KnowledgeBase {
             chunks,
             direct_answer,
             faq_answer,
+            best_score,
         }
     }
 }

@@ -6,12 +6,14 @@
 
 mod cluster;
 mod handover;
+mod insights;
 mod line;
 mod outreach;
 mod revocation;
 
 pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
 pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+pub use insights::{EscalationEvent, InsightMessage};
 pub use line::{LineUser, LinkOutcome};
 pub use outreach::OutreachEventInsert;
 pub use revocation::Revocation;

@@ -125,6 +125,16 @@ impl ConversationHub {
             Some(r) => r.retrieve(&job.text, &job.identity).await,
             None => Retrieval::default(),
         };
+        if let Some(best) = retrieval.best_score {
+            // Read by the insight report's "unanswered questions" (docs/insights.md).
+            let _ = self
+                .store
+                .merge_message_metadata(
+                    &job.message_id,
+                    &json!({"retrieval": {"best_score": best}}),
+                )
+                .await;
+        }
         let faq_entry = retrieval
             .direct_answer
             .clone()

@@ -33,6 +33,44 @@ export interface OutreachApproval {
   created_at: string | number | null;
 }
 
+/** `GET /api/insights` (kizuna-insights' InsightReport). */
+export interface InsightReport {
+  from: string;
+  to: string;
+  customer_messages: number;
+  topics: {
+    model: string | null;
+    clustered: number;
+    embedded_now: number;
+    silhouette: number | null;
+    topics: { count: number; share: number; representative: string; examples: string[] }[];
+  };
+  escalations: {
+    total: number;
+    by_reason: { reason: string; count: number }[];
+    by_day: { period: string; total: number; reasons: Record<string, number> }[];
+    by_week: { period: string; total: number; reasons: Record<string, number> }[];
+  };
+  sentiment: {
+    date: string;
+    messages: number;
+    anger: number;
+    anxious: number;
+    neutral: number;
+    positive: number;
+    negative_share: number | null;
+    mean: number | null;
+  }[];
+  unanswered: {
+    count: number;
+    representative: string;
+    examples: string[];
+    best_score: number | null;
+    signals: string[];
+    last_asked: string;
+  }[];
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -97,6 +135,10 @@ export class ConsoleApi {
     for (const [key, value] of Object.entries(filters)) if (value) query.set(key, value);
     const suffix = query.toString();
     return this.request("GET", `/api/accounts/at-risk${suffix ? `?${suffix}` : ""}`);
+  }
+
+  insights(days: number): Promise<InsightReport> {
+    return this.request("GET", `/api/insights?days=${encodeURIComponent(String(days))}`);
   }
 
   approvals(): Promise<{ approvals: OutreachApproval[] }> {

@@ -7,6 +7,7 @@ import type { ConversationStatus } from "../shared/frames";
 import { renderEntry } from "../shared/render";
 import { Transcript } from "../shared/transcript";
 import { ApiError, ConsoleApi, type AtRiskAccount, type Escalation, type OutreachApproval } from "./api";
+import { renderInsights } from "./insights";
 
 const POLL_MS = 2000;
 /**
@@ -49,8 +50,8 @@ const TRIGGER_LABEL: Record<string, string> = {
   onboarding_first_measurement_pending: "初回測定の後押し",
 };
 
-type View = "queue" | "accounts" | "approvals";
-const VIEWS: readonly View[] = ["queue", "accounts", "approvals"];
+type View = "queue" | "accounts" | "approvals" | "insights";
+const VIEWS: readonly View[] = ["queue", "accounts", "approvals", "insights"];
 
 function byId<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
@@ -122,6 +123,11 @@ class Console {
   private readonly approvalsTabCount = byId("approvals-tab-count");
   private readonly approvalsNotice = byId("approvals-notice");
   private readonly approvalsError = byId("approvals-error");
+  private readonly insightsDays = byId<HTMLSelectElement>("insights-days");
+  private readonly insightsBody = byId("insights");
+  private readonly insightsMessage = byId("insights-message");
+  /** Only the newest report read may render. */
+  private insightsGeneration = 0;
 
   start(): void {
     this.loginForm.addEventListener("submit", (event) => {
@@ -150,6 +156,7 @@ class Console {
       void this.loadAccounts();
     });
     this.accountFilters.addEventListener("change", () => void this.loadAccounts());
+    this.insightsDays.addEventListener("change", () => void this.loadInsights());
 
     let saved: string | null = null;
     try {
@@ -214,8 +221,29 @@ class Console {
     byId("view-queue").hidden = view !== "queue";
     byId("view-accounts").hidden = view !== "accounts";
     byId("view-approvals").hidden = view !== "approvals";
+    byId("view-insights").hidden = view !== "insights";
     if (view === "accounts") void this.loadAccounts();
+    if (view === "insights") void this.loadInsights();
     if (view === "approvals") void this.loadApprovals();
+  }
+
+  // --- お客様の声 ----------------------------------------------------------------------
+
+  /** Read once per visit or period change (not polled: it embeds new messages). */
+  private async loadInsights(): Promise<void> {
+    if (!this.api) return;
+    const generation = ++this.insightsGeneration;
+    const days = Number(this.insightsDays.value) || 30;
+    this.insightsMessage.textContent = "集計中…";
+    try {
+      const report = await this.api.insights(days);
+      if (generation !== this.insightsGeneration) return;
+      renderInsights(this.insightsBody, report);
+      this.insightsMessage.textContent = "";
+    } catch (error) {
+      if (generation !== this.insightsGeneration) return;
+      this.insightsMessage.textContent = describeError(error);
+    }
   }
 
   // --- polling -------------------------------------------------------------------------
