@@ -43,7 +43,7 @@ export const STRINGS = {
     }
   },
   /** While the turn waits for the model behind other customers (a `queue` frame). */
-  queued: (position: number, waitSecs: number): string =>
+  modelQueue: (position: number, waitSecs: number): string =>
     `ただいま混み合っています（${position}番目・約${waitSecs < 60 ? `${Math.max(waitSecs, 1)}秒` : `${Math.ceil(waitSecs / 60)}分`}）`,
   bannerEscalated: "担当者におつなぎしています",
   bannerHuman: (name: string | null) => (name ? `担当の${name}が対応しています` : "担当者が対応しています"),

@@ -224,7 +224,7 @@ export class WidgetView {
     const awaiting = transcript.awaitingReply();
     this.typing.hidden = !awaiting;
     this.typingLabel.textContent = transcript.queued
-      ? STRINGS.queued(transcript.queued.position, transcript.queued.waitSecs)
+      ? STRINGS.modelQueue(transcript.queued.position, transcript.queued.waitSecs)
       : STRINGS.tool(transcript.activeTool);
     const status = transcript.status;
     this.banner.hidden = status === "bot";
