@@ -66,9 +66,24 @@ pub struct BenchArgs {
     /// Conversations sending at once in the replicas' throughput phase.
     #[arg(long, env = "KIZUNA_BENCH_CONVERSATIONS", default_value_t = 32)]
     conversations: usize,
+    #[command(subcommand)]
+    only: Option<BenchOnly>,
+}
+
+/// One benchmark instead of the default phases.
+#[derive(Debug, clap::Subcommand)]
+enum BenchOnly {
+    /// The embedded model on the prompts a turn really sends (short, a 1,000-token RAG
+    /// prompt, a realistic turn cold and with its passages cached, a 4-turn conversation):
+    /// time to first token, prefill and decode tokens/s, peak memory. Writes the prompts for
+    /// llama.cpp to run too (evals/llama-cpp/run; docs/benchmarks.md).
+    Engine(engine::EngineArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchOnly::Engine(engine)) = &args.only {
+        return engine::run(&args, engine).await;
+    }
     raise_fd_limit(args.connections as u64 * 2 + 256);
     let mut report = serde_json::Map::new();
     if args.replicas > 1 {
@@ -209,6 +224,7 @@ fn print_report(args: &BenchArgs, report: serde_json::Map<String, Value>) -> any
     Ok(())
 }
 
+mod engine;
 mod replicas;
 
 type Ws =

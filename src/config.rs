@@ -247,6 +247,9 @@ pub struct LlmSettings {
     pub model_path: PathBuf,
     pub tokenizer_path: PathBuf,
     pub context_tokens: usize,
+    /// MiB of KV snapshots the embedded model keeps (system prompt + passages, and
+    /// conversations; least recently used dropped first). Each position takes 56 KiB.
+    pub kv_cache_mib: usize,
     pub openai_base_url: String,
     pub openai_model: String,
     pub openai_api_key: Option<String>,
@@ -349,6 +352,7 @@ impl Default for LlmSettings {
             model_path: PathBuf::from("models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
             tokenizer_path: PathBuf::from("models/qwen2.5-tokenizer.json"),
             context_tokens: 4096,
+            kv_cache_mib: kizuna_llm::local::DEFAULT_KV_CACHE_MIB,
             openai_base_url: "https://api.openai.com/v1".into(),
             openai_model: "gpt-4o-mini".into(),
             openai_api_key: None,

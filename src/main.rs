@@ -236,6 +236,7 @@ pub(crate) async fn build_llm(
             let mut cfg =
                 LocalConfig::with_paths(&settings.llm.model_path, &settings.llm.tokenizer_path);
             cfg.context_tokens = settings.llm.context_tokens;
+            cfg.kv_cache_bytes = settings.llm.kv_cache_mib << 20;
             let model = LocalModel::load_async(cfg).await.context(
                 "cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)",
             )?;

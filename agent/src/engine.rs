@@ -480,19 +480,21 @@ impl Agent {
     ) -> TurnResult {
         let native = self.llm.native_tool_calls();
         let ctx = self.tool_context(req);
-        let mut messages = vec![ChatMessage::system(self.system_message.clone())];
-        messages.extend(recent_history(&req.history));
+        let passages = answering_passages(&req.user_text, &req.context);
+        let mut messages = model_messages(
+            &self.system_message,
+            &req.history,
+            &req.user_text,
+            &passages,
+        );
+        // The read tools' results go before the customer's message.
+        let user_message = messages.pop();
         let mut turn = TurnState::new(native, messages);
         if !calls.is_empty() {
             self.run_calls(&ctx, &planned_calls(calls), true, &mut turn, events)
                 .await;
         }
-        let passages = trimmed_context(&req.user_text, &req.context, MAX_CONTEXT_CHARS);
-        turn.messages
-            .push(ChatMessage::user(user_message_with_context(
-                &req.user_text,
-                &passages,
-            )));
+        turn.messages.extend(user_message);
 
         let mut usage = Usage::default();
         let mut llm_time = Duration::ZERO;
@@ -1106,16 +1108,28 @@ fn looks_like_tool_call(reply: &str) -> bool {
         || (compact.contains("\"name\":") && compact.contains("\"arguments\""))
 }
 
-/// Most characters of retrieved text put into the prompt: a small local model reads every
-/// token (prefill dominates its latency), so only the sentences that answer go in
-/// (issue 13's prompt budget: about 600 new prefill tokens a turn, this included).
-const MAX_CONTEXT_CHARS: usize = 320;
+/// Most characters of one passage: a small local model reads every token (prefill dominates
+/// its latency), so only a piece of each retrieved chunk goes in (issue 13's prompt budget).
+const PASSAGE_CHARS: usize = 200;
+/// Retrieved chunks a passage is taken from.
+const PASSAGE_CHUNKS: usize = 2;
 
-/// The sentences of the retrieved passages that share the most with the question, in their
-/// original order, up to `budget` characters. An FAQ contributes its answer only (its
-/// question is what the customer just asked). Scoring is by shared character bigrams, which
-/// needs no tokenizer and works for Japanese.
-pub fn trimmed_context(question: &str, context: &[ContextChunk], budget: usize) -> Vec<String> {
+/// The passages the model reads: from each of the first retrieved chunks, the piece that
+/// shares the most with the question. The pieces of a chunk are fixed (its sentences packed
+/// in order into pieces of at most [`PASSAGE_CHARS`]), so the same passage text, and so the
+/// same prompt tokens, recur across customers and turns and the embedded model keeps them
+/// prefilled. An FAQ contributes its answer only (its question is what the customer just
+/// asked); a later chunk that shares next to nothing with the question is left out.
+pub fn answering_passages(question: &str, context: &[ContextChunk]) -> Vec<String> {
+    answering_passages_within(question, context, PASSAGE_CHARS)
+}
+
+fn answering_passages_within(
+    question: &str,
+    context: &[ContextChunk],
+    limit: usize,
+) -> Vec<String> {
+    // Shared character bigrams: needs no tokenizer and works for Japanese.
     let grams = |text: &str| -> HashSet<(char, char)> {
         let chars: Vec<char> = text
             .nfkc()
@@ -1124,54 +1138,78 @@ pub fn trimmed_context(question: &str, context: &[ContextChunk], budget: usize) 
         chars.windows(2).map(|w| (w[0], w[1])).collect()
     };
     let wanted = grams(question);
-    let mut candidates: Vec<(usize, usize, f32, String)> = Vec::new();
-    for (chunk_index, chunk) in context.iter().take(3).enumerate() {
+    let mut out: Vec<String> = Vec::new();
+    for (index, chunk) in context.iter().take(PASSAGE_CHUNKS).enumerate() {
         let body = chunk.answer.as_deref().unwrap_or(&chunk.text);
-        for (sentence_index, sentence) in sentences(body).into_iter().enumerate() {
-            let sentence = sentence.trim();
-            if sentence.chars().count() < 6 {
-                continue;
+        let best = passage_pieces(body, limit)
+            .into_iter()
+            .map(|piece| (grams(&piece).intersection(&wanted).count(), piece))
+            // The first of equally good pieces.
+            .reduce(|best, next| if next.0 > best.0 { next } else { best });
+        if let Some((shared, piece)) = best {
+            if (index == 0 || shared >= 2) && !out.contains(&piece) {
+                out.push(piece);
             }
-            let shared = grams(sentence).intersection(&wanted).count() as f32;
-            // Earlier chunks rank higher: retrieval already ordered them.
-            let score = shared + 0.5 / (1 + chunk_index) as f32;
-            candidates.push((chunk_index, sentence_index, score, sentence.to_string()));
         }
     }
-    let mut ranked = candidates.clone();
-    ranked.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let mut chosen: Vec<(usize, usize)> = Vec::new();
-    let mut used = 0;
-    for (chunk, index, _, sentence) in ranked {
-        let len = sentence.chars().count();
-        if used + len > budget {
-            continue;
-        }
-        used += len;
-        chosen.push((chunk, index));
-    }
-    candidates
-        .into_iter()
-        .filter(|(c, i, _, _)| chosen.contains(&(*c, *i)))
-        .map(|(_, _, _, s)| s)
-        .collect()
+    out
 }
 
-/// The user's message with the passages that answer it in front. Context goes into the user
-/// turn, not the system prompt, so the system prefix stays constant and cacheable; there are
-/// no document ids or Q/A labels for a small model to copy.
-fn user_message_with_context(text: &str, passages: &[String]) -> String {
-    if passages.is_empty() {
-        return text.to_string();
+/// A chunk's sentences packed in order into pieces of at most `limit` characters (a longer
+/// sentence is cut at `limit`). Deterministic: the same chunk always gives the same pieces.
+fn passage_pieces(body: &str, limit: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    for sentence in sentences(body) {
+        let sentence = sentence.trim();
+        if sentence.is_empty() {
+            continue;
+        }
+        let sentence: String = sentence.chars().take(limit).collect();
+        if !current.is_empty() && current.chars().count() + sentence.chars().count() > limit {
+            pieces.push(std::mem::take(&mut current));
+        }
+        current.push_str(&sentence);
     }
-    let mut out = String::from("以下の情報だけを使って答えてください。\n");
+    if !current.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+/// What the model reads for a turn, in this order: the system prompt, the passages
+/// ([`answering_passages`]), the last exchange of the conversation, the customer's message.
+/// The system turn with its passages is a prefix other customers' turns share, so the
+/// embedded model keeps it prefilled (docs/benchmarks.md, "Knowledge that is already
+/// prefilled"); `kizuna bench engine` builds its prompts with this too.
+pub fn model_messages(
+    system_message: &str,
+    history: &[ChatMessage],
+    user_text: &str,
+    passages: &[String],
+) -> Vec<ChatMessage> {
+    let mut messages = vec![ChatMessage::system(system_with_passages(
+        system_message,
+        passages,
+    ))];
+    messages.extend(recent_history(history));
+    messages.push(ChatMessage::user(user_text));
+    messages
+}
+
+/// The system prompt with the passages after it. No document ids or Q/A labels for a small
+/// model to copy.
+fn system_with_passages(system: &str, passages: &[String]) -> String {
+    if passages.is_empty() {
+        return system.to_string();
+    }
+    let mut out = system.trim_end().to_string();
+    out.push_str("\n\n以下の情報だけを使って答えてください。\n");
     for passage in passages {
         out.push('・');
         out.push_str(passage);
         out.push('\n');
     }
-    out.push('\n');
-    out.push_str(text);
     out
 }
 

@@ -3,10 +3,13 @@
 //!
 //! - The prompt is rendered as Qwen2.5 ChatML ([`render_chatml`]); tools are described by the
 //!   agent inside the system message (no native tool calling).
-//! - The KV state of earlier prompts is kept as snapshots: one per conversation
-//!   (`LlmRequest::cache_key`, small LRU) plus one "shared" snapshot of the latest system
-//!   message. A call reuses the snapshot with the longest common token prefix (truncating it
-//!   when it holds more than matches) and only prefills the rest.
+//! - The KV state of earlier prompts is kept as snapshots in one byte-bounded LRU
+//!   (`LocalConfig::kv_cache_bytes`): one per conversation (`LlmRequest::cache_key`) and one
+//!   per distinct system turn. The agent puts the retrieved passages in the system turn
+//!   (system prompt, then passages, then the conversation), so a turn that retrieves
+//!   passages seen before starts from their prefilled state. A call reuses the snapshot with
+//!   the longest common token prefix (truncating it when it holds more than matches) and
+//!   only prefills the rest; the result is the same tokens as a prefill from scratch.
 //! - All compute runs on a blocking thread, one generation at a time. Generation stops
 //!   early when the delta receiver is dropped (the caller gave up).
 //!
@@ -43,6 +46,15 @@ const IM_END: &str = "<|im_end|>";
 const ENDOFTEXT: &str = "<|endoftext|>";
 const DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
+/// Threads the model's matrix products use: `RAYON_NUM_THREADS` when set (candle reads it
+/// as rayon does), else the physical cores.
+pub fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+/// Default budget of the KV snapshot cache, in MiB.
+pub const DEFAULT_KV_CACHE_MIB: usize = 1024;
+
 /// Settings of the local backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalConfig {
@@ -58,8 +70,9 @@ pub struct LocalConfig {
     pub temperature: Option<f32>,
     /// Name reported by [`LanguageModel::name`].
     pub model_name: String,
-    /// Conversation KV snapshots kept (LRU). Each costs ~56 KiB per token.
-    pub cache_entries: usize,
+    /// Bytes of KV snapshots kept (system turns with their passages, and conversations;
+    /// least recently used dropped first). Qwen2.5-1.5B takes 56 KiB per position.
+    pub kv_cache_bytes: usize,
     /// Prompt tokens per forward pass during prefill (bounds memory of attention scores).
     pub prefill_chunk: usize,
     /// Repetition penalty over the last `repeat_last_n` generated tokens; 1.0 = off.
@@ -76,7 +89,7 @@ impl Default for LocalConfig {
             seed: 299_792_458,
             temperature: Some(0.0),
             model_name: "local:qwen2.5-coder-1.5b".to_string(),
-            cache_entries: 8,
+            kv_cache_bytes: DEFAULT_KV_CACHE_MIB << 20,
             prefill_chunk: 256,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
@@ -140,33 +153,99 @@ struct Snapshot {
     cache: KvCache,
 }
 
+/// What a snapshot is kept for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SnapshotKey {
+    /// A whole system turn: the system prompt with the passages the agent put in it
+    /// (docs/benchmarks.md, "Knowledge that is already prefilled"). Any conversation whose
+    /// turn retrieves the same passages starts from it; identified by its tokens.
+    Prefix,
+    /// The latest prompt and reply of one conversation (`LlmRequest::cache_key`).
+    Conversation(String),
+}
+
+/// KV snapshots, least recently used first, within a byte budget.
 #[derive(Default)]
 struct CacheState {
-    /// KV state of the latest system message (prefix of new conversations).
-    shared: Option<Snapshot>,
-    /// Per-conversation snapshots, least recently used first.
-    entries: VecDeque<(String, Snapshot)>,
+    entries: VecDeque<(SnapshotKey, Snapshot)>,
+    /// Snapshots dropped to stay within the budget, since start.
+    evictions: u64,
+}
+
+/// What the KV cache holds now ([`LocalModel::cache_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CacheStats {
+    /// System-turn (system prompt + passages) snapshots.
+    pub prefixes: usize,
+    /// Conversation snapshots.
+    pub conversations: usize,
+    /// Positions held over all snapshots.
+    pub tokens: usize,
+    /// Bytes those positions take (an upper bound: a truncated snapshot shares its memory).
+    pub bytes: usize,
+    pub budget_bytes: usize,
+    /// KV bytes one position takes with this model.
+    pub bytes_per_token: usize,
+    pub evictions: u64,
 }
 
 impl CacheState {
-    /// The snapshot sharing the longest token prefix with `tokens`: (common length, cache).
-    fn best_prefix(&self, tokens: &[u32]) -> Option<(usize, &Snapshot)> {
-        self.shared
+    /// The snapshot sharing the longest token prefix with `tokens` (common length and a
+    /// cheap clone); it becomes the most recently used.
+    fn best_prefix(&mut self, tokens: &[u32]) -> Option<(usize, Snapshot)> {
+        let (index, common) = self
+            .entries
             .iter()
-            .chain(self.entries.iter().map(|(_, s)| s))
-            .map(|s| (common_prefix(&s.tokens, tokens), s))
-            .filter(|(n, _)| *n > 0)
-            .max_by_key(|(n, _)| *n)
+            .enumerate()
+            .map(|(i, (_, s))| (i, common_prefix(&s.tokens, tokens)))
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(i, n)| (*n, *i))?;
+        let entry = self.entries.remove(index)?;
+        let snap = entry.1.clone();
+        self.entries.push_back(entry);
+        Some((common, snap))
     }
 
-    fn put(&mut self, key: String, snap: Snapshot, capacity: usize) {
-        self.entries.retain(|(k, _)| *k != key);
-        if capacity == 0 {
-            return;
-        }
+    /// Whether a system-turn snapshot of exactly `tokens` is kept.
+    fn has_prefix(&self, tokens: &[u32]) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, s)| *k == SnapshotKey::Prefix && s.tokens == tokens)
+    }
+
+    /// Keeps `snap` as the most recently used, replacing the entry with the same key (or, for
+    /// a prefix, the same tokens), then drops the least recently used snapshots until the
+    /// rest fit `budget` bytes (the newest always stays).
+    fn put(&mut self, key: SnapshotKey, snap: Snapshot, budget: usize, bytes_per_token: usize) {
+        self.entries.retain(|(k, s)| match (&key, k) {
+            (SnapshotKey::Prefix, SnapshotKey::Prefix) => s.tokens != snap.tokens,
+            _ => *k != key,
+        });
         self.entries.push_back((key, snap));
-        while self.entries.len() > capacity {
+        while self.entries.len() > 1 && self.tokens() * bytes_per_token > budget {
             self.entries.pop_front();
+            self.evictions += 1;
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        self.entries.iter().map(|(_, s)| s.tokens.len()).sum()
+    }
+
+    fn stats(&self, budget_bytes: usize, bytes_per_token: usize) -> CacheStats {
+        let prefixes = self
+            .entries
+            .iter()
+            .filter(|(k, _)| *k == SnapshotKey::Prefix)
+            .count();
+        CacheStats {
+            prefixes,
+            conversations: self.entries.len() - prefixes,
+            tokens: self.tokens(),
+            bytes: self.tokens() * bytes_per_token,
+            budget_bytes,
+            bytes_per_token,
+            evictions: self.evictions,
         }
     }
 }
@@ -267,8 +346,8 @@ impl LocalModel {
     }
 
     /// Prefills `system_prompt` (rendered as the system turn exactly as [`render_chatml`]
-    /// does) and keeps it as the shared prefix, so the first call of a new conversation with
-    /// this system message skips its prefill. Blocking; returns the time spent computing.
+    /// does) and keeps it as a prefix snapshot, so a call whose system turn starts with this
+    /// text skips its prefill (passages appended to it are prefilled on top). Blocking; returns the time spent computing.
     pub fn warm_prefix_blocking(&self, system_prompt: &str) -> Result<Duration, LlmError> {
         self.inner.warm_prefix(system_prompt)
     }
@@ -280,6 +359,12 @@ impl LocalModel {
         tokio::task::spawn_blocking(move || inner.warm_prefix(&sp))
             .await
             .map_err(|e| model_err(format!("warm-up task failed: {e}")))?
+    }
+
+    /// What the KV snapshot cache holds now.
+    pub fn cache_stats(&self) -> CacheStats {
+        let e = &self.inner;
+        e.lock().stats(e.cfg.kv_cache_bytes, e.bytes_per_token())
     }
 
     /// Drops all KV snapshots (frees their memory).
@@ -296,8 +381,7 @@ impl LocalModel {
     /// from an empty cache, time to first token of each turn (the second with the
     /// conversation's prefix cached) and decode speed. `system_prompt` defaults to a
     /// built-in ~300-token customer-support prompt; `max_tokens` per turn (e.g. 32).
-    /// The conversation snapshots it creates are removed afterwards and the previous shared
-    /// prefix is restored.
+    /// It runs on an empty snapshot cache; the snapshots kept before are restored afterwards.
     pub async fn measure(
         &self,
         system_prompt: Option<&str>,
@@ -409,13 +493,14 @@ impl Engine {
             });
         }
         let mut st = self.lock();
-        if st.shared.as_ref().is_some_and(|s| s.tokens == tokens) {
+        if st.has_prefix(&tokens) {
+            st.best_prefix(&tokens); // most recently used
             return Ok(Duration::ZERO);
         }
         let started = Instant::now();
         let mut cache = match st.best_prefix(&tokens) {
             Some((n, snap)) => {
-                let mut c = snap.cache.clone();
+                let mut c = snap.cache;
                 c.truncate(n.min(tokens.len())).map_err(model_err)?;
                 c
             }
@@ -424,8 +509,18 @@ impl Engine {
         if cache.len() < tokens.len() {
             self.prefill(&tokens, &mut cache, 0, |_| {}, || false)?;
         }
-        st.shared = Some(Snapshot { tokens, cache });
+        self.keep(&mut st, SnapshotKey::Prefix, Snapshot { tokens, cache });
         Ok(started.elapsed())
+    }
+
+    /// KV bytes of one position (keys and values of every layer, f32).
+    fn bytes_per_token(&self) -> usize {
+        let c = self.weights.config();
+        c.n_layer * 2 * c.n_kv_head * c.head_dim * std::mem::size_of::<f32>()
+    }
+
+    fn keep(&self, st: &mut CacheState, key: SnapshotKey, snap: Snapshot) {
+        st.put(key, snap, self.cfg.kv_cache_bytes, self.bytes_per_token());
     }
 
     fn sampler(&self, request_temperature: f32) -> Sampler {
@@ -454,7 +549,7 @@ impl Engine {
                 limit: ctx,
             });
         }
-        // Where the system turn ends, to keep it as the shared prefix of new conversations.
+        // Where the system turn (system prompt + passages) ends: kept as a prefix snapshot.
         let sys_len = match request.messages.first() {
             Some(m) if m.role == ChatRole::System => {
                 let sys = self.encode(&render_chatml_turns(std::slice::from_ref(m)))?;
@@ -474,49 +569,54 @@ impl Engine {
             Some((common, snap)) => {
                 // Keep at least one token to run: its logits start the reply.
                 let reuse = common.min(n - 1);
-                let mut c = snap.cache.clone();
+                let mut c = snap.cache;
                 c.truncate(reuse).map_err(model_err)?;
                 (c, reuse)
             }
             None => (self.weights.new_cache(), 0),
         };
-        let shared_is_current = st
-            .shared
-            .as_ref()
-            .is_some_and(|s| sys_len > 0 && s.tokens == tokens[..sys_len]);
-        let boundary = if shared_is_current || sys_len <= cached {
+        let prefix_kept = sys_len == 0 || st.has_prefix(&tokens[..sys_len]);
+        if !prefix_kept && sys_len <= cached {
+            // The system turn came from a conversation's snapshot: keep it on its own too
+            // (a narrowed view, sharing that snapshot's memory).
+            let mut c = cache.clone();
+            c.truncate(sys_len).map_err(model_err)?;
+            let snap = Snapshot {
+                tokens: tokens[..sys_len].to_vec(),
+                cache: c,
+            };
+            self.keep(&mut st, SnapshotKey::Prefix, snap);
+        }
+        let boundary = if prefix_kept || sys_len <= cached {
             0
         } else {
             sys_len
         };
-        let mut new_shared = None;
+        let mut new_prefix = None;
         let prefilled = self.prefill(
             &tokens,
             &mut cache,
             boundary,
             |c| {
-                new_shared = Some(Snapshot {
+                new_prefix = Some(Snapshot {
                     tokens: tokens[..boundary].to_vec(),
                     cache: c.clone(),
                 });
             },
             || deltas.is_closed(),
         )?;
-        if let Some(s) = new_shared {
-            st.shared = Some(s);
+        if let Some(snap) = new_prefix {
+            self.keep(&mut st, SnapshotKey::Prefix, snap);
         }
         let Some(mut logits) = prefilled else {
             // The caller gave up; keep what was computed for its retry.
             if let Some(key) = &request.cache_key {
                 let done = tokens[..cache.len()].to_vec();
-                st.put(
-                    key.clone(),
-                    Snapshot {
-                        tokens: done,
-                        cache,
-                    },
-                    self.cfg.cache_entries,
-                );
+                let snap = Snapshot {
+                    tokens: done,
+                    cache,
+                };
+                self.keep(&mut st, SnapshotKey::Conversation(key.clone()), snap);
             }
             return Err(LlmError::Request(
                 "local generation cancelled: the caller stopped listening".into(),
@@ -565,11 +665,8 @@ impl Engine {
             let mut all = tokens;
             all.extend_from_slice(&generated);
             all.truncate(cache.len());
-            st.put(
-                key.clone(),
-                Snapshot { tokens: all, cache },
-                self.cfg.cache_entries,
-            );
+            let snap = Snapshot { tokens: all, cache };
+            self.keep(&mut st, SnapshotKey::Conversation(key.clone()), snap);
         }
         drop(st);
 
@@ -605,7 +702,8 @@ impl Engine {
     }
 
     fn measure(&self, system_prompt: &str, max_tokens: u32) -> Result<LocalBenchReport, LlmError> {
-        let saved_shared = self.lock().shared.take();
+        // The benchmark's snapshots must not push out (or be served from) live ones.
+        let saved = std::mem::take(&mut self.lock().entries);
         let key = format!("__kizuna_bench_{}", std::process::id());
         let result = (|| {
             // System prompt from an empty cache (nothing shares a prefix with it but the
@@ -616,10 +714,11 @@ impl Engine {
             let mut cache = self.weights.new_cache();
             self.prefill(&sys_tokens, &mut cache, 0, |_| {}, || false)?;
             let system_prefill = t.elapsed();
-            self.lock().shared = Some(Snapshot {
+            let snap = Snapshot {
                 tokens: sys_tokens.clone(),
                 cache,
-            });
+            };
+            self.keep(&mut self.lock(), SnapshotKey::Prefix, snap);
 
             let (tx, _rx) = mpsc::unbounded_channel();
             let mut messages = vec![
@@ -664,9 +763,7 @@ impl Engine {
                 second_reply: second.text,
             })
         })();
-        let mut st = self.lock();
-        st.entries.retain(|(k, _)| *k != key);
-        st.shared = saved_shared;
+        self.lock().entries = saved;
         result
     }
 }
@@ -1121,24 +1218,37 @@ mod tests {
     }
 
     #[test]
-    fn lru_keeps_most_recent_and_finds_longest_prefix() {
+    fn lru_keeps_most_recent_within_budget_and_finds_longest_prefix() {
         let snap = |tokens: Vec<u32>| Snapshot {
             tokens,
             cache: KvCache::new(1),
         };
+        let conv = |k: &str| SnapshotKey::Conversation(k.to_string());
+        // 10 bytes a position, room for 7 positions.
         let mut st = CacheState::default();
-        st.put("a".into(), snap(vec![1, 2, 3]), 2);
-        st.put("b".into(), snap(vec![1, 2, 9, 9]), 2);
-        st.put("c".into(), snap(vec![5]), 2);
-        assert_eq!(st.entries.len(), 2);
-        assert!(st.entries.iter().all(|(k, _)| k != "a"));
-        st.shared = Some(snap(vec![1, 2]));
+        st.put(conv("a"), snap(vec![1, 2, 3]), 70, 10);
+        st.put(conv("b"), snap(vec![1, 2, 9, 9]), 70, 10);
+        st.put(conv("c"), snap(vec![5]), 70, 10);
+        assert_eq!(st.entries.len(), 2, "a (the oldest) makes room");
+        assert!(st.entries.iter().all(|(k, _)| *k != conv("a")));
+        assert_eq!(st.evictions, 1);
+        st.put(SnapshotKey::Prefix, snap(vec![1, 2]), 70, 10);
         let (n, s) = st.best_prefix(&[1, 2, 9, 7]).unwrap();
         assert_eq!((n, s.tokens.clone()), (3, vec![1, 2, 9, 9]));
         assert!(st.best_prefix(&[7]).is_none());
-        st.put("b".into(), snap(vec![8]), 2);
-        assert_eq!(st.entries.len(), 2);
-        assert_eq!(st.entries.back().unwrap().0, "b");
+        // Using b made it the most recent: c goes first when room is needed.
+        assert_eq!(st.entries.back().unwrap().0, conv("b"));
+        st.put(SnapshotKey::Prefix, snap(vec![4]), 70, 10);
+        assert!(st.entries.iter().all(|(k, _)| *k != conv("c")));
+        // The same prefix tokens replace their entry; another prefix is a new one.
+        st.put(SnapshotKey::Prefix, snap(vec![4]), 70, 10);
+        assert!(st.has_prefix(&[4]) && st.has_prefix(&[1, 2]));
+        let stats = st.stats(70, 10);
+        assert_eq!((stats.prefixes, stats.conversations), (2, 1));
+        assert_eq!((stats.tokens, stats.bytes, stats.evictions), (7, 70, 2));
+        // One snapshot larger than the budget is still kept (the newest always stays).
+        st.put(conv("big"), snap(vec![7; 20]), 70, 10);
+        assert_eq!(st.entries.len(), 1);
     }
 
     #[test]
@@ -1297,6 +1407,55 @@ mod tests {
         assert!(
             max_diff < 0.05,
             "next-token probabilities differ by {max_diff}"
+        );
+    }
+
+    /// Retrieved passages sit in the system turn: a second customer whose turn retrieves the
+    /// same passages starts from the kept system-turn snapshot and gets the same tokens as a
+    /// prefill of the whole prompt from scratch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn model_passage_prefix_cache_generates_same_tokens_as_scratch() {
+        let Some(m) = test_model() else { return };
+        let _g = model_lock().await;
+        let system = format!(
+            "{BENCH_SYSTEM_PROMPT}\n\n以下の情報だけを使って答えてください。\n\
+             ・測定は騒音計を室内に設置して、2時間から行います。\n\
+             ・報告書は測定の翌営業日にメールでお送りします。\n(passage test {})",
+            std::process::id()
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let first = vec![
+            ChatMessage::system(system.clone()),
+            ChatMessage::user("測定にはどれくらい時間がかかりますか？"),
+        ];
+        m.generate(request(first, 4, Some("t-passage-1")), tx.clone())
+            .await
+            .unwrap();
+        let e = &m.inner;
+        let sys_tokens = e
+            .encode(&render_chatml_turns(&[ChatMessage::system(system.clone())]))
+            .unwrap();
+        assert!(e.lock().has_prefix(&sys_tokens), "system turn kept");
+
+        let second = vec![
+            ChatMessage::system(system),
+            ChatMessage::user("報告書はいつ届きますか？"),
+        ];
+        let out = m
+            .generate(request(second.clone(), 16, Some("t-passage-2")), tx)
+            .await
+            .unwrap();
+        assert!(
+            out.usage.cached_prompt_tokens as usize >= sys_tokens.len(),
+            "{:?} (system turn: {} tokens)",
+            out.usage,
+            sys_tokens.len()
+        );
+        let (_, want) = greedy_uncached(m, &second, 16);
+        assert!(!want.is_empty());
+        assert_eq!(
+            out.text, want,
+            "cached-prefix generation differs from scratch"
         );
     }
 

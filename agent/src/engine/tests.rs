@@ -417,7 +417,7 @@ async fn unknown_tools_and_bad_arguments_are_reported_to_the_model() {
 }
 
 #[tokio::test]
-async fn only_the_sentences_that_answer_go_into_the_prompt() {
+async fn the_passage_that_answers_follows_the_system_prompt() {
     let model = ScriptedModel::new(false, vec![Step::Text("測定は2時間です。")]);
     let agent = agent(model.clone(), AgentConfig::default());
     let mut req = request("測定時間はどのくらいですか？");
@@ -435,23 +435,23 @@ async fn only_the_sentences_that_answer_go_into_the_prompt() {
     assert_eq!(result.sources.len(), 1);
     assert_eq!(result.sources[0].doc_id, "faq-001");
     let requests = model.requests.lock().unwrap();
-    let last = requests[0].messages.last().unwrap();
+    let system = &requests[0].messages[0];
+    assert_eq!(system.role, ChatRole::System);
     assert!(
-        last.content.contains("測定時間は2時間です。"),
+        system.content.contains("測定時間は2時間です。"),
         "{}",
-        last.content
+        system.content
     );
-    assert!(last.content.ends_with("測定時間はどのくらいですか？"));
+    // The constant system prompt comes first, the passage after it: the cacheable order.
+    assert!(system.content.find("測定時間は2時間") > Some(0));
+    let last = requests[0].messages.last().unwrap();
+    assert_eq!(last.content, "測定時間はどのくらいですか？");
     // No document ids or Q/A scaffolding for a small model to copy.
-    assert!(!last.content.contains("faq-001") && !last.content.contains("Q:"));
-    assert!(
-        !requests[0].messages[0].content.contains("faq-001"),
-        "system prefix stays constant"
-    );
+    assert!(!system.content.contains("faq-001") && !system.content.contains("Q:"));
 }
 
 #[test]
-fn trimming_keeps_the_best_sentences_within_the_budget() {
+fn passages_are_the_fixed_piece_of_each_chunk_that_answers() {
     let chunk = |answer: &str| ContextChunk {
         doc_id: "d".into(),
         title: "t".into(),
@@ -459,14 +459,30 @@ fn trimming_keeps_the_best_sentences_within_the_budget() {
         score: 0.9,
         answer: Some(answer.into()),
     };
-    let context = [chunk(
-        "レポートはPDFでお送りします。測定後3営業日以内に届きます。紙の郵送はオプションです。",
-    )];
-    let kept = trimmed_context("紙の郵送はできますか", &context, 20);
-    assert_eq!(kept, ["紙の郵送はオプションです。"]);
-    let all = trimmed_context("紙の郵送はできますか", &context, 500);
-    assert_eq!(all.len(), 3);
-    assert_eq!(all[0], "レポートはPDFでお送りします。");
+    let context = [
+        chunk(
+            "レポートはPDFでお送りします。測定後3営業日以内に届きます。紙の郵送はオプションです。",
+        ),
+        chunk("お支払いはクレジットカードです。"),
+    ];
+    // Pieces of at most 32 characters: [PDF + 3営業日] and [郵送].
+    let kept = answering_passages_within("紙の郵送はできますか", &context, 32);
+    assert_eq!(
+        kept,
+        ["紙の郵送はオプションです。"],
+        "the unrelated second chunk is left out"
+    );
+    let other = answering_passages_within("レポートはいつ届きますか", &context, 32);
+    assert_eq!(
+        other,
+        ["レポートはPDFでお送りします。測定後3営業日以内に届きます。"]
+    );
+    // Another wording of the same question gets the very same passage text (cacheable).
+    let again = answering_passages_within("報告のレポート、何日で届く？", &context, 32);
+    assert_eq!(again, other);
+    let whole = answering_passages_within("紙の郵送はできますか", &context, 500);
+    assert_eq!(whole.len(), 1);
+    assert!(whole[0].starts_with("レポートはPDF") && whole[0].ends_with("オプションです。"));
 }
 
 #[test]
