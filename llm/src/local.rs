@@ -214,8 +214,11 @@ impl CacheState {
     }
 
     /// Keeps `snap` as the most recently used, replacing the entry with the same key (or, for
-    /// a prefix, the same tokens), then drops the least recently used snapshots until the
-    /// rest fit `budget` bytes (the newest always stays).
+    /// a prefix, the same tokens), then drops snapshots until the rest fit `budget` bytes:
+    /// the least recently used conversation first, prefixes only when no other
+    /// conversation is left (the newest always stays). A conversation's snapshot mostly
+    /// serves the rest of its own turn, while a system turn with passages serves every
+    /// customer whose question retrieves them (docs/benchmarks.md, cache under load).
     fn put(&mut self, key: SnapshotKey, snap: Snapshot, budget: usize, bytes_per_token: usize) {
         self.entries.retain(|(k, s)| match (&key, k) {
             (SnapshotKey::Prefix, SnapshotKey::Prefix) => s.tokens != snap.tokens,
@@ -223,7 +226,14 @@ impl CacheState {
         });
         self.entries.push_back((key, snap));
         while self.entries.len() > 1 && self.tokens() * bytes_per_token > budget {
-            self.entries.pop_front();
+            let newest = self.entries.len() - 1;
+            let victim = self
+                .entries
+                .iter()
+                .take(newest)
+                .position(|(k, _)| matches!(k, SnapshotKey::Conversation(_)))
+                .unwrap_or(0);
+            self.entries.remove(victim);
             self.evictions += 1;
         }
     }
@@ -1246,6 +1256,10 @@ mod tests {
         let stats = st.stats(70, 10);
         assert_eq!((stats.prefixes, stats.conversations), (2, 1));
         assert_eq!((stats.tokens, stats.bytes, stats.evictions), (7, 70, 2));
+        // Conversations go before prefixes, even more recent ones.
+        st.put(SnapshotKey::Prefix, snap(vec![6, 6]), 70, 10);
+        assert!(st.entries.iter().all(|(k, _)| *k != conv("b")));
+        assert!(st.has_prefix(&[1, 2]) && st.has_prefix(&[4]) && st.has_prefix(&[6, 6]));
         // One snapshot larger than the budget is still kept (the newest always stays).
         st.put(conv("big"), snap(vec![7; 20]), 70, 10);
         assert_eq!(st.entries.len(), 1);

@@ -45,6 +45,10 @@ pub struct PromptSet {
     pub model: PathBuf,
     pub threads: usize,
     pub prompts: Vec<BenchPrompt>,
+    /// Turns on many topics run one after another on one cache (the KV snapshot cache
+    /// under load: what stays, what is evicted); only `kizuna bench engine` runs these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_turns: Vec<BenchPrompt>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +75,22 @@ struct EngineResults {
     peak_rss_mib: f64,
     results: Vec<PromptResult>,
     kv_cache: kizuna_llm::local::CacheStats,
+    cache_under_load: Option<CacheLoad>,
+}
+
+/// The snapshot cache after `cache_turns`, with the default budget.
+#[derive(Debug, Serialize)]
+struct CacheLoad {
+    turns: usize,
+    /// Time to first token of each turn, in order (every turn's passages are new to the
+    /// cache unless an earlier turn retrieved the same ones).
+    ttft_s: Vec<f64>,
+    cached_tokens: Vec<u32>,
+    after: kizuna_llm::local::CacheStats,
+    /// The first turn again at the end: its passages' snapshot was evicted if it only has
+    /// the system prompt cached.
+    first_again_ttft_s: f64,
+    first_again_cached_tokens: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +147,30 @@ pub async fn run(args: &super::BenchArgs, engine: &EngineArgs) -> anyhow::Result
     }
     Ok(())
 }
+
+/// Questions on different topics for the cache-under-load phase.
+const TOPICS: [&str; 20] = [
+    "測定の当日は家にいないといけませんか？",
+    "報告書はどのくらいで届きますか？",
+    "支払い方法は何がありますか？",
+    "キャンセル料はかかりますか？",
+    "夜間の測定はできますか？",
+    "管理会社に相談する前に何をすればいいですか？",
+    "測定機器はどこに置きますか？",
+    "法人でも契約できますか？",
+    "個人情報はどう扱われますか？",
+    "測定結果は裁判で使えますか？",
+    "低周波音も測れますか？",
+    "予約の変更はできますか？",
+    "騒音の基準値はどれくらいですか？",
+    "AI仲裁サービスとは何ですか？",
+    "領収書は発行できますか？",
+    "測定は何日間できますか？",
+    "賃貸でも利用できますか？",
+    "ペットの鳴き声も測定できますか？",
+    "測定後のサポートはありますか？",
+    "対応エリアはどこですか？",
+];
 
 /// Questions of the realistic prompts: a free question that retrieval answers, and a
 /// 4-turn conversation (with the assistant's replies written out, so both engines read the
@@ -284,6 +328,19 @@ async fn build_prompts(
         history.push(ChatMessage::user(*question));
         history.push(ChatMessage::assistant(*reply));
     }
+    let mut cache_turns = Vec::new();
+    for (i, question) in TOPICS.iter().enumerate() {
+        let chunks = context_for(question).await;
+        let passages = answering_passages(question, &chunks);
+        let mut p = prompt(
+            &format!("topic_{}", i + 1),
+            "one of 20 questions on different topics, run in order on one cache",
+            model_messages(&system, &[], question, &passages),
+            None,
+        );
+        p.max_tokens = 4;
+        cache_turns.push(p);
+    }
     // The index flushes when dropped: before its directory goes.
     drop(retriever);
     let _ = std::fs::remove_dir_all(&dir);
@@ -291,6 +348,7 @@ async fn build_prompts(
         model: args.model_path.clone(),
         threads,
         prompts: out,
+        cache_turns,
     })
 }
 
@@ -396,12 +454,18 @@ async fn measure(args: &super::BenchArgs, engine: &EngineArgs, path: &Path) -> a
         );
         results.push(r);
     }
+    let cache_under_load = if set.cache_turns.is_empty() {
+        None
+    } else {
+        Some(cache_load(&model, &set.cache_turns).await?)
+    };
     let report = EngineResults {
         engine: format!("kizuna {} (candle)", env!("CARGO_PKG_VERSION")),
         threads,
         load_s: model.load_time().as_secs_f64(),
         peak_rss_mib: peak_rss_kib()? as f64 / 1024.0,
         kv_cache: model.cache_stats(),
+        cache_under_load,
         results,
     };
     if let Some(dir) = engine.json_out.parent() {
@@ -415,6 +479,61 @@ async fn measure(args: &super::BenchArgs, engine: &EngineArgs, path: &Path) -> a
         engine.json_out.display()
     );
     Ok(())
+}
+
+/// Runs `turns` in order on one cache (the system prompt warmed first, as `serve` does),
+/// each as its own conversation, then the first again.
+async fn cache_load(model: &LocalModel, turns: &[BenchPrompt]) -> anyhow::Result<CacheLoad> {
+    model.clear_cache();
+    let system = turns[0].messages[0].content.clone();
+    let system = system
+        .split("\n\n以下の情報だけを使って答えてください。")
+        .next()
+        .unwrap_or_default();
+    model.warm_prefix(system).await?;
+    let run = |i: usize, p: &BenchPrompt| {
+        let request = LlmRequest {
+            messages: p.messages.clone(),
+            tools: Vec::new(),
+            max_tokens: p.max_tokens,
+            temperature: 0.0,
+            cache_key: Some(format!("load-{i}")),
+        };
+        async move {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            model.generate(request, tx).await
+        }
+    };
+    let mut ttft_s = Vec::new();
+    let mut cached_tokens = Vec::new();
+    for (i, p) in turns.iter().enumerate() {
+        let out = run(i, p).await?;
+        ttft_s.push(out.usage.time_to_first_token.as_secs_f64());
+        cached_tokens.push(out.usage.cached_prompt_tokens);
+    }
+    let after = model.cache_stats();
+    let again = run(turns.len(), &turns[0]).await?;
+    eprintln!(
+        "[bench] cache under load: {} turns, TTFT {:.2}–{:.2} s; {} prefixes + {} conversations kept ({} MiB of {}), {} evicted; the first turn again: {} cached, TTFT {:.2} s",
+        turns.len(),
+        ttft_s.iter().cloned().fold(f64::INFINITY, f64::min),
+        ttft_s.iter().cloned().fold(0.0, f64::max),
+        after.prefixes,
+        after.conversations,
+        after.bytes >> 20,
+        after.budget_bytes >> 20,
+        after.evictions,
+        again.usage.cached_prompt_tokens,
+        again.usage.time_to_first_token.as_secs_f64()
+    );
+    Ok(CacheLoad {
+        turns: turns.len(),
+        ttft_s,
+        cached_tokens,
+        after,
+        first_again_ttft_s: again.usage.time_to_first_token.as_secs_f64(),
+        first_again_cached_tokens: again.usage.cached_prompt_tokens,
+    })
 }
 
 /// Peak resident memory of this process (`VmHWM`).
