@@ -111,6 +111,7 @@ impl Tool for PriceTool {
             data: json!({"plan": "standard", "caller": ctx.identity.customer_id, "args": args}),
             display: "スタンダードプラン（12,800円）をおすすめします。".into(),
             must_quote: vec!["12,800円".into()],
+            effects: Vec::new(),
         })
     }
 }

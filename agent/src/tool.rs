@@ -73,6 +73,21 @@ pub struct ToolOutput {
     /// to a model reply that omits any of them.
     #[serde(default)]
     pub must_quote: Vec<String>,
+    /// What the call changed in the world. The hub acts on effects (e.g. a booking made in
+    /// reply to outreach counts as converted), never on tool names (docs/architecture.md,
+    /// "How to add a tool").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<ToolEffect>,
+}
+
+/// A change a tool made, reported as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum ToolEffect {
+    /// A new measurement booking (not one the customer already had).
+    BookingCreated { booking_id: String },
+    /// A booking was cancelled.
+    BookingCancelled { booking_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

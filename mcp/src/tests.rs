@@ -32,6 +32,7 @@ impl AgentTool for TestTool {
             data: json!({"done": true, "caller": ctx.identity.subject, "n": args["n"]}),
             display: "done".into(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
     async fn preview(&self, _: &ToolContext, _: Value) -> Result<ToolOutput, ToolError> {
@@ -39,6 +40,7 @@ impl AgentTool for TestTool {
             data: json!({"possible": true}),
             display: "would do it".into(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

@@ -147,6 +147,7 @@ impl Tool for LookupHealth {
                     }),
                     display: "ヘルススコアは法人（管理会社）契約のご利用状況を測る指標のため、個人のお客様のアカウントには算出していません。".into(),
                     must_quote: vec![],
+                    effects: Vec::new(),
                 })
             }
         };
@@ -204,6 +205,7 @@ impl Tool for LookupHealth {
             data,
             display,
             must_quote: vec![score],
+            effects: Vec::new(),
         })
     }
 }
@@ -412,6 +414,7 @@ impl Tool for ListAtRiskAccounts {
                     long_date(date)
                 ),
                 must_quote: vec![],
+                effects: Vec::new(),
             });
         }
         let mut display = format!(
@@ -457,6 +460,7 @@ impl Tool for ListAtRiskAccounts {
             data,
             display,
             must_quote: accounts.iter().map(|a| a.customer.id.clone()).collect(),
+            effects: Vec::new(),
         })
     }
 }

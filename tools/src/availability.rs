@@ -371,6 +371,7 @@ impl Tool for CheckAvailability {
                 data: json!({"candidates": []}),
                 display: format!("申し訳ありません。{}日先までご案内できる空きがありません。担当者から別の日程をご連絡します。", self.calendar.horizon_days),
                 must_quote: vec![],
+                effects: Vec::new(),
             });
         }
         let labels: Vec<String> = candidates
@@ -399,6 +400,7 @@ impl Tool for CheckAvailability {
             data,
             display,
             must_quote: labels.clone(),
+            effects: Vec::new(),
         })
     }
 }

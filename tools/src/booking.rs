@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, NaiveTime, TimeZone};
 use kizuna_agent::clock::jst;
 use kizuna_agent::identity::Role;
-use kizuna_agent::tool::{Audience, RiskClass, Tool, ToolContext, ToolError, ToolOutput};
+use kizuna_agent::tool::{
+    Audience, RiskClass, Tool, ToolContext, ToolEffect, ToolError, ToolOutput,
+};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -624,6 +626,7 @@ impl Tool for BookMeasurement {
                 data: json!({"possible": false, "start": args.slot_start.to_rfc3339(), "reason": why}),
                 display: why,
                 must_quote: vec![],
+                effects: Vec::new(),
             })
         };
         if let Err(problem) = self.calendar.check_slot(args.slot_start, ctx.now) {
@@ -677,6 +680,7 @@ impl Tool for BookMeasurement {
             }),
             display: lines.join("\n"),
             must_quote: vec![label, yen(total)],
+            effects: Vec::new(),
         })
     }
 
@@ -723,6 +727,9 @@ impl Tool for BookMeasurement {
                     data,
                     display,
                     must_quote: vec![label, price],
+                    effects: vec![ToolEffect::BookingCreated {
+                        booking_id: booking.id.clone(),
+                    }],
                 })
             }
             Ok(BookingOutcome::Existing(booking)) => {
@@ -738,6 +745,7 @@ impl Tool for BookMeasurement {
                         booking.id
                     ),
                     must_quote: vec![label, price],
+                    effects: Vec::new(),
                 })
             }
             Err(BookingError::Full) => Ok(ToolOutput {
@@ -747,6 +755,7 @@ impl Tool for BookMeasurement {
                     slot_label(slot_start)
                 ),
                 must_quote: vec![],
+                effects: Vec::new(),
             }),
             Err(BookingError::Slot(problem)) => Err(ToolError::InvalidArguments(format!(
                 "{} ({problem})",
@@ -841,6 +850,7 @@ impl CancelBooking {
                                         lines.join("\n")
                                     ),
                                     must_quote: vec![],
+                                    effects: Vec::new(),
                                 }));
                             }
                         }
@@ -930,6 +940,7 @@ impl Tool for CancelBooking {
             data,
             display,
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 
@@ -965,6 +976,9 @@ impl Tool for CancelBooking {
                     ),
                     data,
                     must_quote: vec![label],
+                    effects: vec![ToolEffect::BookingCancelled {
+                        booking_id: booking.id.clone(),
+                    }],
                 }
             }
             CancelOutcome::AlreadyCancelled(booking) => {
@@ -978,6 +992,7 @@ impl Tool for CancelBooking {
                     ),
                     data,
                     must_quote: vec![],
+                    effects: Vec::new(),
                 }
             }
             CancelOutcome::Started(booking) => {
@@ -988,6 +1003,7 @@ impl Tool for CancelBooking {
                     display: "開始時刻を過ぎたご予約はこちらではキャンセルできません。担当者がご対応しますので、状況をお知らせください。".into(),
                     data,
                     must_quote: vec![],
+                    effects: Vec::new(),
                 }
             }
         })

@@ -692,6 +692,7 @@ impl kizuna_agent::tool::Tool for PredictChurn {
                 data: serde_json::json!({"as_of": date.to_string(), "model": null, "accounts": []}),
                 display: "解約予測モデルがまだ学習されていません（`kizuna churn train` で学習できます）。".into(),
                 must_quote: vec![],
+                effects: Vec::new(),
             });
         };
         let model_note = if stored.version == 0 {
@@ -752,6 +753,7 @@ impl kizuna_agent::tool::Tool for PredictChurn {
                 data: serde_json::json!({"as_of": date.to_string(), "account": prediction_json(&p)}),
                 display,
                 must_quote: vec![p.customer_id.clone()],
+                effects: Vec::new(),
             });
         }
         let mut all = predict_all(&self.store, stored, date)
@@ -801,6 +803,7 @@ impl kizuna_agent::tool::Tool for PredictChurn {
             }),
             display,
             must_quote: all.iter().map(|p| p.customer_id.clone()).collect(),
+            effects: Vec::new(),
         })
     }
 }

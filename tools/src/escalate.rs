@@ -80,6 +80,7 @@ impl Tool for EscalateToHuman {
             }),
             display: "担当者に引き継ぎます。これまでの内容は担当者にお伝えしますので、同じご説明を繰り返していただく必要はありません。".into(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

@@ -475,6 +475,7 @@ impl Tool for GenerateFollowup {
                 }),
                 display: "このお客様はご案内の配信停止（オプトアウト）を希望されているため、フォローアップメッセージは作成しません。".into(),
                 must_quote: vec![],
+                effects: Vec::new(),
             });
         }
         let audience = customer.kind.as_str();
@@ -514,6 +515,7 @@ impl Tool for GenerateFollowup {
             }),
             display: followup.message,
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

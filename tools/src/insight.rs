@@ -393,6 +393,7 @@ impl Tool for CustomerInsight {
             }),
             display,
             must_quote: vec![c.id.clone()],
+            effects: Vec::new(),
         })
     }
 }

@@ -97,6 +97,7 @@ impl Tool for MyAccount {
             data,
             display: lines.join("\n"),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

@@ -193,6 +193,7 @@ impl Tool for PlanInfo {
             data,
             display: lines.join("\n"),
             must_quote,
+            effects: Vec::new(),
         })
     }
 }

@@ -145,6 +145,7 @@ impl Tool for RecommendPlan {
             }),
             display,
             must_quote: vec![price],
+            effects: Vec::new(),
         })
     }
 }

@@ -679,6 +679,7 @@ impl Tool for SegmentCustomers {
             }),
             display: report.to_string(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

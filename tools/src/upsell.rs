@@ -262,6 +262,7 @@ impl Tool for RecommendUpsell {
                 .iter()
                 .map(|r| r.price_difference.clone())
                 .collect(),
+            effects: Vec::new(),
         })
     }
 }

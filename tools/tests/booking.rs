@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{at, ctx, ctx_at};
 use kizuna_agent::identity::Identity;
-use kizuna_agent::tool::{Tool, ToolError};
+use kizuna_agent::tool::{Tool, ToolEffect, ToolError};
 use kizuna_store::Store;
 use kizuna_tools::booking::{
     booking_by_id, due_reminders, mark_reminder_sent, reminders_for_booking, ReminderKind,
@@ -91,6 +91,19 @@ async fn reminders_and_cancellation(store: &Store) {
         .await
         .unwrap();
     assert_eq!(out.must_quote, ["11月23日(月) 10:00", "20,800円"]);
+    // The booking is reported as an effect (the hub acts on it, not on the tool's name).
+    let booking_id = out.data["booking_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        out.effects,
+        [ToolEffect::BookingCreated {
+            booking_id: booking_id.clone()
+        }],
+        "{}",
+        out.data
+    );
     assert!(
         out.display.contains("11月23日(月) 10:00〜"),
         "{}",
@@ -155,6 +168,12 @@ async fn reminders_and_cancellation(store: &Store) {
     // the reminders still pending.
     let cancelled = cancel.call(&hanako, json!({})).await.unwrap();
     assert_eq!(cancelled.data["cancelled"], json!(true));
+    assert_eq!(
+        cancelled.effects,
+        [ToolEffect::BookingCancelled {
+            booking_id: booking_id.clone()
+        }]
+    );
     assert!(cancelled.display.contains("キャンセルしました"));
     let reminders = reminders_for_booking(store, &booking_id).await.unwrap();
     let statuses: Vec<&str> = reminders.iter().map(|r| r.status.as_str()).collect();

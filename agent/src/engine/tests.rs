@@ -166,6 +166,7 @@ impl crate::tool::Tool for CountingBooking {
                 "11月25日 19:00〜でご予約をお取りします。".into()
             },
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
     async fn call(
@@ -178,6 +179,7 @@ impl crate::tool::Tool for CountingBooking {
             data: json!({"created": true}),
             display: "ご予約を承りました。".into(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
 }

@@ -13,6 +13,7 @@ use super::optout::{is_opt_in_request, is_opt_out_request};
 use super::{ConversationHub, Job, Live};
 use crate::engine::ExecutedCall;
 use crate::identity::Identity;
+use crate::tool::ToolEffect;
 
 pub(super) const OPENED: &str = "opened";
 pub(super) const REPLIED: &str = "replied";
@@ -60,11 +61,15 @@ enum Applied {
     Failed,
 }
 
-/// Whether the turn made a new booking (not one the customer already had).
+/// Whether the turn made a new booking (not one the customer already had): a call that
+/// reported the effect, whatever the tool is called.
 pub(super) fn booked_measurement(calls: &[ExecutedCall]) -> bool {
-    // The tool lives in kizuna-tools, which depends on this crate: matched by name.
     calls.iter().any(|c| {
-        c.name == "book_measurement" && c.ok && c.result.get("created") == Some(&Value::Bool(true))
+        c.ok && c.output.as_ref().is_some_and(|o| {
+            o.effects
+                .iter()
+                .any(|e| matches!(e, ToolEffect::BookingCreated { .. }))
+        })
     })
 }
 

@@ -774,6 +774,7 @@ impl crate::tool::Tool for FakeBooking {
             data: serde_json::json!({"possible": true}),
             display: "11月23日(月) 19:00〜でご予約をお取りします。".into(),
             must_quote: vec![],
+            effects: Vec::new(),
         })
     }
     async fn call(
@@ -785,6 +786,9 @@ impl crate::tool::Tool for FakeBooking {
             data: serde_json::json!({"booking_id": "b-1", "created": true}),
             display: "ご予約を承りました。".into(),
             must_quote: vec![],
+            effects: vec![crate::tool::ToolEffect::BookingCreated {
+                booking_id: "b-1".into(),
+            }],
         })
     }
 }
@@ -864,28 +868,47 @@ async fn a_booking_is_proposed_then_made_on_consent_and_converts_the_newest_send
 
 #[test]
 fn only_new_bookings_count_as_conversions() {
-    let call = |ok: bool, result: Value| crate::engine::ExecutedCall {
-        id: "x".into(),
-        name: "book_measurement".into(),
-        arguments: Value::Null,
-        ok,
-        result,
-        output: None,
-        duration_ms: 0,
-        planned: false,
+    // Recognised by the effect the tool reports, whatever its name.
+    let call =
+        |name: &str, ok: bool, effects: Vec<crate::tool::ToolEffect>| crate::engine::ExecutedCall {
+            id: "x".into(),
+            name: name.into(),
+            arguments: Value::Null,
+            ok,
+            result: Value::Null,
+            output: Some(crate::tool::ToolOutput {
+                data: Value::Null,
+                display: String::new(),
+                must_quote: vec![],
+                effects,
+            }),
+            duration_ms: 0,
+            planned: false,
+        };
+    let created = || {
+        vec![crate::tool::ToolEffect::BookingCreated {
+            booking_id: "b-1".into(),
+        }]
     };
     assert!(outreach::booked_measurement(&[call(
+        "book_measurement",
         true,
-        serde_json::json!({"created": true})
+        created()
     )]));
-    for (ok, result) in [
-        (
-            true,
-            serde_json::json!({"created": false, "reason": "full"}),
-        ),
-        (false, serde_json::json!({"error": "slot"})),
-    ] {
-        assert!(!outreach::booked_measurement(&[call(ok, result)]));
+    assert!(outreach::booked_measurement(&[call(
+        "reserve_visit",
+        true,
+        created()
+    )]));
+    let cancelled = vec![crate::tool::ToolEffect::BookingCancelled {
+        booking_id: "b-1".into(),
+    }];
+    for (ok, effects) in [(true, vec![]), (true, cancelled), (false, created())] {
+        assert!(!outreach::booked_measurement(&[call(
+            "book_measurement",
+            ok,
+            effects
+        )]));
     }
 }
 
