@@ -154,7 +154,7 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
             })
         }
         None => {
-            let (llm, local) = crate::build_llm(&settings).await?;
+            let (llm, local) = crate::wiring::build_llm(&settings).await?;
             let prompts = Prompts::load(&settings.prompts_dir)?;
             let templates = Arc::new(wiring::ContentTemplates::load(
                 &settings.knowledge.content_dir,

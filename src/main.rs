@@ -31,14 +31,12 @@ use kizuna_agent::clock::SystemClock;
 use kizuna_agent::engine::{Agent, AgentConfig};
 use kizuna_agent::hub::{ConversationHub, HubConfig, HubServices, Retriever};
 use kizuna_agent::identity::{Claims, Role, TokenVerifier};
-use kizuna_agent::llm::LanguageModel;
 use kizuna_agent::prompts::Prompts;
-use kizuna_llm::local::{LocalConfig, LocalModel};
-use kizuna_llm::openai::{OpenAiConfig, OpenAiModel};
+use kizuna_llm::local::LocalModel;
 use kizuna_store::Store;
 use tokio::sync::watch;
 
-use crate::config::{LlmBackend, ServeArgs, Settings};
+use crate::config::{ServeArgs, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -214,38 +212,6 @@ fn token(config: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the configured model backend. For the embedded model it also returns the model
-/// itself, so the caller can prefill the agent's system prompt once it exists.
-pub(crate) async fn build_llm(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn LanguageModel>, Option<LocalModel>)> {
-    match settings.llm.backend {
-        LlmBackend::Openai => {
-            let mut cfg = OpenAiConfig::new(
-                settings.llm.openai_base_url.clone(),
-                settings.llm.openai_model.clone(),
-            );
-            cfg.api_key = settings.llm.openai_api_key.clone();
-            cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
-            let model =
-                OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
-            tracing::info!(base_url = %kizuna_llm::openai::redact_endpoint(&settings.llm.openai_base_url), model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
-            Ok((Arc::new(model), None))
-        }
-        LlmBackend::Local => {
-            let mut cfg =
-                LocalConfig::with_paths(&settings.llm.model_path, &settings.llm.tokenizer_path);
-            cfg.context_tokens = settings.llm.context_tokens;
-            cfg.kv_cache_bytes = settings.llm.kv_cache_mib << 20;
-            let model = LocalModel::load_async(cfg).await.context(
-                "cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)",
-            )?;
-            tracing::info!(path = %settings.llm.model_path.display(), load_ms = model.load_time().as_millis() as u64, "local model loaded");
-            Ok((Arc::new(model.clone()), Some(model)))
-        }
-    }
-}
-
 fn agent_config(settings: &Settings) -> AgentConfig {
     AgentConfig {
         max_steps: settings.llm.max_steps,
@@ -325,7 +291,7 @@ async fn build_agent(
 ) -> anyhow::Result<(Arc<Agent>, Option<LocalModel>)> {
     let prompts = Prompts::load(&settings.prompts_dir)?;
     let tools = wiring::tools(settings, store.clone(), templates)?;
-    let (llm, local_model) = build_llm(settings).await?;
+    let (llm, local_model) = wiring::build_llm(settings).await?;
     let agent = Arc::new(
         Agent::new(llm, tools, prompts, agent_config(settings))
             .with_known_prices(kizuna_tools::price_table()),

@@ -1,17 +1,22 @@
 //! Builds the parts `kizuna serve`, `kizuna eval` and the data commands share: the
-//! knowledge base, the sentiment model, the escalation policy and the tools.
+//! knowledge base, the sentiment model, the escalation policy, the tools and the model
+//! backend (a new backend is a `LlmBackend` value and a branch of [`build_llm`]).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use kizuna_agent::escalation::EscalationPolicy;
+use kizuna_agent::llm::LanguageModel;
 use kizuna_agent::sentiment::SentimentModel;
 use kizuna_knowledge::embed::{CachedQueryEmbedder, E5Model};
 use kizuna_knowledge::{
     DocumentKind, EdgeIndex, Embedder, KnowledgeBase, ServerIndex, SparseEncoder, VectorIndex,
 };
+use kizuna_llm::local::{LocalConfig, LocalModel};
+use kizuna_llm::openai::{OpenAiConfig, OpenAiModel};
 use kizuna_store::Store;
 use kizuna_tools::followup::{MessageTemplate, TemplateSource, TemplateSourceError};
 
@@ -202,4 +207,36 @@ pub fn tools(
         templates,
         followup_link: Some(settings.outreach.link.clone()),
     })?)
+}
+
+/// Builds the configured model backend. For the embedded model it also returns the model
+/// itself, so the caller can prefill the agent's system prompt once it exists.
+pub async fn build_llm(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn LanguageModel>, Option<LocalModel>)> {
+    match settings.llm.backend {
+        crate::config::LlmBackend::Openai => {
+            let mut cfg = OpenAiConfig::new(
+                settings.llm.openai_base_url.clone(),
+                settings.llm.openai_model.clone(),
+            );
+            cfg.api_key = settings.llm.openai_api_key.clone();
+            cfg.request_timeout = Duration::from_secs(settings.llm.timeout_secs);
+            let model =
+                OpenAiModel::new(cfg).context("cannot set up the OpenAI-compatible backend")?;
+            tracing::info!(base_url = %kizuna_llm::openai::redact_endpoint(&settings.llm.openai_base_url), model = %settings.llm.openai_model, "using an OpenAI-compatible endpoint");
+            Ok((Arc::new(model), None))
+        }
+        crate::config::LlmBackend::Local => {
+            let mut cfg =
+                LocalConfig::with_paths(&settings.llm.model_path, &settings.llm.tokenizer_path);
+            cfg.context_tokens = settings.llm.context_tokens;
+            cfg.kv_cache_bytes = settings.llm.kv_cache_mib << 20;
+            let model = LocalModel::load_async(cfg).await.context(
+                "cannot load the local model (run scripts/setup, or set KIZUNA_LLM=openai)",
+            )?;
+            tracing::info!(path = %settings.llm.model_path.display(), load_ms = model.load_time().as_millis() as u64, "local model loaded");
+            Ok((Arc::new(model.clone()), Some(model)))
+        }
+    }
 }
