@@ -12,6 +12,7 @@ use chrono::TimeZone;
 use kizuna_agent::clock::jst;
 use kizuna_agent::hub::HubError;
 use kizuna_agent::identity::{Identity, Role};
+use kizuna_protocol::ErrorCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -208,27 +209,32 @@ impl IntoResponse for ApiError {
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
-        match e {
-            HubError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
-            HubError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            HubError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            HubError::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "bad_request", m),
-            HubError::EscalationCapped => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "capped", e.to_string())
-            }
-            HubError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
-            HubError::Overloaded { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-            }
-            HubError::Store(e) => {
-                tracing::error!(error = %e, "store error in the staff API");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "temporarily unavailable; retry later",
-                )
-            }
+        if let HubError::Store(store) = &e {
+            tracing::error!(error = %store, "store error in the staff API");
         }
+        let code = e.code();
+        Self::new(http_status(code), code.as_str(), e.client_message())
+    }
+}
+
+/// The HTTP status of an error code (the codes are shared with the websocket,
+/// `kizuna_protocol::ErrorCode`).
+fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Capped | ErrorCode::Busy | ErrorCode::RateLimited => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::BadJson
+        | ErrorCode::InvalidUtf8
+        | ErrorCode::UnknownType
+        | ErrorCode::BadRequest
+        | ErrorCode::NotOpen => StatusCode::BAD_REQUEST,
     }
 }
 

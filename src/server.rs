@@ -792,25 +792,11 @@ impl Connection {
         id: Option<&str>,
     ) -> Flow {
         match error {
-            HubError::Forbidden => {
-                self.reject(socket, ErrorCode::Forbidden, error.to_string(), id)
-                    .await
-            }
-            HubError::BadRequest(m) | HubError::Conflict(m) => {
-                self.reject(socket, ErrorCode::BadRequest, m, id).await
-            }
-            HubError::NotFound => {
-                self.reject(socket, ErrorCode::BadRequest, error.to_string(), id)
-                    .await
-            }
+            // Over the anonymous escalation budget the bot keeps answering: not an error.
             HubError::EscalationCapped => Flow::Continue,
-            HubError::Busy => {
-                self.reject(socket, ErrorCode::Busy, error.to_string(), id)
-                    .await
-            }
             HubError::Overloaded { retry_after_secs } => {
                 let frame = ServerFrame::Error {
-                    code: ErrorCode::Overloaded,
+                    code: error.code(),
                     message: error.to_string(),
                     id: id.map(str::to_string),
                     retry_after_secs: Some(retry_after_secs),
@@ -818,15 +804,12 @@ impl Connection {
                 metrics::counter!("kizuna_frame_errors_total", "code" => "overloaded").increment(1);
                 self.send(socket, frame.to_json()).await
             }
-            HubError::Store(e) => {
-                tracing::error!(error = %e, "store error");
-                self.reject(
-                    socket,
-                    ErrorCode::Unavailable,
-                    "temporarily unavailable; resend later",
-                    id,
-                )
-                .await
+            error => {
+                if let HubError::Store(e) = &error {
+                    tracing::error!(error = %e, "store error");
+                }
+                self.reject(socket, error.code(), error.client_message(), id)
+                    .await
             }
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kizuna_nlu::accounts::AccountDirectory;
-use kizuna_protocol::{MessageStatus, ServerFrame};
+use kizuna_protocol::{ErrorCode, MessageStatus, ServerFrame};
 use kizuna_store::{Conversation, Store, StoreError, UserMessageInsert};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -191,6 +191,33 @@ pub enum HubError {
     Overloaded { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl HubError {
+    /// The one code this error has on every surface: the websocket's error frame and the
+    /// staff API's JSON error (docs/protocol.md, docs/api.md).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::Forbidden => ErrorCode::Forbidden,
+            HubError::NotFound => ErrorCode::NotFound,
+            HubError::Conflict(_) => ErrorCode::Conflict,
+            HubError::BadRequest(_) => ErrorCode::BadRequest,
+            HubError::Busy => ErrorCode::Busy,
+            HubError::EscalationCapped => ErrorCode::Capped,
+            HubError::Overloaded { .. } => ErrorCode::Overloaded,
+            HubError::Store(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    /// The message a client may read: the error's own words, except for store failures,
+    /// whose details stay in the log.
+    pub fn client_message(&self) -> String {
+        match self {
+            HubError::Store(_) => "temporarily unavailable; retry later".to_string(),
+            HubError::Conflict(m) | HubError::BadRequest(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// What a socket gets when it opens a conversation.

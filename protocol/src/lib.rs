@@ -338,9 +338,35 @@ pub enum ErrorCode {
     Unavailable,
     Busy,
     Overloaded,
+    /// No such conversation (or other resource).
+    NotFound,
+    /// The request conflicts with the current state (e.g. it was already done).
+    Conflict,
+    /// An anonymous escalation over its hourly budget (the staff API; on the websocket the
+    /// bot simply keeps answering).
+    Capped,
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [ErrorCode; 15] = [
+        Self::BadJson,
+        Self::InvalidUtf8,
+        Self::TooLarge,
+        Self::UnknownType,
+        Self::BadRequest,
+        Self::NotOpen,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Busy,
+        Self::Overloaded,
+        Self::NotFound,
+        Self::Conflict,
+        Self::Capped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadJson => "bad_json",
@@ -355,6 +381,9 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Busy => "busy",
             Self::Overloaded => "overloaded",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Capped => "capped",
         }
     }
 }
@@ -512,6 +541,14 @@ impl ServerFrame {
             Self::error(ErrorCode::BadJson, "a frame must be a JSON object", None),
             Self::Pong,
         ]
+        .into_iter()
+        // One error frame per code: the widget's `ErrorCode` type must know them all.
+        .chain(
+            ErrorCode::ALL
+                .into_iter()
+                .map(|code| Self::error(code, code.as_str(), None)),
+        )
+        .collect()
     }
 }
 
@@ -587,11 +624,7 @@ mod tests {
             ServerFrame::Pong.with_seq(3).to_value(),
             serde_json::json!({"type": "pong"})
         );
-        for code in [
-            ErrorCode::BadJson,
-            ErrorCode::Overloaded,
-            ErrorCode::NotOpen,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }

@@ -34,7 +34,10 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "busy"
-  | "overloaded";
+  | "overloaded"
+  | "not_found"
+  | "conflict"
+  | "capped";
 
 // Client → server (the Rust side: protocol/src/lib.rs `ClientFrame`).
 
