@@ -100,6 +100,21 @@ pub struct TrainIntentsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TrainEscalationArgs {
+    /// Labelled training messages (JSON Lines: text, label).
+    #[arg(long, env = "KIZUNA_ESCALATION_TRAIN", default_value = kizuna_escalation::DEFAULT_TRAIN_PATH)]
+    pub train: PathBuf,
+    /// Test messages, written separately, for the reported per-label scores.
+    #[arg(long, env = "KIZUNA_ESCALATION_HELDOUT", default_value = kizuna_escalation::DEFAULT_HELDOUT_PATH)]
+    pub heldout: PathBuf,
+    /// Where to write the head.
+    #[arg(long, env = "KIZUNA_ESCALATION_OUT", default_value = kizuna_escalation::DEFAULT_MODEL_DIR)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct SegmentsArgs {
     /// Number of segments (5–7); chosen by silhouette when omitted.
     #[arg(long, env = "KIZUNA_SEGMENTS_K")]
@@ -245,6 +260,57 @@ pub async fn train_intents(config: Option<PathBuf>, args: TrainIntentsArgs) -> a
             args.heldout.display()
         );
         println!("weights written to {}", out.display());
+        Ok(())
+    })
+    .await?
+}
+
+pub async fn train_escalation(
+    config: Option<PathBuf>,
+    args: TrainEscalationArgs,
+) -> anyhow::Result<()> {
+    let settings = settings(config, &args.serve)?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let embedder = wiring::load_embedder(&settings)?;
+        let (train, eval) = kizuna_escalation::train_from_files(
+            &args.train,
+            &args.heldout,
+            &args.out,
+            embedder.as_ref(),
+        )?;
+        println!(
+            "{train}\n\nheld-out evaluation ({}):\n{eval}",
+            args.heldout.display()
+        );
+        println!("weights written to {}", args.out.display());
+        Ok(())
+    })
+    .await?
+}
+
+pub async fn escalation(config: Option<PathBuf>, serve: ServeArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let settings = settings(config, &serve)?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let embedder = wiring::load_embedder(&settings)?;
+        let dir = std::path::Path::new(kizuna_escalation::DEFAULT_MODEL_DIR);
+        let classifier = kizuna_escalation::load(dir, embedder).with_context(|| {
+            format!(
+                "cannot load the escalation head from {} (kizuna train-escalation makes it)",
+                dir.display()
+            )
+        })?;
+        let mut out = std::io::stdout().lock();
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (label, p) = classifier.classify(&line)?.top();
+            let rule = kizuna_agent::escalation::rule_reason(&line)
+                .map_or("-", |(reason, _)| reason.as_str());
+            writeln!(out, "{}\t{p:.3}\t{rule}", label.as_str())?;
+        }
         Ok(())
     })
     .await?

@@ -92,6 +92,13 @@ enum Command {
     Sentiment(ServeArgs),
     /// Train the intent head over the e5 embedding and report per-intent held-out scores.
     TrainIntents(data::TrainIntentsArgs),
+    /// Train the escalation head (does a message need a person, and why) over the e5
+    /// embedding and report per-label scores on its separately written test file. Not yet
+    /// one of the escalation policy's signals (docs/evals.md).
+    TrainEscalation(data::TrainEscalationArgs),
+    /// Read messages from stdin, one per line: prints the escalation head's label and
+    /// probability, then the text rules' reason (or `-`), tab-separated.
+    Escalation(ServeArgs),
     /// Classify messages read from stdin, one per line: prints `intent<TAB>probability` and
     /// the runner-up per line.
     Intents(ServeArgs),
@@ -161,6 +168,8 @@ fn main() -> anyhow::Result<()> {
             Command::TrainSentiment(args) => data::train_sentiment(cli.config, args).await,
             Command::Sentiment(args) => data::sentiment(cli.config, args).await,
             Command::TrainIntents(args) => data::train_intents(cli.config, args).await,
+            Command::TrainEscalation(args) => data::train_escalation(cli.config, args).await,
+            Command::Escalation(args) => data::escalation(cli.config, args).await,
             Command::Intents(args) => data::intents(cli.config, args).await,
             Command::Segments(args) => data::segments(cli.config, args).await,
             Command::Eval(args) => eval::run(cli.config, args).await,
