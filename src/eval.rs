@@ -87,7 +87,10 @@ impl HubFactory for ServerWiring {
             retriever: self.knowledge.retriever(),
             sentiment: self.knowledge.sentiment.clone(),
             intent: self.knowledge.intent.clone(),
-            escalation: Some(wiring::escalation_policy(&self.settings)),
+            escalation: Some(wiring::escalation_check(
+                &self.settings,
+                self.knowledge.escalation_head.clone(),
+            )),
             handover: self.settings.handover.clone(),
             planner: self.settings.planner.clone(),
         };

@@ -93,8 +93,8 @@ enum Command {
     /// Train the intent head over the e5 embedding and report per-intent held-out scores.
     TrainIntents(data::TrainIntentsArgs),
     /// Train the escalation head (does a message need a person, and why) over the e5
-    /// embedding and report per-label scores on its separately written test file. Not yet
-    /// one of the escalation policy's signals (docs/evals.md).
+    /// embedding and report per-label scores on its separately written test file; the policy
+    /// uses it to drop escalations of messages it is sure need no person (docs/evals.md).
     TrainEscalation(data::TrainEscalationArgs),
     /// Read messages from stdin, one per line: prints the escalation head's label and
     /// probability, then the text rules' reason (or `-`), tab-separated.
@@ -242,6 +242,8 @@ pub struct Knowledge {
     pub base: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
     pub sentiment: Option<Arc<dyn kizuna_agent::sentiment::SentimentModel>>,
     pub intent: Option<Arc<dyn kizuna_agent::intent::IntentModel>>,
+    /// The escalation head (`escalation/model`), a signal of the escalation check.
+    pub escalation_head: Option<kizuna_escalation::EscalationClassifier>,
 }
 
 impl Knowledge {
@@ -254,6 +256,7 @@ impl Knowledge {
                 base: None,
                 sentiment: None,
                 intent: None,
+                escalation_head: None,
             });
         }
         let path = settings.knowledge.embedder_path.clone();
@@ -272,6 +275,16 @@ impl Knowledge {
                 None
             }
         };
+        let escalation_head = match kizuna_escalation::load(
+            std::path::Path::new(kizuna_escalation::DEFAULT_MODEL_DIR),
+            embedder.clone(),
+        ) {
+            Ok(head) => Some(head),
+            Err(e) => {
+                tracing::warn!(error = %e, "no escalation head: escalation uses its rules and sentiment only");
+                None
+            }
+        };
         let intent = match wiring::intent_model(settings, embedder) {
             Ok(i) => i,
             Err(e) => {
@@ -283,6 +296,7 @@ impl Knowledge {
             base: Some(base),
             sentiment,
             intent,
+            escalation_head,
         })
     }
 
@@ -439,7 +453,10 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         retriever: knowledge.retriever(),
         sentiment: knowledge.sentiment.clone(),
         intent: knowledge.intent.clone(),
-        escalation: Some(wiring::escalation_policy(&settings)),
+        escalation: Some(wiring::escalation_check(
+            &settings,
+            knowledge.escalation_head.clone(),
+        )),
         handover,
         planner: settings.planner.clone(),
     };

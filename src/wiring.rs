@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use kizuna_agent::escalation::EscalationPolicy;
+use kizuna_agent::escalation::{EscalationPolicy, EscalationReason};
+use kizuna_agent::hub::EscalationCheck;
 use kizuna_agent::llm::LanguageModel;
 use kizuna_agent::sentiment::SentimentModel;
 use kizuna_knowledge::embed::{CachedQueryEmbedder, E5Model};
@@ -131,8 +132,64 @@ pub fn intent_model(
     Ok(Some(Arc::new(classifier)))
 }
 
-pub fn escalation_policy(settings: &Settings) -> Arc<EscalationPolicy> {
-    Arc::new(EscalationPolicy::new(settings.escalation.clone()))
+/// The escalation check of a hub: the policy's rules and readings, and the escalation head
+/// when it is trained (docs/evals.md, "Escalation head").
+pub fn escalation_check(
+    settings: &Settings,
+    head: Option<kizuna_escalation::EscalationClassifier>,
+) -> Arc<dyn EscalationCheck> {
+    let policy = EscalationPolicy::new(settings.escalation.clone());
+    match head {
+        Some(head) => Arc::new(HeadedEscalation { policy, head }),
+        None => Arc::new(policy),
+    }
+}
+
+/// The head reads a message's meaning where the rules read its words: when it is sure a
+/// message needs no person (a policy question that names 返金 or 弁護士, anger at the
+/// neighbour, a correction), the rules' and sentiment's hit on it is dropped. The unresolved
+/// count and the model's own `escalate_to_human` call are kept as they are. It does not add
+/// escalations of its own: read one message at a time, without the conversation, it takes a
+/// customer's introduction (「先月測ってもらった者です」) or a prompt injection for a
+/// complaint (on `evals/dev` adding at 0.9 gained 4 escalations and 8 false ones; on the
+/// public set precision fell from 0.96 to 0.76). docs/evals.md, "Escalation head".
+struct HeadedEscalation {
+    policy: EscalationPolicy,
+    head: kizuna_escalation::EscalationClassifier,
+}
+
+/// The head's probability that no person is needed at or above which a rule or sentiment
+/// hit is dropped (chosen on `evals/dev`: 0.9 took its false escalations from 15 to 7 and
+/// kept every true one, and left the public set's precision and recall unchanged).
+const HEAD_VETO_THRESHOLD: f32 = 0.9;
+
+impl EscalationCheck for HeadedEscalation {
+    fn check(
+        &self,
+        input: &kizuna_agent::hub::EscalationInput<'_>,
+    ) -> Option<(EscalationReason, String)> {
+        let decision = self.policy.assess(input)?;
+        if matches!(decision.reason, EscalationReason::Unresolved) || input.tool_request.is_some() {
+            return Some((decision.reason, decision.detail));
+        }
+        match self.head.classify(input.text) {
+            Ok(reading) if 1.0 - reading.escalation_probability() >= HEAD_VETO_THRESHOLD => {
+                let (label, p) = reading.top();
+                tracing::info!(
+                    reason = %decision.reason,
+                    head = label.as_str(),
+                    p,
+                    "escalation head: no person needed; not escalated"
+                );
+                None
+            }
+            Ok(_) => Some((decision.reason, decision.detail)),
+            Err(e) => {
+                tracing::warn!(error = %e, "escalation head failed; rules only");
+                Some((decision.reason, decision.detail))
+            }
+        }
+    }
 }
 
 /// Message templates for `generate_followup`: the knowledge base's `template` documents,

@@ -7,8 +7,9 @@
 //! double charge, 「なかったことに」) and fire on policy questions that name 返金 or 弁護士
 //! (docs/evals.md, development set). This head is trained on project-written messages
 //! (`escalation/data/train.jsonl`) and scored on a test file written separately
-//! (`escalation/test/heldout.jsonl`); see `escalation/data/README.md`. It is not yet one of
-//! the policy's signals: wiring it in, tuned on `evals/dev`, is the next step of issue 13.
+//! (`escalation/test/heldout.jsonl`); see `escalation/data/README.md`. The server uses it to
+//! drop the rules' escalation of a message it is sure needs no person (`src/wiring.rs`,
+//! `HeadedEscalation`; docs/evals.md, "Escalation head").
 //!
 //! The head, its training and its files are kizuna-head's; this crate supplies the labels,
 //! the head's settings and [`EscalationClassifier`].
