@@ -521,6 +521,7 @@ impl Agent {
             prompts: prompt_texts.to_vec(),
             known_prices: self.known_prices.clone(),
             user_text: &req.user_text,
+            model_written: true,
         };
         let mut rejected = None;
 
@@ -1025,6 +1026,7 @@ struct OwnedReplyContext {
     prompts: Vec<String>,
     known_prices: Vec<u64>,
     user_text: String,
+    model_written: bool,
 }
 
 impl OwnedReplyContext {
@@ -1034,6 +1036,7 @@ impl OwnedReplyContext {
             prompts: ctx.prompts.iter().map(|s| s.to_string()).collect(),
             known_prices: ctx.known_prices.clone(),
             user_text: ctx.user_text.to_string(),
+            model_written: ctx.model_written,
         }
     }
 
@@ -1043,6 +1046,7 @@ impl OwnedReplyContext {
             prompts: self.prompts.iter().map(String::as_str).collect(),
             known_prices: self.known_prices.clone(),
             user_text: &self.user_text,
+            model_written: self.model_written,
         }
     }
 }

@@ -40,6 +40,10 @@ pub enum ViolationKind {
     PersonalData,
     /// The customer's own message copied back (a long run of it) instead of an answer.
     Echo,
+    /// A claim that a booking was made, changed or cancelled. Writes run only on the
+    /// customer's consent to a concrete proposal, outside the model (docs/architecture.md), so
+    /// a reply the model writes never did one: 「ご予約が確定しました」 there is false.
+    UnbackedAction,
 }
 
 impl ViolationKind {
@@ -53,6 +57,7 @@ impl ViolationKind {
             ViolationKind::UnknownPrice => "unknown_price",
             ViolationKind::PersonalData => "personal_data",
             ViolationKind::Echo => "echo",
+            ViolationKind::UnbackedAction => "unbacked_action",
         }
     }
 }
@@ -72,6 +77,9 @@ pub struct ReplyContext<'a> {
     pub known_prices: Vec<u64>,
     /// The customer's message: a reply may not copy a long run of it back. Empty: unchecked.
     pub user_text: &'a str,
+    /// The model wrote the reply: it may not claim a booking was made, changed or cancelled
+    /// (only the consent path writes). Composed replies quote the tool that did.
+    pub model_written: bool,
 }
 
 /// Characters of the customer's message a reply may repeat verbatim in one run.
@@ -111,6 +119,16 @@ fn boilerplate() -> &'static Regex {
     re(
         &RE,
         r"(?i)(そのような(返答|回答|ご質問)(には|は)(お答え)?できません|AI(アシスタント|言語モデル)として|言語モデルなので|私はAIなので|as an ai\b|i'?m sorry,? but i can'?t|i cannot (help|assist) with|i am (just )?an? (ai|language model))",
+    )
+}
+
+/// A booking made, changed or cancelled, in the past tense and at a sentence end (not
+/// 「確定しましたら」, a condition).
+fn claimed_action() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    re(
+        &RE,
+        r"(?i)((予約|日程|日時|キャンセル|変更)[^。！？!?\n]{0,12}(確定|完了|承り|お取り|受け付け|受付|キャンセル|取り消|変更)(いた)?し?ました(?:[。！!\s]|$)|(予約|日程)を?承りました|\b(i|we)('ve| have) (booked|cancell?ed|confirmed|rescheduled)\b|\b(booking|appointment|reservation) (is|has been) (confirmed|booked|cancell?ed|made)\b)",
     )
 }
 
@@ -184,6 +202,11 @@ pub fn check_reply(reply: &str, ctx: &ReplyContext<'_>) -> Result<(), Violation>
     }
     if let Some(m) = boilerplate().find(&text) {
         return violation(ViolationKind::Boilerplate, m.as_str());
+    }
+    if ctx.model_written {
+        if let Some(m) = claimed_action().find(&text) {
+            return violation(ViolationKind::UnbackedAction, m.as_str());
+        }
     }
     // A reply with no Japanese at all to a customer who wrote Japanese (the model switched
     // languages) is not ours to send; an English question may get an English answer.
@@ -272,6 +295,7 @@ mod tests {
             ],
             known_prices: vec![8_800, 12_800, 24_800, 8_000],
             user_text: "隣の部屋から夜中じゅう低い音が響いてきて、もう気が狂いそうです。測定をお願いできますか？",
+            model_written: true,
         }
     }
 
@@ -358,6 +382,30 @@ mod tests {
             kind("お電話は03-1234-5678までどうぞ。"),
             Some(ViolationKind::PersonalData)
         );
+    }
+
+    #[test]
+    fn claims_of_a_booking_the_model_never_made_are_caught() {
+        for claim in [
+            "ご予約が確定しました。確認メールをお送りしています。",
+            "12月9日21時のご予約を承りました。",
+            "予約をキャンセルしました。",
+            "日程を変更しました！",
+            "I've booked you in for Friday.",
+            "Your appointment has been confirmed.",
+        ] {
+            assert_eq!(kind(claim), Some(ViolationKind::UnbackedAction), "{claim}");
+        }
+        // A composed reply quotes the booking tool that did it (the evaluation's leak scan).
+        assert!(leaks("ご予約を承りました。予約番号 b-1").is_none());
+        for fine in [
+            "ご予約が確定しましたら、確認メールが届きます。",
+            "この内容でご予約をお取りします。よろしければ「はい」とお送りください。",
+            "キャンセルは前日までにチャットでお知らせください。",
+            "予約の変更はチャットで承ります。",
+        ] {
+            assert_eq!(kind(fine), None, "{fine}");
+        }
     }
 
     #[test]
