@@ -148,11 +148,13 @@ pub fn escalation_check(
 /// The head reads a message's meaning where the rules read its words: when it is sure a
 /// message needs no person (a policy question that names 返金 or 弁護士, anger at the
 /// neighbour, a correction), the rules' and sentiment's hit on it is dropped. The unresolved
-/// count and the model's own `escalate_to_human` call are kept as they are. It does not add
-/// escalations of its own: read one message at a time, without the conversation, it takes a
-/// customer's introduction (「先月測ってもらった者です」) or a prompt injection for a
-/// complaint (on `evals/dev` adding at 0.9 gained 4 escalations and 8 false ones; on the
-/// public set precision fell from 0.96 to 0.76). docs/evals.md, "Escalation head".
+/// count and the model's own `escalate_to_human` call are kept as they are.
+///
+/// It adds escalations only where the conversation backs its reading (`head_adds`): read one
+/// message alone, it takes a customer's introduction (「先月測ってもらった者です」), the
+/// story of a neighbour or a prompt injection for a complaint (adding on its reading alone at
+/// 0.9: on `evals/dev` +4 escalations and +8 false ones; public precision 0.96 → 0.76).
+/// docs/evals.md, "Escalation head".
 struct HeadedEscalation {
     policy: EscalationPolicy,
     head: kizuna_escalation::EscalationClassifier,
@@ -168,7 +170,9 @@ impl EscalationCheck for HeadedEscalation {
         &self,
         input: &kizuna_agent::hub::EscalationInput<'_>,
     ) -> Option<(EscalationReason, String)> {
-        let decision = self.policy.assess(input)?;
+        let Some(decision) = self.policy.assess(input) else {
+            return self.head_adds(input);
+        };
         if matches!(decision.reason, EscalationReason::Unresolved) || input.tool_request.is_some() {
             return Some((decision.reason, decision.detail));
         }
@@ -189,6 +193,64 @@ impl EscalationCheck for HeadedEscalation {
                 Some((decision.reason, decision.detail))
             }
         }
+    }
+}
+
+/// The head's probability of its label at or above which it escalates a message the rules
+/// passed over, where the conversation backs it (chosen on `evals/dev` and the public set).
+const HEAD_ADD_THRESHOLD: f32 = 0.99;
+
+impl HeadedEscalation {
+    /// An escalation the rules missed (「払った分、戻してもらえませんか」「約束の時間に誰も
+    /// 来なかった」 "I'd like my money back"), when the head is sure and the conversation
+    /// backs it:
+    /// - legal action or a refund / cancellation, unless a proposal awaits consent (then
+    ///   「やっぱりやめておきます」 declines it);
+    /// - a complaint or anger at us, never as the conversation's first message (which
+    ///   introduces: 「先月測ってもらった者です」) and never about the neighbour, the landlord
+    ///   or the noise (the customer's own story, `about_their_side`).
+    fn head_adds(
+        &self,
+        input: &kizuna_agent::hub::EscalationInput<'_>,
+    ) -> Option<(EscalationReason, String)> {
+        use kizuna_escalation::EscalationLabel as L;
+        let reading = match self.head.classify(input.text) {
+            Ok(reading) => reading,
+            Err(e) => {
+                tracing::warn!(error = %e, "escalation head failed; rules only");
+                return None;
+            }
+        };
+        let (label, p) = reading.top();
+        if p < HEAD_ADD_THRESHOLD {
+            return None;
+        }
+        let reason = match label {
+            L::Legal if !input.awaiting_consent => EscalationReason::Legal,
+            L::RefundOrCancel if !input.awaiting_consent => EscalationReason::RefundOrCancel,
+            L::Complaint | L::AngerAtUs
+                if !input.previous_texts.is_empty()
+                    && !kizuna_agent::escalation::about_their_side(
+                        input.text,
+                        input.previous_texts,
+                    ) =>
+            {
+                if label == L::Complaint {
+                    EscalationReason::Complaint
+                } else {
+                    EscalationReason::NegativeSentiment
+                }
+            }
+            _ => return None,
+        };
+        tracing::info!(%reason, head = label.as_str(), p, "escalation head: escalated what the rules missed");
+        Some((
+            reason,
+            format!(
+                "エスカレーション判定モデル（{}、確度 {p:.2}）",
+                label.as_str()
+            ),
+        ))
     }
 }
 

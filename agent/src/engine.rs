@@ -179,6 +179,11 @@ pub struct Agent {
     queue: Arc<ModelQueue>,
 }
 
+/// Before a pending proposal shown again.
+const PENDING_LEAD: &str = "ご提案中の内容は次のとおりです（まだ確定していません）。";
+/// After a side question's answer while a proposal awaits consent.
+pub const STILL_PENDING: &str = "先ほどご提案した内容はまだ確定していません。この内容でよろしければ「はい」、取りやめる場合は「いいえ」とお送りください。";
+
 /// The question that follows a proposal.
 const CONSENT_QUESTION: &str =
     "この内容でよろしければ「はい」、取りやめる場合は「いいえ」とお送りください。";
@@ -272,6 +277,13 @@ impl Agent {
                     .await
             }
             TurnPlan::Execute(proposal) => self.execute(&req, &proposal, &events).await,
+            TurnPlan::Restate(proposal) => TurnResult {
+                reply: format!("{PENDING_LEAD}\n{}\n{CONSENT_QUESTION}", proposal.summary),
+                proposal: Some(proposal),
+                quick_replies: consent_buttons(),
+                composed: true,
+                ..TurnResult::default()
+            },
             TurnPlan::Model { calls } => self.run_model(&req, &calls, &events).await,
             // The hub answers these itself; an engine asked to is given the safe reply.
             TurnPlan::Faq | TurnPlan::Escalate { .. } => TurnResult {

@@ -248,6 +248,9 @@ pub struct TurnSignals<'a> {
     /// The customer's earlier messages of this conversation, oldest first: what a message
     /// with no target of its own (「もう限界です」) is about.
     pub previous_texts: &'a [String],
+    /// A write proposed by the last reply awaits consent: 「やっぱりやめておきます」 declines
+    /// it, and is no cancellation.
+    pub awaiting_consent: bool,
 }
 
 /// A handover, with what the CSM needs to know first.
@@ -372,21 +375,7 @@ impl EscalationPolicy {
         // (only a business that weighs distress in, `anxious_weight`, has it trend).
         // A message with no target of its own, in a conversation about the neighbour so far
         // (「上の階が毎晩うるさい」→「もう限界です」), is about the neighbour too.
-        let their_side_only = about_their_side_only(text)
-            || (!aimed_at_us(text)
-                && !signals.previous_texts.is_empty()
-                && signals
-                    .previous_texts
-                    .iter()
-                    .rev()
-                    .take(3)
-                    .any(|t| about_their_side_only(&NormalizedText::new(t)))
-                && !signals
-                    .previous_texts
-                    .iter()
-                    .rev()
-                    .take(3)
-                    .any(|t| aimed_at_us(&NormalizedText::new(t))));
+        let their_side_only = about_their_side_in_context(text, signals.previous_texts);
         if their_side_only && cfg.anxious_weight <= 0.0 {
             return None;
         }
@@ -1093,6 +1082,29 @@ fn without_quotes(sentence: &str) -> String {
     out
 }
 
+/// The message is about the neighbour (or the landlord, the customer's own side, the noise)
+/// rather than us: it says so and names nothing of ours, or it names nobody in a conversation
+/// that has been about the neighbour and not about us (「上の階が毎晩うるさい」→「もう限界
+/// です」).
+pub fn about_their_side(text: &str, previous_texts: &[String]) -> bool {
+    about_their_side_in_context(&NormalizedText::new(text), previous_texts)
+}
+
+fn about_their_side_in_context(text: &NormalizedText, previous_texts: &[String]) -> bool {
+    about_their_side_only(text)
+        || (!aimed_at_us(text)
+            && previous_texts
+                .iter()
+                .rev()
+                .take(3)
+                .any(|t| about_their_side_only(&NormalizedText::new(t)))
+            && !previous_texts
+                .iter()
+                .rev()
+                .take(3)
+                .any(|t| aimed_at_us(&NormalizedText::new(t))))
+}
+
 /// The message is about the neighbour's noise (or the customer's own side) and names nothing
 /// of ours, so a high anger reading more likely reflects anger at them than at us.
 fn about_their_side_only(text: &NormalizedText) -> bool {
@@ -1194,6 +1206,7 @@ mod tests {
             tool_request: None,
             intent: None,
             previous_texts: &[],
+            awaiting_consent: false,
         };
         let (reason, detail) = policy.check(&input).expect("escalates");
         assert_eq!(reason, EscalationReason::Unresolved);

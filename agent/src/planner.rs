@@ -12,9 +12,10 @@ pub mod facts;
 pub mod intents;
 
 use chrono::{DateTime, FixedOffset};
+use kizuna_nlu::asks::{time_question, TimeQuestion};
 use kizuna_nlu::intent::Intent;
 use kizuna_nlu::plans::{plans_mentioned, PlanRef};
-use kizuna_nlu::when::{parse_when, DaySet, When};
+use kizuna_nlu::when::{parse_when, requested_start, DaySet, When};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use unicode_normalization::UnicodeNormalization;
@@ -107,6 +108,9 @@ pub enum TurnPlan {
     },
     /// The customer consented: run the proposed write.
     Execute(Proposal),
+    /// Show the pending proposal again (it answers the question asked about it, e.g. when
+    /// the measurement ends) and keep it awaiting consent.
+    Restate(Proposal),
     /// The FAQ entry that answers the question.
     Faq,
     /// The model writes, from the retrieved passages (trimmed) and these read tools' texts.
@@ -166,6 +170,13 @@ pub struct PlanInput<'a> {
     pub pending: Option<&'a Proposal>,
     /// Account ids the message names (by id or company name).
     pub accounts: &'a [String],
+    /// The intent of the caller's previous message, as read then.
+    pub previous_intent: Option<(Intent, f32)>,
+    /// The intent model's probability of `affirm` and `book` together.
+    pub consent_probability: Option<f32>,
+    /// Account ids the caller's latest earlier message naming any named: a manager's
+    /// follow-up (「じゃあフォローのメール案を作って」) is about the account under discussion.
+    pub earlier_accounts: &'a [String],
     pub faq: Option<FaqSignal>,
     /// Whether retrieval found any passage above its threshold.
     pub has_context: bool,
@@ -224,6 +235,18 @@ pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
         if input.intent() == Some(Intent::Deny) {
             return say(DECLINED);
         }
+        // 「終わるのは何時？」 about a proposed booking: its summary shows the end.
+        if pending.tool == "book_measurement"
+            && time_question(input.text).is_some()
+            && requested_slot(input).is_none()
+        {
+            return TurnPlan::Restate(pending.clone());
+        }
+    }
+    if input.identity.role != Role::Manager {
+        if let Some(plan) = time_answer(input).or_else(|| plan_correction(input)) {
+            return plan;
+        }
     }
     let Some(intent) = input.intent() else {
         // A message that names a future day or slot but whose intent is unclear
@@ -263,6 +286,136 @@ pub fn plan_turn(input: &PlanInput<'_>) -> TurnPlan {
     plan_customer(input, intent)
 }
 
+/// Whether a proposal still awaits consent after this plan's reply: a side question
+/// (the FAQ, a fact, the model) leaves it pending; a new proposal, other slots, consent,
+/// refusal or a handover end it.
+pub fn keeps_pending(plan: &TurnPlan) -> bool {
+    match plan {
+        TurnPlan::Faq | TurnPlan::Model { .. } | TurnPlan::Restate(_) => true,
+        TurnPlan::Tools { calls, .. } => calls.iter().all(|c| c.name != "check_availability"),
+        TurnPlan::Say { text, .. } => text != DECLINED && text != NOTHING_PENDING,
+        TurnPlan::Propose { .. }
+        | TurnPlan::FindSlot { .. }
+        | TurnPlan::Execute(_)
+        | TurnPlan::Escalate { .. } => false,
+    }
+}
+
+/// A question about how long a measurement takes or when it ends (「21時開始だと何時に
+/// 終わりますか」), answered from the catalogue with the start it names. A request for
+/// one concrete slot is not: its proposal shows the end.
+fn time_answer(input: &PlanInput<'_>) -> Option<TurnPlan> {
+    let question = time_question(input.text)?;
+    let answerable = match input.intent() {
+        None => true,
+        Some(intent) => !matches!(
+            intent,
+            Intent::NoiseReport
+                | Intent::Cancel
+                | Intent::HumanRequest
+                | Intent::MyAccount
+                | Intent::OptOut
+                | Intent::OptIn
+        ),
+    };
+    if !answerable
+        || !input.has("plan_info")
+        || (may_book(input) && requested_slot(input).is_some())
+    {
+        return None;
+    }
+    Some(duration_plan(
+        input,
+        named_plans(input),
+        question,
+        input.text,
+    ))
+}
+
+/// `plan_info` on durations; for an end-time question, from the start `text` names.
+fn duration_plan(
+    input: &PlanInput<'_>,
+    plans: Vec<&'static str>,
+    question: TimeQuestion,
+    text: &str,
+) -> TurnPlan {
+    let mut args = json!({"plans": plans, "aspect": "duration"});
+    if question == TimeQuestion::EndTime {
+        let when = parse_when(text, input.now);
+        let start = match when.time {
+            Some(kizuna_nlu::when::TimeSpec::At(at)) => Some(at),
+            _ => requested_start(text, input.now),
+        };
+        if let Some(start) = start {
+            args["start"] = json!(format!("{:02}:{:02}", start / 60, start % 60));
+        }
+    }
+    TurnPlan::Tools {
+        calls: vec![PlannedCall::new("plan_info", args)],
+        lead: None,
+    }
+}
+
+/// A correction that names another plan and asks nothing new (「あ、スタンダードのほう
+/// でした」 "sorry, I meant the premium plan"): the previous question again, for that plan.
+fn plan_correction(input: &PlanInput<'_>) -> Option<TurnPlan> {
+    let plans = named_plans(input);
+    let previous = *input.previous_user.last()?;
+    if plans.is_empty() || !parse_when(input.text, input.now).is_empty() {
+        return None;
+    }
+    // The message's own label must not be a request of its own. A statement (no question)
+    // that follows a question about time is read as narrowing that question, whatever
+    // plan-ish label it got (「ライトじゃなくてスタンダードの場合です」 reads as a comparison).
+    let statement = !is_question(input.text);
+    let after_time_question = time_question(previous).is_some();
+    let asks_own = input.intent().is_some_and(|i| {
+        let weak = matches!(
+            i,
+            Intent::Greeting | Intent::Affirm | Intent::Deny | Intent::OutOfScope
+        );
+        // (`book` for "Sorry, I meant the premium plan": the head's misreading of English
+        // corrections; a message that says 予約 / book is a booking.)
+        let says_booking = {
+            let t = input.normalized().to_lowercase();
+            ["予約", "申し込", "申込", "book", "reserve"]
+                .iter()
+                .any(|w| t.contains(w))
+        };
+        let narrowing = statement
+            && after_time_question
+            && (matches!(i, Intent::PlanCompare | Intent::PlanPrice)
+                || (i == Intent::Book && !says_booking));
+        !(weak || narrowing)
+    });
+    // A correction is short; a longer message says something of its own.
+    if asks_own || input.text.chars().count() > 60 || !input.has("plan_info") {
+        return None;
+    }
+    if let Some(question) = time_question(previous) {
+        return Some(duration_plan(input, plans, question, previous));
+    }
+    let aspect = match input.previous_intent {
+        Some((Intent::PlanPrice, p)) if p >= input.config.intent_threshold => "price",
+        Some((Intent::PlanCompare, p)) if p >= input.config.intent_threshold => "compare",
+        _ => return None,
+    };
+    Some(TurnPlan::Tools {
+        calls: vec![PlannedCall::new(
+            "plan_info",
+            json!({"plans": plans, "aspect": aspect}),
+        )],
+        lead: None,
+    })
+}
+
+/// Whether the message is a question (a question mark, or a sentence-final か / "?").
+fn is_question(text: &str) -> bool {
+    let text: String = text.nfkc().collect();
+    let text = text.trim_end_matches(|c: char| c.is_whitespace() || "。.!！".contains(c));
+    text.contains('?') || text.ends_with('か') || text.ends_with("かな")
+}
+
 /// Consent to `pending`: the affirm intent, the button's own text, or a booking request
 /// that names nothing new ("それで予約してください").
 fn is_consent(input: &PlanInput<'_>, pending: &Proposal) -> bool {
@@ -278,10 +431,18 @@ fn is_consent(input: &PlanInput<'_>, pending: &Proposal) -> bool {
     {
         return true;
     }
+    let names_nothing_new =
+        || parse_when(text, input.now).is_empty() && plans_mentioned(text).is_empty();
     match input.intent {
-        Some((Intent::Affirm, p)) => p >= input.config.affirm_threshold,
-        Some((Intent::Book, p)) if p >= input.config.intent_threshold => {
-            parse_when(text, input.now).is_empty() && plans_mentioned(text).is_empty()
+        Some((Intent::Affirm, p)) if p >= input.config.affirm_threshold => true,
+        Some((Intent::Book, p)) if p >= input.config.intent_threshold => names_nothing_new(),
+        // Split between the two (「了解です。ではその内容で予約を確定してください」): together
+        // they must clear the consent bar.
+        Some((Intent::Affirm | Intent::Book, _)) => {
+            input
+                .consent_probability
+                .is_some_and(|p| p >= input.config.affirm_threshold)
+                && names_nothing_new()
         }
         _ => false,
     }
@@ -382,7 +543,7 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
         // Changing a slot that is only proposed (not booked yet) is a new proposal.
         Intent::Reschedule
             if input.pending.is_some_and(|p| p.tool == "book_measurement")
-                && contextual_when(input).exact(input.now).is_some() =>
+                && requested_slot(input).is_some() =>
         {
             plan_booking(input)
         }
@@ -412,6 +573,10 @@ fn plan_customer(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
         }
         Intent::Faq => match input.faq {
             Some(f) if f.confident || f.answers_faq_intent => TurnPlan::Faq,
+            // A question no FAQ answers that asks for one concrete slot (「今度の日曜、6日の
+            // 午後1時に測定してもらえますか」) is checked against the calendar, not left to
+            // the model, which has not seen it.
+            _ if requested_slot(input).is_some() => plan_availability(input),
             _ => TurnPlan::Model { calls: Vec::new() },
         },
         Intent::NoiseReport if in_noise_conversation(input) => noise_follow_up(input),
@@ -528,11 +693,28 @@ fn names_future_day(input: &PlanInput<'_>) -> bool {
 /// An availability question: a concrete slot is checked and proposed for booking (the
 /// customer still has to say yes); anything vaguer lists the free slots that fit.
 fn plan_availability(input: &PlanInput<'_>) -> TurnPlan {
-    let exact = contextual_when(input).exact(input.now).is_some();
+    let exact = requested_slot(input).is_some();
     if exact && may_book(input) {
         return plan_booking(input);
     }
     find_slot(input, None)
+}
+
+/// The one slot the message (in context) asks for: a day and a time (「25日の夜7時」), or a
+/// day and the start of an open window (「土曜の朝10時から」, `requested_start`).
+fn requested_slot(input: &PlanInput<'_>) -> Option<DateTime<FixedOffset>> {
+    let when = contextual_when(input);
+    if let Some(slot) = when.exact(input.now) {
+        return Some(slot);
+    }
+    let start = requested_start(input.text, input.now)?;
+    let dates = when.days.as_ref()?.dates()?;
+    let [date] = dates.as_slice() else {
+        return None;
+    };
+    let naive = date.and_hms_opt(0, 0, 0)? + chrono::Duration::minutes(i64::from(start));
+    let slot = naive.and_local_timezone(input.now.timezone()).single()?;
+    (slot > input.now && when.accepts(slot)).then_some(slot)
 }
 
 fn may_book(input: &PlanInput<'_>) -> bool {
@@ -595,8 +777,7 @@ fn availability_call(input: &PlanInput<'_>) -> Option<PlannedCall> {
 /// A booking request: a concrete slot is proposed for consent (never booked from a parse);
 /// without one, the free slots that fit what was said are shown.
 fn plan_booking(input: &PlanInput<'_>) -> TurnPlan {
-    let when = contextual_when(input);
-    if let (Some(slot), true) = (when.exact(input.now), input.has("book_measurement")) {
+    if let (Some(slot), true) = (requested_slot(input), input.has("book_measurement")) {
         let mut args = booking_options(input);
         args["slot_start"] = json!(slot.to_rfc3339());
         let otherwise = availability_call(input);
@@ -744,7 +925,13 @@ fn manager_unsure(input: &PlanInput<'_>) -> TurnPlan {
 }
 
 fn plan_manager(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
-    let account = input.accounts.first().cloned();
+    // An account named now, else the one under discussion (not for lists: 「赤の会社は？」
+    // after asking about B-2003 is a new question).
+    let account = input
+        .accounts
+        .first()
+        .or_else(|| input.earlier_accounts.first())
+        .cloned();
     let for_account = |tool: &'static str, extra: Value| -> TurnPlan {
         let Some(id) = &account else {
             return say(WHICH_ACCOUNT);
@@ -780,7 +967,7 @@ fn plan_manager(input: &PlanInput<'_>, intent: Intent) -> TurnPlan {
             lead: None,
         },
         Intent::MgrChurn if input.has("predict_churn") => {
-            let args = match &account {
+            let args = match input.accounts.first() {
                 Some(id) => json!({"customer_id": id}),
                 None => json!({}),
             };

@@ -42,7 +42,10 @@ pub enum ViolationKind {
     Echo,
     /// A claim that a booking was made, changed or cancelled. Writes run only on the
     /// customer's consent to a concrete proposal, outside the model (docs/architecture.md), so
-    /// a reply the model writes never did one: 「ご予約が確定しました」 there is false.
+    /// a reply the model writes never did one: 「ご予約が確定しました」 there is false. Nor
+    /// has the model seen the calendar: 「6日の午後1時に測定できます」 about a day is a
+    /// guess (the 6th was a Sunday, when nobody measures); free slots come from
+    /// `check_availability`.
     UnbackedAction,
 }
 
@@ -132,6 +135,16 @@ fn claimed_action() -> &'static Regex {
     )
 }
 
+/// A named day said to be free for a visit: 「6日の午後1時に測定できます」「12月9日は空いて
+/// います」 "the 6th at 1 pm is available".
+fn claimed_availability() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    re(
+        &RE,
+        r"(?i)((\d{1,2}月)?\d{1,2}日[^。！？!?\n]{0,24}(測定|訪問|伺|予約|ご案内|お取り)?[^。！？!?\n]{0,8}(できます|可能です|空いて(い|お)ります|空いています|空きがあります|お伺いできます|伺えます)|\b(the )?\d{1,2}(st|nd|rd|th)\b[^.!?\n]{0,30}\b(is|are) (available|free|open)\b)",
+    )
+}
+
 fn yen_amount() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     re(&RE, r"(?:¥\s*([0-9][0-9,]*)|([0-9][0-9,]*)\s*円)")
@@ -204,7 +217,10 @@ pub fn check_reply(reply: &str, ctx: &ReplyContext<'_>) -> Result<(), Violation>
         return violation(ViolationKind::Boilerplate, m.as_str());
     }
     if ctx.model_written {
-        if let Some(m) = claimed_action().find(&text) {
+        if let Some(m) = claimed_action()
+            .find(&text)
+            .or_else(|| claimed_availability().find(&text))
+        {
             return violation(ViolationKind::UnbackedAction, m.as_str());
         }
     }
@@ -396,6 +412,14 @@ mod tests {
         ] {
             assert_eq!(kind(claim), Some(ViolationKind::UnbackedAction), "{claim}");
         }
+        for guess in [
+            "はい、6日の午後1時に測定できます。",
+            "12月9日は空いています。",
+            "15日の10時でしたら伺えます。",
+            "Yes, the 6th at 1 pm is available.",
+        ] {
+            assert_eq!(kind(guess), Some(ViolationKind::UnbackedAction), "{guess}");
+        }
         // A composed reply quotes the booking tool that did it (the evaluation's leak scan).
         assert!(leaks("ご予約を承りました。予約番号 b-1").is_none());
         for fine in [
@@ -403,6 +427,8 @@ mod tests {
             "この内容でご予約をお取りします。よろしければ「はい」とお送りください。",
             "キャンセルは前日までにチャットでお知らせください。",
             "予約の変更はチャットで承ります。",
+            "測定は月曜から土曜の10時〜21時に開始できます。",
+            "変更は測定の24時間前までできます。",
         ] {
             assert_eq!(kind(fine), None, "{fine}");
         }

@@ -3,6 +3,7 @@
 //! `nlu/DATETIME.md`, and the intent inventory of `nlu/INTENTS.md`.
 
 pub mod accounts;
+pub mod asks;
 pub mod intent;
 pub mod plans;
 pub mod when;

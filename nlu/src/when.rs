@@ -1965,6 +1965,32 @@ pub fn parse_when(text: &str, now: DateTime<FixedOffset>) -> When {
     }
 }
 
+/// The start a customer asked for with an open window 「10時から」「19時以降」 "from 10 am":
+/// the clock time the window opens at, when the message names one (「夜から」 names a part of
+/// the day, not a start). A visit starts at a time, so 「土曜の朝10時からお願いできますか」 asks
+/// for 10:00 first; the window still says what else would do.
+pub fn requested_start(text: &str, now: DateTime<FixedOffset>) -> Option<u32> {
+    static OPEN_END: OnceLock<Regex> = OnceLock::new();
+    let when = parse_when(text, now);
+    let Some(TimeSpec::Window { from, to }) = when.time else {
+        return None;
+    };
+    if to < DAY {
+        return None;
+    }
+    let open_end = OPEN_END.get_or_init(|| {
+        Regex::new(r"(?i)から|以降|以後|過ぎ|すぎ|[〜~～]|\bfrom\b|\bafter\b|\bonwards?\b")
+            .expect("valid regex")
+    });
+    let normalized = normalize(text);
+    if !open_end.is_match(&normalized) {
+        return None;
+    }
+    // Without its open end the same words name one clock time: that time was the start.
+    let closed = open_end.replace_all(&normalized, " ");
+    (parse_when(&closed, now).time == Some(TimeSpec::At(from))).then_some(from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2189,6 +2215,29 @@ mod tests {
         assert_eq!(read("13時").exact(now()), None);
         // Already past.
         assert_eq!(read("今日の9時").exact(now()), None);
+    }
+
+    #[test]
+    fn requested_start_is_the_clock_time_an_open_window_opens_at() {
+        assert_eq!(
+            requested_start("土曜の朝10時からお願いできますか", now()),
+            Some(600)
+        );
+        assert_eq!(
+            requested_start("来週の月曜、夕方4時からってイケる？", now()),
+            Some(960)
+        );
+        assert_eq!(requested_start("25日の19時以降なら", now()), Some(1140));
+        assert_eq!(requested_start("on the 25th from 1 pm", now()), Some(780));
+        // A part of the day, a closed range or a plain time is no open start.
+        assert_eq!(requested_start("25日の夜から", now()), None);
+        assert_eq!(requested_start("25日の10時から13時", now()), None);
+        assert_eq!(requested_start("25日の10時", now()), None);
+        // An excluded time is not asked for.
+        assert_eq!(
+            requested_start("1日は13時から仕事なので、それ以外で", now()),
+            None
+        );
     }
 
     #[test]

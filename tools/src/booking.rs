@@ -662,7 +662,14 @@ impl Tool for BookMeasurement {
             };
         let mut lines = vec![
             "次の内容でご予約をお取りします。".to_string(),
-            format!("・日時: {label}〜"),
+            // The end, so "what time does it finish?" is answered by the proposal itself.
+            format!(
+                "・日時: {label}〜{}（{}時間の測定）",
+                (args.slot_start + chrono::Duration::hours(i64::from(plan.measurement_hours)))
+                    .with_timezone(&kizuna_agent::clock::jst())
+                    .format("%H:%M"),
+                plan.measurement_hours
+            ),
             format!("・プラン: {}（{}）", plan.name, yen(plan.price_jpy)),
         ];
         if args.mediation {

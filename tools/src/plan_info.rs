@@ -17,6 +17,56 @@ struct Args {
     plans: Vec<String>,
     #[serde(default)]
     aspect: Option<String>,
+    /// For `duration`: the start asked about ("21:00"), so the end time is given too.
+    #[serde(default)]
+    start: Option<String>,
+}
+
+/// Minutes after midnight of "HH:MM".
+fn minutes_of(hm: &str) -> Option<u32> {
+    let (h, m) = hm.split_once(':')?;
+    let (h, m): (u32, u32) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
+    (h < 48 && m < 60).then_some(h * 60 + m)
+}
+
+fn clock(minutes: u32) -> String {
+    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+}
+
+/// How long the plans' measurements take, and when they end after `start`: answered from
+/// the catalogue (seed 001: ライト 1時間, スタンダード・プレミアム 2時間), plans of the same
+/// length together.
+fn duration_answer(shown: &[Plan], start: Option<u32>) -> String {
+    let mut groups: Vec<(u32, Vec<&str>)> = Vec::new();
+    for plan in shown {
+        match groups
+            .iter_mut()
+            .find(|(hours, _)| *hours == plan.measurement_hours)
+        {
+            Some((_, names)) => names.push(plan.name),
+            None => groups.push((plan.measurement_hours, vec![plan.name])),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(hours, names)| match start {
+            Some(start) => format!(
+                "{}（{hours}時間の測定）は{}",
+                names.join("と"),
+                clock(start + hours * 60)
+            ),
+            None => format!("{}が{hours}時間", names.join("と")),
+        })
+        .collect();
+    let body = match start {
+        Some(start) => format!(
+            "{}開始の場合、{}に終わる予定です。",
+            clock(start),
+            parts.join("、")
+        ),
+        None => format!("測定時間は、{}です。", parts.join("、")),
+    };
+    format!("{body}機器の設置と撤去に、その前後で少しお時間をいただきます。")
 }
 
 fn hours(plan: &Plan) -> String {
@@ -93,7 +143,8 @@ impl Tool for PlanInfo {
             "type": "object",
             "properties": {
                 "plans": {"type": "array", "items": {"type": "string", "enum": ["light", "standard", "premium", "mediation"]}, "description": "the plans asked about; empty for all"},
-                "aspect": {"type": "string", "enum": ["price", "compare"]}
+                "aspect": {"type": "string", "enum": ["price", "compare", "duration"]},
+                "start": {"type": "string", "description": "for duration: a start time HH:MM, to give the end time"}
             }
         })
     }
@@ -125,6 +176,28 @@ impl Tool for PlanInfo {
                     }
                 }
             }
+        }
+        if args.aspect.as_deref() == Some("duration") {
+            let start = match args.start.as_deref() {
+                Some(hm) => Some(minutes_of(hm).ok_or_else(|| {
+                    ToolError::InvalidArguments(format!("start {hm:?} is not HH:MM"))
+                })?),
+                None => None,
+            };
+            let shown = if named.is_empty() {
+                plans::PLANS.to_vec()
+            } else {
+                named
+            };
+            return Ok(ToolOutput {
+                data: json!({
+                    "plans": shown.iter().map(|p| json!({"id": p.id, "hours": p.measurement_hours})).collect::<Vec<_>>(),
+                    "start": args.start,
+                }),
+                display: duration_answer(&shown, start),
+                must_quote: Vec::new(),
+                effects: Vec::new(),
+            });
         }
         let compare = args.aspect.as_deref() == Some("compare");
         let all = named.is_empty() && !mediation;
@@ -244,6 +317,45 @@ mod tests {
         assert!(light
             .display
             .contains("4,000円高く、測定時間が1時間から2時間になり"));
+    }
+
+    #[tokio::test]
+    async fn duration_and_end_time_come_from_the_catalogue() {
+        let all = info(json!({"aspect": "duration"})).await;
+        assert!(
+            all.display
+                .starts_with("測定時間は、ライトプランが1時間、スタンダードプランとプレミアムプランが2時間です。"),
+            "{}",
+            all.display
+        );
+        let end =
+            info(json!({"plans": ["standard"], "aspect": "duration", "start": "21:00"})).await;
+        assert!(
+            end.display.starts_with(
+                "21:00開始の場合、スタンダードプラン（2時間の測定）は23:00に終わる予定です。"
+            ),
+            "{}",
+            end.display
+        );
+        assert!(!end.display.contains("ライト"));
+        let both = info(json!({"aspect": "duration", "start": "21:00"})).await;
+        assert!(
+            both.display.contains("ライトプラン（1時間の測定）は22:00"),
+            "{}",
+            both.display
+        );
+        assert!(both
+            .display
+            .contains("スタンダードプランとプレミアムプラン（2時間の測定）は23:00"));
+        let ctx = ToolContext {
+            identity: kizuna_agent::identity::Identity::anonymous("v"),
+            conversation_id: "c".into(),
+            now: chrono::Utc::now().with_timezone(&kizuna_agent::clock::jst()),
+        };
+        assert!(PlanInfo
+            .call(&ctx, json!({"aspect": "duration", "start": "nine"}))
+            .await
+            .is_err());
     }
 
     #[tokio::test]

@@ -228,7 +228,7 @@ impl Tool for RecommendUpsell {
         } else {
             let mut text = if manager {
                 format!(
-                    "{}（{}）へのおすすめ（確度の高い順）:",
+                    "{}（{}）へのアップセル提案（確度の高い順）:",
                     customer.name, customer.id
                 )
             } else {

@@ -866,6 +866,62 @@ async fn a_booking_is_proposed_then_made_on_consent_and_converts_the_newest_send
     assert_eq!(events(&store).await.len(), 3);
 }
 
+#[tokio::test]
+async fn a_side_question_keeps_the_proposal_and_consent_still_books() {
+    let book = Step::Calls(vec![crate::llm::ToolCall {
+        id: "b".into(),
+        name: "book_measurement".into(),
+        arguments: serde_json::json!({"slot_start": "2026-11-23T19:00:00+09:00"}),
+    }]);
+    let model = ScriptedModel::new(
+        true,
+        vec![
+            book,
+            Step::Text("キャンセルは前日までにチャットでお知らせください。"),
+        ],
+    );
+    let (store, _dir) = temp_store().await;
+    let hub = hub_with_tools(store.clone(), model, vec![Arc::new(FakeBooking)]);
+    let me = Identity::customer("C-5");
+    let mut opened = hub.open(&me, None, 0).await.unwrap();
+    let conv = opened.conversation_id.clone();
+    hub.submit(&me, &conv, "m-1", "11月23日19時でお願いします")
+        .await
+        .unwrap();
+    next_durable(&mut opened.live).await;
+    assert_eq!(
+        next_durable(&mut opened.live).await["proposal"]["tool"],
+        "book_measurement"
+    );
+    // A question on the side: answered, and the proposal still awaits consent.
+    hub.submit(
+        &me,
+        &conv,
+        "m-2",
+        "キャンセルするときはどうすればいいですか？",
+    )
+    .await
+    .unwrap();
+    next_durable(&mut opened.live).await;
+    let side = next_durable(&mut opened.live).await;
+    let text = side["text"].as_str().unwrap();
+    assert!(text.contains("キャンセルは前日まで"), "{side}");
+    assert!(text.contains(crate::engine::STILL_PENDING), "{side}");
+    assert_eq!(side["proposal"]["tool"], "book_measurement");
+    assert_eq!(side["quick_replies"][0]["text"], "はい、お願いします");
+    assert_eq!(side["tool_calls"], serde_json::json!([]));
+    // Consent after it runs the proposal made before it.
+    hub.submit(&me, &conv, "m-3", "はい、お願いします")
+        .await
+        .unwrap();
+    next_durable(&mut opened.live).await;
+    let booked = next_durable(&mut opened.live).await;
+    assert_eq!(
+        booked["tool_calls"][0]["name"], "book_measurement",
+        "{booked}"
+    );
+}
+
 #[test]
 fn only_new_bookings_count_as_conversions() {
     // Recognised by the effect the tool reports, whatever its name.

@@ -39,6 +39,9 @@ struct Understanding {
     intent: Option<(Intent, f32)>,
     /// Account ids the message names, by id or by name.
     accounts: Vec<String>,
+    /// How probable consent is (`affirm` and `book` together): 「ではその内容で確定して
+    /// ください」 reads as half of each.
+    consent: Option<f32>,
 }
 
 /// Where the conversation stands before this message.
@@ -48,6 +51,8 @@ struct Before {
     recent_sentiments: Vec<SentimentReading>,
     unresolved_streak: u32,
     pending: Option<Proposal>,
+    /// The intent read from the caller's previous message.
+    previous_intent: Option<(Intent, f32)>,
 }
 
 impl ConversationHub {
@@ -149,6 +154,12 @@ impl ConversationHub {
                     answers_faq_intent: retrieval.faq_answer.is_some(),
                 }
             });
+        let earlier_accounts =
+            if job.identity.role == Role::Manager && understood.accounts.is_empty() {
+                self.earlier_accounts(&previous_user).await
+            } else {
+                Vec::new()
+            };
         let plan = planner::plan_turn(&PlanInput {
             identity: &job.identity,
             now: self.clock.now(),
@@ -157,12 +168,21 @@ impl ConversationHub {
             intent: understood.intent,
             pending: before.pending.as_ref(),
             accounts: &understood.accounts,
+            previous_intent: before.previous_intent,
+            consent_probability: understood.consent,
+            earlier_accounts: &earlier_accounts,
             faq,
             has_context: !retrieval.chunks.is_empty(),
             available: &available,
             config: &self.planner,
         });
         tracing::debug!(conversation_id, ?plan, intent = ?understood.intent, "turn planned");
+        // A side question leaves a proposal awaiting consent (docs/architecture.md, "Writes
+        // need consent"): its answer says so and keeps the buttons.
+        let still_pending = before
+            .pending
+            .clone()
+            .filter(|_| planner::keeps_pending(&plan) && !matches!(plan, TurnPlan::Restate(_)));
 
         match &plan {
             TurnPlan::Faq => {
@@ -171,6 +191,23 @@ impl ConversationHub {
                     .as_ref()
                     .or(retrieval.faq_answer.as_ref())
                     .cloned();
+                if let (Some(answer), Some(pending)) = (&answer, &still_pending) {
+                    let result = TurnResult {
+                        reply: format!("{}\n\n{}", answer.text, crate::engine::STILL_PENDING),
+                        sources: vec![Source {
+                            doc_id: answer.doc_id.clone(),
+                            title: answer.title.clone(),
+                            score: answer.score,
+                        }],
+                        proposal: Some(pending.clone()),
+                        quick_replies: planner::consent_buttons(),
+                        composed: true,
+                        ..TurnResult::default()
+                    };
+                    self.deliver(conversation_id, live, &job, result, &understood, started)
+                        .await;
+                    return;
+                }
                 if let Some(answer) = answer {
                     self.send_direct_answer(conversation_id, live, &job, &answer, started)
                         .await;
@@ -213,6 +250,11 @@ impl ConversationHub {
         let rescheduling =
             matches!(&plan, TurnPlan::Tools { lead: Some(l), .. } if l == planner::RESCHEDULE);
         let mut result = self.run_agent(live, &job, request, plan).await;
+        if let Some(pending) = still_pending.filter(|_| result.proposal.is_none()) {
+            result.reply = format!("{}\n\n{}", result.reply, crate::engine::STILL_PENDING);
+            result.proposal = Some(pending);
+            result.quick_replies = planner::consent_buttons();
+        }
         if let Some(faq) = faq_entry.filter(|_| composed_from_tools && result.sources.is_empty()) {
             // A fact composed from the price table or the calendar is the one the business's
             // FAQ states: cite the entry that answers the question, and for a date change
@@ -239,6 +281,7 @@ impl ConversationHub {
                 tool_request: Some((reason, detail.clone())),
                 intent: understood.intent,
                 previous_texts: &before.previous_user,
+                awaiting_consent: before.pending.is_some(),
             });
             let (reason, detail) = decision.unwrap_or((reason, detail));
             *live.progress.lock().expect("progress lock") = None;
@@ -357,6 +400,7 @@ impl ConversationHub {
             recent_sentiments,
             unresolved_streak,
             pending: pending_proposal(&earlier, &job.message_id),
+            previous_intent: previous_intent(&earlier, &job.message_id),
         }
     }
 
@@ -376,11 +420,34 @@ impl ConversationHub {
                 }
             }
         }
+        let consent = reading
+            .as_ref()
+            .map(|r| r.probability(Intent::Affirm) + r.probability(Intent::Book));
         Understanding {
             sentiment,
             intent,
             accounts,
+            consent,
         }
+    }
+
+    /// The accounts named by the latest of `previous_user` that names any.
+    async fn earlier_accounts(&self, previous_user: &[&str]) -> Vec<String> {
+        let directory = self.account_directory().await;
+        for text in previous_user.iter().rev() {
+            let mut accounts = mentioned_ids(text);
+            if let Some(directory) = &directory {
+                for id in directory.resolve(text) {
+                    if !accounts.contains(&id) {
+                        accounts.push(id);
+                    }
+                }
+            }
+            if !accounts.is_empty() {
+                return accounts;
+            }
+        }
+        Vec::new()
     }
 
     async fn read_intent(&self, text: &str) -> Option<IntentReading> {
@@ -450,6 +517,7 @@ impl ConversationHub {
             tool_request: None,
             intent: understood.intent,
             previous_texts: &before.previous_user,
+            awaiting_consent: before.pending.is_some(),
         })
     }
 
@@ -840,6 +908,23 @@ fn pending_proposal(
         return None;
     }
     serde_json::from_value(last_said.metadata.get("proposal")?.clone()).ok()
+}
+
+/// The intent stored with the caller's last message before `current_message_id`.
+fn previous_intent(
+    messages: &[kizuna_store::StoredMessage],
+    current_message_id: &str,
+) -> Option<(Intent, f32)> {
+    let intent = messages
+        .iter()
+        .take_while(|m| m.id != current_message_id)
+        .filter(|m| m.role == "user")
+        .last()?
+        .metadata
+        .get("intent")?
+        .clone();
+    let label: Intent = intent.get("label")?.as_str()?.parse().ok()?;
+    Some((label, intent.get("p")?.as_f64()? as f32))
 }
 
 /// Sentiment readings of the customer's earlier messages (oldest first), and how many bot

@@ -16,6 +16,9 @@ struct Case {
     intent: Option<(Intent, f32)>,
     pending: Option<Proposal>,
     accounts: Vec<String>,
+    previous_intent: Option<(Intent, f32)>,
+    consent_probability: Option<f32>,
+    earlier_accounts: Vec<String>,
     faq: Option<FaqSignal>,
     has_context: bool,
 }
@@ -29,6 +32,9 @@ impl Case {
             intent: Some((intent, 0.9)),
             pending: None,
             accounts: Vec::new(),
+            previous_intent: None,
+            consent_probability: None,
+            earlier_accounts: Vec::new(),
             faq: None,
             has_context: false,
         }
@@ -51,6 +57,9 @@ impl Case {
             intent: self.intent,
             pending: self.pending.as_ref(),
             accounts: &self.accounts,
+            previous_intent: self.previous_intent,
+            consent_probability: self.consent_probability,
+            earlier_accounts: &self.earlier_accounts,
             faq: self.faq,
             has_context: self.has_context,
             available: &all,
@@ -440,4 +449,147 @@ fn a_good_faq_answer_beats_a_weak_label() {
     let mut price = Case::customer("スタンダードプランはいくら？", Intent::PlanPrice);
     price.faq = faq;
     assert_eq!(only_call(&price.plan()).name, "plan_info");
+}
+
+#[test]
+fn a_day_and_an_open_start_is_a_proposal_for_that_start() {
+    // 「10時から」 on one day asks for 10:00 first (a list made 「はい」 book nothing).
+    for (text, slot) in [
+        (
+            "来週の土曜、朝10時からプレミアムプランで測ってもらえますか？",
+            "2026-11-28T10:00:00+09:00",
+        ),
+        (
+            "来週の月曜、夕方4時からってイケる？スタンダードで",
+            "2026-11-23T16:00:00+09:00",
+        ),
+    ] {
+        match Case::customer(text, Intent::Availability).plan() {
+            TurnPlan::Propose { call, otherwise } => {
+                assert_eq!(call.name, "book_measurement");
+                assert_eq!(call.arguments["slot_start"], slot, "{text}");
+                // Not free: the slots that fit are listed instead.
+                assert_eq!(otherwise.expect("fallback").name, "check_availability");
+            }
+            other => panic!("{text}: expected a proposal, got {other:?}"),
+        }
+    }
+    // A part of the day is no start: the slots that fit are searched.
+    assert!(matches!(
+        Case::customer("来週の土曜の夜からは空いてますか？", Intent::Availability).plan(),
+        TurnPlan::FindSlot { .. }
+    ));
+}
+
+#[test]
+fn a_question_about_a_pending_booking_restates_it_and_keeps_it() {
+    let mut case = Case::customer(
+        "念のため、終わるのは何時になりますか？",
+        Intent::Availability,
+    );
+    case.pending = Some(pending(now()));
+    match case.plan() {
+        TurnPlan::Restate(p) => assert_eq!(Some(p), case.pending),
+        other => panic!("expected the proposal again, got {other:?}"),
+    }
+    // Other side questions keep it too; other slots, refusal and consent end it.
+    assert!(keeps_pending(&TurnPlan::Faq));
+    assert!(keeps_pending(&TurnPlan::Model { calls: Vec::new() }));
+    assert!(!keeps_pending(&say(DECLINED)));
+    let mut other_day = Case::customer("やっぱり来週の水曜は空いてますか？", Intent::Availability);
+    other_day.pending = case.pending.clone();
+    assert!(!keeps_pending(&other_day.plan()));
+}
+
+#[test]
+fn end_time_and_length_questions_are_answered_from_the_catalogue() {
+    let plan = Case::customer(
+        "21時開始だと、測定は何時に終わりますか？",
+        Intent::Availability,
+    )
+    .plan();
+    let call = only_call(&plan);
+    assert_eq!(call.name, "plan_info");
+    assert_eq!(call.arguments["aspect"], "duration");
+    assert_eq!(call.arguments["start"], "21:00");
+    let plan = Case::customer("How long does the premium plan take?", Intent::Faq).plan();
+    let call = only_call(&plan);
+    assert_eq!(call.arguments["plans"], json!(["premium"]));
+    assert!(call.arguments.get("start").is_none());
+    // Describing the noise asks nothing.
+    let venting =
+        Case::customer("夜中に何時間も足音が続いて眠れません", Intent::NoiseReport).plan();
+    assert!(!matches!(venting, TurnPlan::Tools { ref calls, .. } if calls[0].name == "plan_info"));
+}
+
+#[test]
+fn a_correction_naming_another_plan_asks_the_previous_question_again() {
+    let mut case = Case::customer(
+        "あ、ごめんなさい、スタンダードのほうでした",
+        Intent::Greeting,
+    );
+    case.previous = vec!["ライトプランっていくらでしたっけ？"];
+    case.previous_intent = Some((Intent::PlanPrice, 0.95));
+    let plan = case.plan();
+    let call = only_call(&plan);
+    assert_eq!(
+        call.arguments,
+        json!({"plans": ["standard"], "aspect": "price"})
+    );
+
+    let mut case = Case::customer("Sorry, I meant for the premium plan.", Intent::Book);
+    case.intent = Some((Intent::Book, 0.98));
+    case.previous = vec!["How long does a measurement take?"];
+    case.previous_intent = Some((Intent::Faq, 0.9));
+    let plan = case.plan();
+    let call = only_call(&plan);
+    assert_eq!(call.arguments["aspect"], "duration");
+    assert_eq!(call.arguments["plans"], json!(["premium"]));
+
+    // A plan named with a request of its own is that request.
+    let mut booking = Case::customer("じゃあスタンダードで予約したいです", Intent::Book);
+    booking.previous = vec!["ライトプランっていくら？"];
+    booking.previous_intent = Some((Intent::PlanPrice, 0.95));
+    assert!(
+        !matches!(booking.plan(), TurnPlan::Tools { ref calls, .. } if calls[0].name == "plan_info")
+    );
+}
+
+#[test]
+fn a_managers_follow_up_is_about_the_account_under_discussion() {
+    let mut case = Case::manager(
+        "じゃあ、先方に送るフォローアップのメール案を作って",
+        Intent::MgrFollowup,
+    );
+    case.earlier_accounts = vec!["B-2007".to_string()];
+    let plan = case.plan();
+    let call = only_call(&plan);
+    assert_eq!(call.name, "generate_followup");
+    assert_eq!(call.arguments["customer_id"], "B-2007");
+    // A list question is a new question.
+    let mut churn = Case::manager("来月解約しそうな会社は？", Intent::MgrChurn);
+    churn.earlier_accounts = vec!["B-2007".to_string()];
+    let plan = churn.plan();
+    assert!(only_call(&plan).arguments.get("customer_id").is_none());
+}
+
+#[test]
+fn consent_split_between_affirm_and_book_is_consent_when_together_sure() {
+    let proposal = pending(now() - chrono::Duration::minutes(1));
+    let mut case = Case::customer(
+        "了解です。ではその内容で予約を確定してください。",
+        Intent::Book,
+    );
+    case.intent = Some((Intent::Book, 0.48));
+    case.consent_probability = Some(0.92);
+    case.pending = Some(proposal.clone());
+    assert_eq!(case.plan(), TurnPlan::Execute(proposal.clone()));
+    // Not sure enough together, or naming a new day: no write.
+    case.consent_probability = Some(0.5);
+    assert_ne!(case.plan(), TurnPlan::Execute(proposal.clone()));
+    let mut other = Case::customer("では来週の水曜で確定してください", Intent::Book);
+    other.intent = Some((Intent::Book, 0.48));
+    other.consent_probability = Some(0.95);
+    other.pending = Some(proposal.clone());
+    assert_ne!(other.plan(), TurnPlan::Execute(proposal));
 }
