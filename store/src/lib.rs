@@ -8,13 +8,15 @@ mod cluster;
 mod handover;
 mod insights;
 mod line;
+mod outbox;
 mod outreach;
 mod revocation;
 
 pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
-pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+pub use handover::{EscalationInsert, EscalationRow};
 pub use insights::{EscalationEvent, InsightMessage};
 pub use line::{LineUser, LinkOutcome};
+pub use outbox::{OutboxInsert, OutboxRow, OutboxState};
 pub use outreach::OutreachEventInsert;
 pub use revocation::Revocation;
 
@@ -183,6 +185,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Closes every connection (a test's stand-in for the process ending).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// A write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up front (waiting
