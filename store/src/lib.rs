@@ -4,20 +4,32 @@
 //!
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
+mod activity;
+mod bookings;
+mod churn_models;
 mod cluster;
+mod customers;
 mod handover;
+mod health_state;
 mod insights;
 mod line;
 mod outbox;
 mod outreach;
 mod revocation;
 
+pub use activity::CustomerActivity;
+pub use bookings::{BookingRecord, NewBooking, NewReminder, ReminderRecord, SeatOutcome};
+pub use churn_models::ChurnModelRecord;
 pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
+pub use customers::{CustomerImport, CustomerQuery, CustomerRecord};
 pub use handover::{EscalationInsert, EscalationRow};
+pub use health_state::HealthStateRow;
 pub use insights::{EscalationEvent, InsightMessage};
 pub use line::{LineUser, LinkOutcome};
 pub use outbox::{OutboxInsert, OutboxRow, OutboxState};
-pub use outreach::OutreachEventInsert;
+pub use outreach::{
+    NewOutreachSend, OutreachAttempt, OutreachEventCount, OutreachEventInsert, OutreachSend,
+};
 pub use revocation::Revocation;
 
 use std::str::FromStr;

@@ -1,6 +1,7 @@
 //! The channels against real protocols on 127.0.0.1: a minimal SMTP server, an axum webhook
 //! receiver, a temporary SQLite store and the notify crate's dispatcher.
 
+use sqlx::Row;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
