@@ -692,7 +692,10 @@ mod tests {
         });
         assert_eq!(s.database_url.as_deref(), Some("postgres://db/k"));
         assert_eq!(s.llm.timeout_secs, 7);
-        assert_eq!(s.knowledge.qdrant_url.as_deref(), Some("http://qdrant:6334"));
+        assert_eq!(
+            s.knowledge.qdrant_url.as_deref(),
+            Some("http://qdrant:6334")
+        );
         assert_eq!(s.handover.console_url, "https://console.example.jp");
         assert_eq!(s.line.channel_secret.as_deref(), Some("secret"));
         assert_eq!(s.security.trusted_proxies, ["10.0.0.0/8"]);

@@ -335,9 +335,7 @@ pub async fn enqueue_channel_messages(
     }
     if let Some(line) = &config.line {
         // Only a LINE user linked to this customer who still follows the account.
-        let target = store
-            .line_push_target(&message.customer_id)
-            .await?;
+        let target = store.line_push_target(&message.customer_id).await?;
         if let Some(user_id) = target {
             let payload = channel_message(&user_id, None, line.body(&message.text));
             if enqueue(store, crate::line::CHANNEL_LINE, &payload, now_ms).await? {

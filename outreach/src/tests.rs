@@ -851,12 +851,13 @@ fn red(id: &str) -> Customer {
 }
 
 async fn health_row(store: &Store, id: &str) -> Option<(String, String)> {
-    sqlx::query("SELECT status, since FROM customer_health_state WHERE customer_id = $1")
-        .bind(id)
-        .fetch_optional(store.pool())
+    store
+        .health_states()
         .await
         .expect("health state")
-        .map(|r| (sqlx::Row::get(&r, "status"), sqlx::Row::get(&r, "since")))
+        .into_iter()
+        .find(|row| row.customer_id == id)
+        .map(|row| (row.status, row.since))
 }
 
 async fn count(store: &Store, sql: &'static str) -> i64 {

@@ -195,6 +195,9 @@ impl Store {
         self.engine
     }
 
+    /// The connection pool, for tests that set up or inspect rows no repository method
+    /// covers. Production code uses the typed methods: only this crate writes SQL.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
