@@ -7,6 +7,22 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::{Result, Store};
 
 impl Store {
+    /// Number of active bookings per slot start (Unix seconds) in `[from, to)`.
+    pub async fn booked_slots(&self, from_unix: i64, to_unix: i64) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT slot_start, COUNT(*) AS n FROM bookings
+             WHERE status = 'booked' AND slot_start >= $1 AND slot_start < $2
+             GROUP BY slot_start ORDER BY slot_start",
+        )
+        .bind(from_unix)
+        .bind(to_unix)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("slot_start")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// Per customer, the latest booking made at or after `since_ms` and not cancelled.
     pub async fn latest_booking_per_customer(&self, since_ms: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(

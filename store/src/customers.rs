@@ -87,6 +87,16 @@ fn customer_from_row(r: &AnyRow) -> Result<CustomerRecord> {
 }
 
 impl Store {
+    /// Every customer's id and name (for accounts named in chat, by id or by name).
+    pub async fn account_names(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, name FROM customers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+            .collect()
+    }
+
     pub async fn customer(&self, id: &str) -> Result<Option<CustomerRecord>> {
         let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1");
         // Only the fixed column list is spliced in; values are bound.

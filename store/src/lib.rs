@@ -479,16 +479,6 @@ impl Store {
         Ok(messages)
     }
 
-    /// Every customer's id and name (for accounts named in chat, by id or by name).
-    pub async fn account_names(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT id, name FROM customers ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
-            .collect()
-    }
-
     /// User messages stored but not yet answered, oldest first (work left by a crash).
     pub async fn pending_messages(
         &self,
@@ -527,22 +517,6 @@ impl Store {
                         .map_err(|e| StoreError::Corrupt(format!("frame payload: {e}")))?,
                 })
             })
-            .collect()
-    }
-
-    /// Number of active bookings per slot start (Unix seconds) in `[from, to)`.
-    pub async fn booked_slots(&self, from_unix: i64, to_unix: i64) -> Result<Vec<(i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT slot_start, COUNT(*) AS n FROM bookings
-             WHERE status = 'booked' AND slot_start >= $1 AND slot_start < $2
-             GROUP BY slot_start ORDER BY slot_start",
-        )
-        .bind(from_unix)
-        .bind(to_unix)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("slot_start")?, r.try_get("n")?)))
             .collect()
     }
 }
