@@ -194,9 +194,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ))
             .await?,
             calendar: kizuna_tools::BookingCalendar::default(),
-            templates: std::sync::Arc::new(
-                kizuna_tools::followup::StaticTemplates::new(Vec::new()),
-            ),
+            templates: std::sync::Arc::new(kizuna_tools::TemplateCatalog::default()),
             followup_link: None,
         })?;
         let system = prompts.system_message(&tools.specs(), false);

@@ -386,100 +386,132 @@ impl Default for Limits {
     }
 }
 
-/// Flags of `kizuna serve`; each overrides the config file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
+/// Declares each `kizuna serve` flag once, with the setting it overrides: generates
+/// [`ServeArgs`] (clap, with its environment variable) and [`Settings::apply`], so a flag can
+/// be neither declared without its setting nor applied twice. The settings themselves (TOML
+/// keys and defaults) are the `Settings` structs above.
+macro_rules! serve_flags {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[arg($($arg:tt)*)]
+        $name:ident: $ty:ty => |$settings:ident, $value:ident| $apply:expr;
+    )*) => {
+        /// Flags of `kizuna serve`; each overrides the config file.
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct ServeArgs {
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl Settings {
+            /// The flags (and environment variables) that are set replace their settings.
+            pub fn apply(&mut self, flags: &ServeArgs) {
+                $(
+                    if let Some($value) = flags.$name.clone() {
+                        let $settings: &mut Settings = self;
+                        $apply;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+serve_flags! {
     /// Address to listen on.
     #[arg(long, env = "KIZUNA_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    listen: SocketAddr => |s, v| s.listen = v;
     /// Directory for the SQLite database and generated secrets.
     #[arg(long, env = "KIZUNA_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    data_dir: PathBuf => |s, v| s.data_dir = v;
     /// sqlite://… or postgres://… (default: SQLite file in the data dir).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    database_url: String => |s, v| s.database_url = Some(v);
     /// Directory with the prompt files.
     #[arg(long, env = "KIZUNA_PROMPTS_DIR")]
-    pub prompts_dir: Option<PathBuf>,
+    prompts_dir: PathBuf => |s, v| s.prompts_dir = v;
     /// Directory with the built web widget, console and demo page.
     #[arg(long, env = "KIZUNA_WEB_DIR")]
-    pub web_dir: Option<PathBuf>,
+    web_dir: PathBuf => |s, v| s.web_dir = v;
     /// HMAC secret (≥ 32 bytes) that signs customer and manager tokens.
     #[arg(long, env = "KIZUNA_TOKEN_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
+    token_secret: String => |s, v| s.token_secret = Some(v);
     /// LLM backend.
     #[arg(long, env = "KIZUNA_LLM", value_enum)]
-    pub llm: Option<LlmBackend>,
+    llm: LlmBackend => |s, v| s.llm.backend = v;
     /// GGUF model file for the local backend.
     #[arg(long, env = "KIZUNA_MODEL_PATH")]
-    pub model_path: Option<PathBuf>,
+    model_path: PathBuf => |s, v| s.llm.model_path = v;
     /// tokenizer.json for the local backend.
     #[arg(long, env = "KIZUNA_TOKENIZER_PATH")]
-    pub tokenizer_path: Option<PathBuf>,
+    tokenizer_path: PathBuf => |s, v| s.llm.tokenizer_path = v;
     /// Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, env = "KIZUNA_OPENAI_BASE_URL")]
-    pub openai_base_url: Option<String>,
+    openai_base_url: String => |s, v| s.llm.openai_base_url = v;
     /// Model name to request from the OpenAI-compatible endpoint.
     #[arg(long, env = "KIZUNA_OPENAI_MODEL")]
-    pub openai_model: Option<String>,
+    openai_model: String => |s, v| s.llm.openai_model = v;
     /// API key for the OpenAI-compatible endpoint.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
+    openai_api_key: String => |s, v| s.llm.openai_api_key = Some(v);
     /// Longest reply, in tokens.
     #[arg(long, env = "KIZUNA_MAX_REPLY_TOKENS")]
-    pub max_reply_tokens: Option<u32>,
+    max_reply_tokens: u32 => |s, v| s.llm.max_reply_tokens = v;
     /// Per-call model timeout, in seconds.
     #[arg(long, env = "KIZUNA_LLM_TIMEOUT_SECS")]
-    pub llm_timeout_secs: Option<u64>,
+    llm_timeout_secs: u64 => |s, v| s.llm.timeout_secs = v;
     /// A Qdrant server or cluster for the knowledge base (default: in-process engine).
     #[arg(long, env = "QDRANT_URL")]
-    pub qdrant_url: Option<String>,
+    qdrant_url: String => |s, v| s.knowledge.qdrant_url = Some(v);
     /// API key for the Qdrant server.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
-    pub qdrant_api_key: Option<String>,
+    qdrant_api_key: String => |s, v| s.knowledge.qdrant_api_key = Some(v);
     /// Slack incoming-webhook URL for escalation notices.
     #[arg(long, env = "KIZUNA_SLACK_WEBHOOK_URL", hide_env_values = true)]
-    pub slack_webhook_url: Option<String>,
+    slack_webhook_url: String => |s, v| s.slack.webhook_url = Some(v);
     /// Public URL of the operator console, linked from escalation notices.
     #[arg(long, env = "KIZUNA_CONSOLE_URL")]
-    pub console_url: Option<String>,
+    console_url: String => |s, v| s.handover.console_url = v;
     /// SMTP server for outreach email, e.g. smtps://user:pass@mail.example.jp:465
     /// (turns the email channel on; needs a sender).
     #[arg(long, env = "KIZUNA_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    smtp_url: String => |s, v| s.email_channel().smtp_url = v;
     /// Sender of outreach email, e.g. "ZENBU <support@zenbu.example.jp>".
     #[arg(long, env = "KIZUNA_SMTP_FROM")]
-    pub smtp_from: Option<String>,
+    smtp_from: String => |s, v| s.email_channel().from = v;
     /// Webhook that receives outreach messages for SMS (turns the webhook channel on).
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_URL", hide_env_values = true)]
-    pub outreach_webhook_url: Option<String>,
+    outreach_webhook_url: String => |s, v| s.webhook_channel().url = v;
     /// LINE channel secret (turns the LINE channel on, with the access token).
     #[arg(long, env = "KIZUNA_LINE_CHANNEL_SECRET", hide_env_values = true)]
-    pub line_channel_secret: Option<String>,
+    line_channel_secret: String => |s, v| s.line.channel_secret = Some(v);
     /// LINE channel access token.
     #[arg(long, env = "KIZUNA_LINE_CHANNEL_ACCESS_TOKEN", hide_env_values = true)]
-    pub line_channel_access_token: Option<String>,
+    line_channel_access_token: String => |s, v| s.line.channel_access_token = Some(v);
     /// LINE Messaging API base URL (default https://api.line.me).
     #[arg(long, env = "KIZUNA_LINE_API_BASE_URL")]
-    pub line_api_base_url: Option<String>,
+    line_api_base_url: String => |s, v| s.line.api_base_url = v;
     /// Bearer token sent to the outreach webhook.
     #[arg(long, env = "KIZUNA_OUTREACH_WEBHOOK_TOKEN", hide_env_values = true)]
-    pub outreach_webhook_token: Option<String>,
+    outreach_webhook_token: String => |s, v| s.webhook_channel().bearer_token = Some(v);
     /// Reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR
     /// ranges (e.g. 10.0.0.0/8,127.0.0.1).
     #[arg(long, env = "KIZUNA_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
+    trusted_proxies: Vec<String> => |s, v| s.security.trusted_proxies = v;
     /// Origins whose pages may open the chat websocket besides this server's own,
     /// comma-separated (e.g. https://www.zenbu.example.jp).
     #[arg(long, env = "KIZUNA_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Option<Vec<String>>,
+    allowed_origins: Vec<String> => |s, v| s.security.allowed_origins = v;
     /// Bearer token for /metrics (unset: loopback peers only).
     #[arg(long, env = "KIZUNA_METRICS_TOKEN", hide_env_values = true)]
-    pub metrics_token: Option<String>,
+    metrics_token: String => |s, v| s.security.metrics_token = Some(v);
     /// Seconds a replica's claim on a conversation's turn lasts without renewal (failover
     /// time after a crash; docs/deployment.md).
     #[arg(long, env = "KIZUNA_TURN_LEASE_SECS")]
-    pub turn_lease_secs: Option<u64>,
+    turn_lease_secs: u64 => |s, v| s.cluster.turn_lease_secs = v;
 }
 
 impl Settings {
@@ -493,72 +525,21 @@ impl Settings {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    pub fn apply(&mut self, a: &ServeArgs) {
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *target = v.clone();
-            }
-        }
-        set(&mut self.listen, &a.listen);
-        set(&mut self.data_dir, &a.data_dir);
-        set(&mut self.prompts_dir, &a.prompts_dir);
-        set(&mut self.web_dir, &a.web_dir);
-        set(&mut self.llm.backend, &a.llm);
-        set(&mut self.llm.model_path, &a.model_path);
-        set(&mut self.llm.tokenizer_path, &a.tokenizer_path);
-        set(&mut self.llm.openai_base_url, &a.openai_base_url);
-        set(&mut self.llm.openai_model, &a.openai_model);
-        set(&mut self.llm.max_reply_tokens, &a.max_reply_tokens);
-        set(&mut self.llm.timeout_secs, &a.llm_timeout_secs);
-        if a.database_url.is_some() {
-            self.database_url = a.database_url.clone();
-        }
-        if a.token_secret.is_some() {
-            self.token_secret = a.token_secret.clone();
-        }
-        if a.qdrant_url.is_some() {
-            self.knowledge.qdrant_url = a.qdrant_url.clone();
-        }
-        if a.qdrant_api_key.is_some() {
-            self.knowledge.qdrant_api_key = a.qdrant_api_key.clone();
-        }
-        if a.slack_webhook_url.is_some() {
-            self.slack.webhook_url = a.slack_webhook_url.clone();
-        }
-        set(&mut self.handover.console_url, &a.console_url);
-        let channels = &mut self.outreach.channels;
-        if a.smtp_url.is_some() || a.smtp_from.is_some() {
-            let email = channels
-                .email
-                .get_or_insert_with(|| kizuna_outreach::EmailConfig::new("", ""));
-            set(&mut email.smtp_url, &a.smtp_url);
-            set(&mut email.from, &a.smtp_from);
-        }
-        if a.outreach_webhook_url.is_some() || a.outreach_webhook_token.is_some() {
-            let webhook = channels
-                .webhook
-                .get_or_insert_with(|| kizuna_outreach::WebhookConfig::new(""));
-            set(&mut webhook.url, &a.outreach_webhook_url);
-            if a.outreach_webhook_token.is_some() {
-                webhook.bearer_token = a.outreach_webhook_token.clone();
-            }
-        }
-        if a.openai_api_key.is_some() {
-            self.llm.openai_api_key = a.openai_api_key.clone();
-        }
-        set(&mut self.security.trusted_proxies, &a.trusted_proxies);
-        set(&mut self.security.allowed_origins, &a.allowed_origins);
-        set(&mut self.cluster.turn_lease_secs, &a.turn_lease_secs);
-        if a.metrics_token.is_some() {
-            self.security.metrics_token = a.metrics_token.clone();
-        }
-        if a.line_channel_secret.is_some() {
-            self.line.channel_secret = a.line_channel_secret.clone();
-        }
-        if a.line_channel_access_token.is_some() {
-            self.line.channel_access_token = a.line_channel_access_token.clone();
-        }
-        set(&mut self.line.api_base_url, &a.line_api_base_url);
+    /// The email channel, created empty when a flag sets part of it (validation then
+    /// reports what is missing).
+    fn email_channel(&mut self) -> &mut kizuna_outreach::EmailConfig {
+        self.outreach
+            .channels
+            .email
+            .get_or_insert_with(|| kizuna_outreach::EmailConfig::new("", ""))
+    }
+
+    /// The webhook channel, created empty when a flag sets part of it.
+    fn webhook_channel(&mut self) -> &mut kizuna_outreach::WebhookConfig {
+        self.outreach
+            .channels
+            .webhook
+            .get_or_insert_with(|| kizuna_outreach::WebhookConfig::new(""))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -694,6 +675,34 @@ mod tests {
         assert_eq!(s.llm.openai_model, "m2");
         assert_eq!(s.listen.port(), 9000);
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_replace_their_settings() {
+        let mut s = Settings::default();
+        s.apply(&ServeArgs {
+            database_url: Some("postgres://db/k".into()),
+            llm_timeout_secs: Some(7),
+            qdrant_url: Some("http://qdrant:6334".into()),
+            console_url: Some("https://console.example.jp".into()),
+            line_channel_secret: Some("secret".into()),
+            trusted_proxies: Some(vec!["10.0.0.0/8".into()]),
+            turn_lease_secs: Some(9),
+            ..Default::default()
+        });
+        assert_eq!(s.database_url.as_deref(), Some("postgres://db/k"));
+        assert_eq!(s.llm.timeout_secs, 7);
+        assert_eq!(
+            s.knowledge.qdrant_url.as_deref(),
+            Some("http://qdrant:6334")
+        );
+        assert_eq!(s.handover.console_url, "https://console.example.jp");
+        assert_eq!(s.line.channel_secret.as_deref(), Some("secret"));
+        assert_eq!(s.security.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(s.cluster.turn_lease_secs, 9);
+        // Unset flags leave the file's values alone.
+        assert_eq!(s.listen, Settings::default().listen);
+        assert!(s.outreach.channels.email.is_none());
     }
 
     #[test]

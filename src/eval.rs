@@ -61,7 +61,7 @@ struct ServerWiring {
     settings: Settings,
     llm: Arc<dyn LanguageModel>,
     prompts: Prompts,
-    templates: Arc<wiring::ContentTemplates>,
+    templates: Arc<kizuna_tools::TemplateCatalog>,
     knowledge: Knowledge,
 }
 
@@ -159,7 +159,7 @@ pub async fn run(config: Option<PathBuf>, args: EvalArgs) -> anyhow::Result<()> 
         None => {
             let (llm, local) = crate::wiring::build_llm(&settings).await?;
             let prompts = Prompts::load(&settings.prompts_dir)?;
-            let templates = Arc::new(wiring::ContentTemplates::load(
+            let templates = Arc::new(kizuna_tools::TemplateCatalog::load_content(
                 &settings.knowledge.content_dir,
             )?);
             if let Some(model) = local {

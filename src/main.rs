@@ -310,7 +310,7 @@ impl Knowledge {
 async fn build_agent(
     settings: &Settings,
     store: &Store,
-    templates: Arc<wiring::ContentTemplates>,
+    templates: Arc<kizuna_tools::TemplateCatalog>,
 ) -> anyhow::Result<(Arc<Agent>, Option<LocalModel>)> {
     let prompts = Prompts::load(&settings.prompts_dir)?;
     let tools = wiring::tools(settings, store.clone(), templates)?;
@@ -326,7 +326,7 @@ async fn build_agent(
 /// without serving (`kizuna outreach run`): no retrieval or escalation is needed to post.
 pub(crate) async fn delivery_hub(
     settings: &Settings,
-    templates: Arc<wiring::ContentTemplates>,
+    templates: Arc<kizuna_tools::TemplateCatalog>,
 ) -> anyhow::Result<Arc<ConversationHub>> {
     let store = data::open_store(settings).await?;
     let (agent, _) = build_agent(settings, &store, templates).await?;
@@ -384,7 +384,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     restrict_database_files(&settings);
-    let templates = Arc::new(wiring::ContentTemplates::load(
+    let templates = Arc::new(kizuna_tools::TemplateCatalog::load_content(
         &settings.knowledge.content_dir,
     )?);
     tracing::info!(count = templates.len(), "message templates loaded");

@@ -28,7 +28,7 @@ pub async fn services(
     store: Store,
     knowledge: Option<Arc<kizuna_knowledge::KnowledgeBase>>,
 ) -> anyhow::Result<Arc<McpServices>> {
-    let templates = Arc::new(crate::wiring::ContentTemplates::load(
+    let templates = Arc::new(kizuna_tools::TemplateCatalog::load_content(
         &settings.knowledge.content_dir,
     )?);
     let tools = crate::wiring::tools(settings, store.clone(), templates)?;

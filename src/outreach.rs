@@ -240,7 +240,7 @@ async fn one_run(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let settings = crate::settings(config, &serve)?;
-    let content_templates = Arc::new(crate::wiring::ContentTemplates::load(
+    let content_templates = Arc::new(kizuna_tools::TemplateCatalog::load_content(
         &settings.knowledge.content_dir,
     )?);
     let templates: Arc<dyn TemplateSource> = content_templates.clone();

@@ -2,24 +2,22 @@
 //! knowledge base, the sentiment model, the escalation policy, the tools and the model
 //! backend (a new backend is a `LlmBackend` value and a branch of [`build_llm`]).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use kizuna_agent::escalation::{EscalationPolicy, EscalationReason};
 use kizuna_agent::hub::EscalationCheck;
 use kizuna_agent::llm::LanguageModel;
 use kizuna_agent::sentiment::SentimentModel;
 use kizuna_knowledge::embed::{CachedQueryEmbedder, E5Model};
 use kizuna_knowledge::{
-    DocumentKind, EdgeIndex, Embedder, KnowledgeBase, ServerIndex, SparseEncoder, VectorIndex,
+    EdgeIndex, Embedder, KnowledgeBase, ServerIndex, SparseEncoder, VectorIndex,
 };
 use kizuna_llm::local::{LocalConfig, LocalModel};
 use kizuna_llm::openai::{OpenAiConfig, OpenAiModel};
 use kizuna_store::Store;
-use kizuna_tools::followup::{MessageTemplate, TemplateSource, TemplateSourceError};
+use kizuna_tools::followup::TemplateSource;
 
 use crate::config::Settings;
 
@@ -251,66 +249,6 @@ impl HeadedEscalation {
                 label.as_str()
             ),
         ))
-    }
-}
-
-/// Message templates for `generate_followup`: the knowledge base's `template` documents,
-/// read from its content directory.
-pub struct ContentTemplates {
-    templates: Vec<(String, MessageTemplate)>,
-}
-
-impl ContentTemplates {
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let outcome = kizuna_knowledge::document::load_dir(dir)
-            .with_context(|| format!("cannot read templates under {}", dir.display()))?;
-        for problem in &outcome.problems {
-            tracing::warn!(%problem, "skipping a bad knowledge file");
-        }
-        let templates = outcome
-            .documents
-            .into_iter()
-            .filter(|d| d.kind == DocumentKind::Template)
-            .map(|d| {
-                let meta = |k: &str| d.metadata_str(k).unwrap_or_default().to_string();
-                let purpose = meta("purpose");
-                let template = MessageTemplate {
-                    id: d.id.clone(),
-                    title: d.title.clone(),
-                    body: d.text.clone(),
-                    tone: meta("tone"),
-                    channel: meta("channel"),
-                    trigger: meta("trigger"),
-                };
-                (format!("{purpose}|{}", d.audience.as_str()), template)
-            })
-            .collect();
-        Ok(Self { templates })
-    }
-
-    pub fn len(&self) -> usize {
-        self.templates.len()
-    }
-}
-
-#[async_trait]
-impl TemplateSource for ContentTemplates {
-    async fn templates(
-        &self,
-        purpose: &str,
-        audience: &str,
-    ) -> Result<Vec<MessageTemplate>, TemplateSourceError> {
-        // A purpose names either the template's purpose or its trigger slug.
-        Ok(self
-            .templates
-            .iter()
-            .filter(|(key, t)| {
-                let (p, a) = key.split_once('|').unwrap_or((key, "all"));
-                (p == purpose || t.trigger == purpose || t.trigger.starts_with(purpose))
-                    && (a == audience || a == "all")
-            })
-            .map(|(_, t)| t.clone())
-            .collect())
     }
 }
 

@@ -308,12 +308,11 @@ async fn answer_to(seen: &Seen, event_id: &str) -> String {
 }
 
 async fn opted_out(db: &kizuna_store::Store, customer: &str) -> bool {
-    let (flag,): (i64,) = sqlx::query_as("SELECT opted_out FROM customers WHERE id = $1")
-        .bind(customer)
-        .fetch_one(db.pool())
+    db.customer(customer)
         .await
-        .unwrap();
-    flag != 0
+        .unwrap()
+        .expect("the customer")
+        .opted_out
 }
 
 #[tokio::test]

@@ -9,8 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use kizuna_store::Store;
-use sqlx::Row;
+use kizuna_store::{OutboxRow, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
 use crate::{NotificationSender, SendError};
@@ -68,16 +67,6 @@ pub struct Dispatcher {
     warned_channels: HashSet<String>,
     last_unconfigured_check: Option<Instant>,
     last_backlog_check: Option<Instant>,
-}
-
-#[derive(Debug, Clone)]
-struct DueRow {
-    id: String,
-    channel: String,
-    kind: String,
-    payload: String,
-    attempts: i64,
-    next_attempt_at: i64,
 }
 
 enum Delivery {
@@ -139,7 +128,7 @@ impl Dispatcher {
     }
 
     /// Sends at most one due row per ready channel; returns how long to wait before the next.
-    async fn pass(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Pass, sqlx::Error> {
+    async fn pass(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Pass, StoreError> {
         self.warn_about_unconfigured_channels().await;
         self.alert_on_backlog().await;
         let mut wait = self.config.poll_interval;
@@ -185,48 +174,24 @@ impl Dispatcher {
             .filter(|left| !left.is_zero())
     }
 
-    async fn due_rows(&self, channel: &str) -> Result<Vec<DueRow>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, channel, kind, payload, attempts, next_attempt_at FROM outbox
-             WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2
-             ORDER BY created_at, id LIMIT $3",
-        )
-        .bind(channel)
-        .bind(now_ms())
-        .bind(CLAIM_CANDIDATES)
-        .fetch_all(self.store.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueRow {
-                    id: r.try_get("id")?,
-                    channel: r.try_get("channel")?,
-                    kind: r.try_get("kind")?,
-                    payload: r.try_get("payload")?,
-                    attempts: r.try_get("attempts")?,
-                    next_attempt_at: r.try_get("next_attempt_at")?,
-                })
-            })
-            .collect()
+    async fn due_rows(&self, channel: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        self.store
+            .due_outbox(channel, None, now_ms(), CLAIM_CANDIDATES)
+            .await
     }
 
     async fn deliver(
         &mut self,
         sender_index: usize,
-        row: &DueRow,
+        row: &OutboxRow,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Delivery, sqlx::Error> {
+    ) -> Result<Delivery, StoreError> {
         let lease_until = now_ms().saturating_add(duration_ms(self.config.claim_lease));
-        let claimed = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1
-             WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
-        )
-        .bind(lease_until)
-        .bind(&row.id)
-        .bind(row.next_attempt_at)
-        .execute(self.store.pool())
-        .await?;
-        if claimed.rows_affected() != 1 {
+        let claimed = self
+            .store
+            .move_outbox_attempt(&row.id, row.next_attempt_at, lease_until)
+            .await?;
+        if !claimed {
             return Ok(Delivery::NotClaimed);
         }
 
@@ -271,41 +236,22 @@ impl Dispatcher {
         channel: &str,
         threshold: usize,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<Delivery>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, channel, kind, payload, attempts, next_attempt_at FROM outbox
-             WHERE status = 'pending' AND channel = $1 AND kind = $2 AND next_attempt_at <= $3
-             ORDER BY created_at, id LIMIT 500",
-        )
-        .bind(channel)
-        .bind(crate::KIND_ESCALATION)
-        .bind(now_ms())
-        .fetch_all(self.store.pool())
-        .await?;
+    ) -> Result<Option<Delivery>, StoreError> {
+        let rows = self
+            .store
+            .due_outbox(channel, Some(crate::KIND_ESCALATION), now_ms(), 500)
+            .await?;
         if rows.len() <= threshold {
             return Ok(None);
         }
         let lease_until = now_ms().saturating_add(duration_ms(self.config.claim_lease));
         let mut claimed = Vec::new();
-        for r in &rows {
-            let row = DueRow {
-                id: r.try_get("id")?,
-                channel: r.try_get("channel")?,
-                kind: r.try_get("kind")?,
-                payload: r.try_get("payload")?,
-                attempts: r.try_get("attempts")?,
-                next_attempt_at: r.try_get("next_attempt_at")?,
-            };
-            let done = sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1
-                 WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
-            )
-            .bind(lease_until)
-            .bind(&row.id)
-            .bind(row.next_attempt_at)
-            .execute(self.store.pool())
-            .await?;
-            if done.rows_affected() == 1 {
+        for row in rows {
+            if self
+                .store
+                .move_outbox_attempt(&row.id, row.next_attempt_at, lease_until)
+                .await?
+            {
                 claimed.push(row);
             }
         }
@@ -382,19 +328,10 @@ impl Dispatcher {
             return;
         }
         self.last_backlog_check = Some(Instant::now());
-        let rows = sqlx::query(
-            "SELECT channel, COUNT(*) AS pending FROM outbox WHERE status = 'pending' GROUP BY channel",
-        )
-        .fetch_all(self.store.pool())
-        .await;
-        let Ok(rows) = rows else { return };
-        for row in rows {
-            let (Ok(channel), Ok(pending)) = (
-                row.try_get::<String, _>("channel"),
-                row.try_get::<i64, _>("pending"),
-            ) else {
-                continue;
-            };
+        let Ok(backlog) = self.store.pending_outbox_by_channel().await else {
+            return;
+        };
+        for (channel, pending) in backlog {
             metrics::gauge!("kizuna_outbox_pending", "channel" => channel.clone())
                 .set(pending as f64);
             if pending > self.config.backlog_alert {
@@ -403,16 +340,11 @@ impl Dispatcher {
         }
     }
 
-    async fn mark_sent(&self, row: &DueRow, attempts: i64) {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = $2, last_error = NULL
-             WHERE id = $3 AND status = 'pending'",
-        )
-        .bind(now_ms())
-        .bind(attempts)
-        .bind(&row.id)
-        .execute(self.store.pool())
-        .await;
+    async fn mark_sent(&self, row: &OutboxRow, attempts: i64) {
+        let done = self
+            .store
+            .mark_outbox_sent(&row.id, attempts, now_ms())
+            .await;
         match done {
             Ok(_) => tracing::info!(
                 outbox_id = %row.id, channel = %row.channel, kind = %row.kind, attempts,
@@ -426,7 +358,7 @@ impl Dispatcher {
         }
     }
 
-    async fn record_failure(&self, row: &DueRow, attempts: i64, error: &SendError) {
+    async fn record_failure(&self, row: &OutboxRow, attempts: i64, error: &SendError) {
         let last_error = truncate(&error.message, MAX_ERROR_CHARS);
         let give_up = !error.retryable || attempts >= i64::from(self.config.max_attempts);
         let update = if give_up {
@@ -435,15 +367,9 @@ impl Dispatcher {
                 retryable = error.retryable, error = %error.message,
                 "notification could not be delivered and is marked dead; it stays in the outbox table"
             );
-            sqlx::query(
-                "UPDATE outbox SET status = 'dead', attempts = $1, last_error = $2
-                 WHERE id = $3 AND status = 'pending'",
-            )
-            .bind(attempts)
-            .bind(last_error)
-            .bind(&row.id)
-            .execute(self.store.pool())
-            .await
+            self.store
+                .mark_outbox_dead(&row.id, attempts, &last_error)
+                .await
         } else {
             let delay = error.retry_after.unwrap_or_else(|| {
                 backoff(
@@ -458,16 +384,14 @@ impl Dispatcher {
                 retry_in_ms = duration_ms(delay), error = %error.message,
                 "notification not delivered; will retry"
             );
-            sqlx::query(
-                "UPDATE outbox SET attempts = $1, last_error = $2, next_attempt_at = $3
-                 WHERE id = $4 AND status = 'pending'",
-            )
-            .bind(attempts)
-            .bind(last_error)
-            .bind(now_ms().saturating_add(duration_ms(delay)))
-            .bind(&row.id)
-            .execute(self.store.pool())
-            .await
+            self.store
+                .retry_outbox_at(
+                    &row.id,
+                    attempts,
+                    &last_error,
+                    now_ms().saturating_add(duration_ms(delay)),
+                )
+                .await
         };
         if let Err(e) = update {
             // The lease still holds the row; it is retried when the lease ends.
@@ -475,16 +399,11 @@ impl Dispatcher {
         }
     }
 
-    async fn release(&self, row: &DueRow, lease_until: i64) {
-        let released = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1
-             WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
-        )
-        .bind(row.next_attempt_at)
-        .bind(&row.id)
-        .bind(lease_until)
-        .execute(self.store.pool())
-        .await;
+    async fn release(&self, row: &OutboxRow, lease_until: i64) {
+        let released = self
+            .store
+            .move_outbox_attempt(&row.id, lease_until, row.next_attempt_at)
+            .await;
         if let Err(e) = released {
             tracing::warn!(outbox_id = %row.id, error = %e, "could not release a claimed notification; it is retried after its lease");
         }
@@ -499,20 +418,14 @@ impl Dispatcher {
             return;
         }
         self.last_unconfigured_check = Some(Instant::now());
-        let rows = match sqlx::query("SELECT DISTINCT channel FROM outbox WHERE status = 'pending'")
-            .fetch_all(self.store.pool())
-            .await
-        {
-            Ok(rows) => rows,
+        let backlog = match self.store.pending_outbox_by_channel().await {
+            Ok(backlog) => backlog,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list outbox channels");
                 return;
             }
         };
-        for row in rows {
-            let Ok(channel) = row.try_get::<String, _>("channel") else {
-                continue;
-            };
+        for (channel, _) in backlog {
             let configured = self.senders.iter().any(|(c, _)| *c == channel);
             if !configured && self.warned_channels.insert(channel.clone()) {
                 tracing::warn!(

@@ -9,9 +9,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kizuna_notify::{Dispatcher, DispatcherConfig, NotificationSender, SlackWebhook};
-use kizuna_store::{OutboxInsert, Store};
+use kizuna_store::{OutboxInsert, OutboxState, Store};
 use serde_json::{json, Value};
-use sqlx::Row;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -197,26 +196,12 @@ async fn enqueue(store: &Store, channel: &str, conversation_id: &str, at_ms: i64
     id
 }
 
-#[derive(Debug)]
-struct OutboxState {
-    status: String,
-    attempts: i64,
-    last_error: Option<String>,
-    sent_at: Option<i64>,
-}
-
 async fn outbox_row(store: &Store, id: &str) -> OutboxState {
-    let row = sqlx::query("SELECT status, attempts, last_error, sent_at FROM outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(store.pool())
+    store
+        .outbox_state(id)
         .await
-        .unwrap();
-    OutboxState {
-        status: row.try_get("status").unwrap(),
-        attempts: row.try_get("attempts").unwrap(),
-        last_error: row.try_get("last_error").unwrap(),
-        sent_at: row.try_get("sent_at").unwrap(),
-    }
+        .unwrap()
+        .expect("the outbox row")
 }
 
 async fn wait_until<F, Fut>(what: &str, mut done: F)
@@ -350,7 +335,7 @@ async fn exercise_restart(url: &str) {
         assert!(!error.is_empty());
         assert!(!error.contains("SECRET"), "webhook URL leaked: {error}");
         attempts_before_restart = row.attempts;
-        store.pool().close().await;
+        store.close().await;
     }
 
     // Second life: a new process (new pool) over the same database, Slack is back.

@@ -25,7 +25,6 @@ use lettre::message::{Body, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use crate::engine::OutboundMessage;
 use crate::OutreachError;
@@ -282,19 +281,7 @@ pub struct ChannelMessage {
 }
 
 /// One delivery attempt on an extra channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChannelAttempt {
-    pub id: String,
-    pub send_id: String,
-    pub channel: String,
-    /// 1 for the first attempt of this send on this channel.
-    pub attempt: i64,
-    pub ok: bool,
-    /// The provider's message id (or SMTP reply) on success, the error on failure.
-    pub detail: Option<String>,
-    /// Epoch milliseconds.
-    pub created_at: i64,
-}
+pub type ChannelAttempt = kizuna_store::OutreachAttempt;
 
 /// The email body: the message and the opt-out notice.
 pub fn email_body(text: &str) -> String {
@@ -348,13 +335,7 @@ pub async fn enqueue_channel_messages(
     }
     if let Some(line) = &config.line {
         // Only a LINE user linked to this customer who still follows the account.
-        let target = store
-            .line_push_target(&message.customer_id)
-            .await
-            .map_err(|e| match e {
-                StoreError::Database(e) => OutreachError::Database(e),
-                other => OutreachError::Database(sqlx::Error::Protocol(other.to_string())),
-            })?;
+        let target = store.line_push_target(&message.customer_id).await?;
         if let Some(user_id) = target {
             let payload = channel_message(&user_id, None, line.body(&message.text));
             if enqueue(store, crate::line::CHANNEL_LINE, &payload, now_ms).await? {
@@ -404,21 +385,11 @@ async fn enqueue(
     if outbox_row_exists(store, &row.id).await? {
         return Ok(false);
     }
-    match error {
-        StoreError::Database(e) => Err(OutreachError::Database(e)),
-        // enqueue_outbox fails only in the database; kept should that change.
-        other => Err(OutreachError::Database(sqlx::Error::Protocol(
-            other.to_string(),
-        ))),
-    }
+    Err(OutreachError::Database(error))
 }
 
-async fn outbox_row_exists(store: &Store, id: &str) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE id = $1")
-        .bind(id)
-        .fetch_one(store.pool())
-        .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
+async fn outbox_row_exists(store: &Store, id: &str) -> Result<bool, StoreError> {
+    Ok(store.outbox_state(id).await?.is_some())
 }
 
 /// The attempts on extra channels for one send, oldest first.
@@ -426,27 +397,7 @@ pub async fn attempts_for(
     store: &Store,
     send_id: &str,
 ) -> Result<Vec<ChannelAttempt>, OutreachError> {
-    let rows = sqlx::query(
-        "SELECT id, send_id, channel, attempt, ok, detail, created_at FROM outreach_attempts
-         WHERE send_id = $1 ORDER BY created_at, channel, attempt, id",
-    )
-    .bind(send_id)
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ChannelAttempt {
-                id: r.try_get("id")?,
-                send_id: r.try_get("send_id")?,
-                channel: r.try_get("channel")?,
-                attempt: r.try_get("attempt")?,
-                ok: r.try_get::<i64, _>("ok")? != 0,
-                detail: r.try_get("detail")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(OutreachError::from)
+    Ok(store.outreach_attempts(send_id).await?)
 }
 
 /// Numbers the attempt after the earlier ones of this send on this channel (a row is sent
@@ -458,21 +409,18 @@ async fn record_attempt(
     ok: bool,
     detail: Option<&str>,
     now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outreach_attempts (id, send_id, channel, attempt, ok, detail, created_at)
-         SELECT $1, $2, $3, COALESCE(MAX(attempt), 0) + 1, $4, $5, $6
-         FROM outreach_attempts WHERE send_id = $2 AND channel = $3",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(send_id)
-    .bind(channel)
-    .bind(i64::from(ok))
-    .bind(detail.map(|d| truncate_chars(d, MAX_DETAIL_CHARS)))
-    .bind(now_ms)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+) -> Result<(), StoreError> {
+    store
+        .record_outreach_attempt(
+            send_id,
+            channel,
+            ok,
+            detail
+                .map(|d| truncate_chars(d, MAX_DETAIL_CHARS))
+                .as_deref(),
+            now_ms,
+        )
+        .await
 }
 
 /// A sender of outreach messages that can also tell the provider's message id.

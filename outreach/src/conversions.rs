@@ -23,7 +23,6 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
 use kizuna_store::Store;
 use kizuna_tools::crm::Customer;
 use kizuna_tools::health::HealthStatus;
-use sqlx::Row;
 
 use crate::events::{record_event, EventKind};
 use crate::health_state::current_status;
@@ -114,29 +113,21 @@ pub async fn open_sends(
     store: &Store,
     since: DateTime<FixedOffset>,
 ) -> Result<Vec<OpenSend>, OutreachError> {
-    let rows = sqlx::query(
-        "SELECT s.id, s.customer_id, s.trigger_slug, s.cause_key, s.sent_at
-         FROM outreach_sends s
-         WHERE s.status IN ('delivered', 'pending_visit') AND s.sent_at >= $1
-           AND NOT EXISTS (SELECT 1 FROM outreach_events e
-                           WHERE e.send_id = s.id AND e.kind = 'converted')
-         ORDER BY s.sent_at, s.id",
-    )
-    .bind(since.timestamp_millis())
-    .fetch_all(store.pool())
-    .await?;
+    let rows = store
+        .unconverted_outreach_sends(since.timestamp_millis())
+        .await?;
     let mut sends = Vec::with_capacity(rows.len());
     for row in rows {
-        let slug: String = row.try_get("trigger_slug")?;
-        let Some(trigger) = Trigger::parse(&slug) else {
+        let Some(trigger) = Trigger::parse(&row.trigger_slug) else {
             continue;
         };
         sends.push(OpenSend {
-            send_id: row.try_get("id")?,
-            customer_id: row.try_get("customer_id")?,
+            send_id: row.id,
+            customer_id: row.customer_id,
             trigger,
-            cause_key: row.try_get("cause_key")?,
-            sent_at_ms: row.try_get("sent_at")?,
+            cause_key: row.cause_key,
+            // The query asks for sent_at >= since, so it is set.
+            sent_at_ms: row.sent_at.unwrap_or_default(),
         });
     }
     Ok(sends)
@@ -165,36 +156,21 @@ async fn booking_facts(
         )
     });
     if needs_new_bookings {
-        let rows = sqlx::query(
-            "SELECT customer_id, MAX(created_at) AS latest FROM bookings
-             WHERE created_at >= $1 AND status <> 'cancelled' AND customer_id IS NOT NULL
-             GROUP BY customer_id",
-        )
-        .bind(since.timestamp_millis())
-        .fetch_all(store.pool())
-        .await?;
-        for row in rows {
-            facts
-                .latest_booking_ms
-                .insert(row.try_get("customer_id")?, row.try_get("latest")?);
-        }
+        facts.latest_booking_ms = store
+            .latest_booking_per_customer(since.timestamp_millis())
+            .await?
+            .into_iter()
+            .collect();
     }
     for send in sends {
         let Some(reminder_id) = send.cause_key.strip_prefix("reminder:") else {
             continue;
         };
         // Slots are Unix seconds; a slot that has not started yet is not judged.
-        let row = sqlx::query(
-            "SELECT b.status AS status FROM booking_reminders r
-             JOIN bookings b ON b.id = r.booking_id
-             WHERE r.id = $1 AND b.slot_start <= $2",
-        )
-        .bind(reminder_id)
-        .bind(now.timestamp())
-        .fetch_optional(store.pool())
-        .await?;
-        if let Some(row) = row {
-            let status: String = row.try_get("status")?;
+        let status = store
+            .started_reminder_booking_status(reminder_id, now.timestamp())
+            .await?;
+        if let Some(status) = status {
             facts
                 .reminder_kept
                 .insert(reminder_id.to_string(), status == "booked");

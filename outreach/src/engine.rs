@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
-use kizuna_store::Store;
+use kizuna_store::{NewOutreachSend, OutreachSend, Store};
 use kizuna_tools::booking::{due_reminders, mark_reminder_sent, upcoming_bookings};
 use kizuna_tools::crm::{get_customer, list_customers, Customer, CustomerFilter};
 use kizuna_tools::followup::{
     compose, placeholder_values, Followup, MessageTemplate, TemplateSource,
 };
-use sqlx::Row;
 
 use crate::channels::{enqueue_channel_messages, ChannelsConfig};
 use crate::config::{ConfigError, OutreachConfig, Zone};
@@ -482,31 +481,20 @@ impl OutreachEngine {
     ) -> Result<Vec<UnopenedStep>, OutreachError> {
         // A day of slack for the local-date boundary.
         let since = (now - Duration::days(ONBOARDING_DAYS + 1)).timestamp_millis();
-        let mut query = sqlx::query(
-            "SELECT s.id, s.customer_id, s.trigger_slug, s.sent_at FROM outreach_sends s
-             WHERE s.status IN ('delivered', 'pending_visit') AND s.created_at >= $1
-               AND s.trigger_slug IN ($2, $3, $4, $5) AND s.sent_at IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM outreach_events e
-                               WHERE e.send_id = s.id AND e.kind = 'opened')",
-        )
-        .bind(since);
-        for step in CONTENT_STEPS {
-            query = query.bind(step.as_str());
-        }
-        let rows = query.fetch_all(store.pool()).await?;
+        let rows = store
+            .unopened_outreach_sends(since, CONTENT_STEPS.map(|step| step.as_str()))
+            .await?;
         let mut unopened = Vec::with_capacity(rows.len());
         for row in rows {
-            let slug: String = row.try_get("trigger_slug")?;
-            let sent_at: i64 = row.try_get("sent_at")?;
             let (Some(step), Some(sent)) = (
-                Trigger::parse(&slug),
-                DateTime::from_timestamp_millis(sent_at),
+                Trigger::parse(&row.trigger_slug),
+                row.sent_at.and_then(DateTime::from_timestamp_millis),
             ) else {
                 continue;
             };
             unopened.push(UnopenedStep {
-                send_id: row.try_get("id")?,
-                customer_id: row.try_get("customer_id")?,
+                send_id: row.id,
+                customer_id: row.customer_id,
                 step,
                 sent_on: self.local_date(sent.fixed_offset()),
             });
@@ -524,24 +512,22 @@ impl OutreachEngine {
         let window_start =
             (now - Duration::days(self.config.frequency_cap.window_days)).timestamp_millis();
         let cooldown_start = (now - Duration::days(self.config.cooldown_days)).timestamp_millis();
-        let rows = sqlx::query(
-            "SELECT customer_id, trigger_slug, status, created_at, sent_at FROM outreach_sends
-             WHERE created_at >= $1 OR sent_at >= $2",
-        )
-        .bind(window_start.min(cooldown_start))
-        .bind(window_start)
-        .fetch_all(store.pool())
-        .await?;
+        let rows = store
+            .recent_outreach_sends(window_start.min(cooldown_start), window_start)
+            .await?;
         let mut history = History {
             recent_sends: HashMap::new(),
             recent_triggers: HashSet::new(),
         };
         for row in rows {
-            let customer_id: String = row.try_get("customer_id")?;
-            let slug: String = row.try_get("trigger_slug")?;
-            let status: String = row.try_get("status")?;
-            let created_at: i64 = row.try_get("created_at")?;
-            let sent_at: Option<i64> = row.try_get("sent_at")?;
+            let OutreachSend {
+                customer_id,
+                trigger_slug: slug,
+                status,
+                created_at,
+                sent_at,
+                ..
+            } = row;
             let Some(trigger) = Trigger::parse(&slug) else {
                 continue;
             };
@@ -572,16 +558,13 @@ impl OutreachEngine {
         if customer.opted_out {
             return Ok(Some(SkipReason::OptedOut));
         }
-        let claimed = sqlx::query(
-            "SELECT 1 AS one FROM outreach_sends
-             WHERE customer_id = $1 AND trigger_slug = $2 AND cause_key = $3",
-        )
-        .bind(&candidate.customer_id)
-        .bind(candidate.trigger.as_str())
-        .bind(&candidate.cause_key)
-        .fetch_optional(store.pool())
-        .await?
-        .is_some();
+        let claimed = store
+            .outreach_send_claimed(
+                &candidate.customer_id,
+                candidate.trigger.as_str(),
+                &candidate.cause_key,
+            )
+            .await?;
         if claimed {
             return Ok(Some(SkipReason::AlreadySent));
         }
@@ -706,26 +689,20 @@ impl OutreachEngine {
             None => "sending",
         };
         // The claim: whoever inserts the row first sends; everyone else sees a conflict.
-        let claimed = sqlx::query(
-            "INSERT INTO outreach_sends (id, customer_id, trigger_slug, cause_key, campaign_id,
-                variant, status, template_id, message, live, created_at, sent_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, NULL)
-             ON CONFLICT (customer_id, trigger_slug, cause_key) DO NOTHING",
-        )
-        .bind(&send_id)
-        .bind(&candidate.customer_id)
-        .bind(candidate.trigger.as_str())
-        .bind(&candidate.cause_key)
-        .bind(candidate.trigger.as_str())
-        .bind(variant)
-        .bind(status)
-        .bind(&followup.template_id)
-        .bind(&followup.message)
-        .bind(now.timestamp_millis())
-        .execute(store.pool())
-        .await?
-        .rows_affected()
-            > 0;
+        let claimed = store
+            .claim_outreach_send(&NewOutreachSend {
+                id: &send_id,
+                customer_id: &candidate.customer_id,
+                trigger_slug: candidate.trigger.as_str(),
+                cause_key: &candidate.cause_key,
+                campaign_id: candidate.trigger.as_str(),
+                variant,
+                status,
+                template_id: &followup.template_id,
+                message: &followup.message,
+                created_at: now.timestamp_millis(),
+            })
+            .await?;
         if !claimed {
             return Ok(Outcome::Skipped(SkipReason::AlreadySent));
         }
@@ -777,10 +754,7 @@ impl OutreachEngine {
             }
             Err(e) => {
                 // Release the claim so that a later run (or another replica) retries.
-                sqlx::query("DELETE FROM outreach_sends WHERE id = $1 AND status = 'sending'")
-                    .bind(&send_id)
-                    .execute(store.pool())
-                    .await?;
+                store.release_outreach_send(&send_id).await?;
                 tracing::warn!(error = %e, customer_id = %customer.id, trigger = %candidate.trigger, "outreach delivery failed");
                 Ok(Outcome::Skipped(SkipReason::DeliveryFailed(e)))
             }
@@ -805,17 +779,8 @@ async fn mark_delivered(
     outcome: DeliveryOutcome,
     now: DateTime<FixedOffset>,
 ) -> Result<(), OutreachError> {
-    let status = if outcome.live {
-        "delivered"
-    } else {
-        "pending_visit"
-    };
-    sqlx::query("UPDATE outreach_sends SET status = $1, live = $2, sent_at = $3 WHERE id = $4")
-        .bind(status)
-        .bind(i64::from(outcome.live))
-        .bind(now.timestamp_millis())
-        .bind(send_id)
-        .execute(store.pool())
+    store
+        .mark_outreach_sent(send_id, outcome.live, now.timestamp_millis())
         .await?;
     record_event(store, send_id, EventKind::Delivered, now).await?;
     Ok(())
@@ -834,26 +799,18 @@ pub struct PendingApproval {
 
 /// Sends awaiting a person's approval, oldest first.
 pub async fn pending_approvals(store: &Store) -> Result<Vec<PendingApproval>, OutreachError> {
-    let rows = sqlx::query(
-        "SELECT id, customer_id, trigger_slug, variant, message, created_at FROM outreach_sends
-         WHERE status = 'awaiting_approval' ORDER BY created_at, id",
-    )
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(PendingApproval {
-                send_id: r.try_get("id")?,
-                customer_id: r.try_get("customer_id")?,
-                trigger: r.try_get("trigger_slug")?,
-                variant: r.try_get("variant")?,
-                message: r
-                    .try_get::<Option<String>, _>("message")?
-                    .unwrap_or_default(),
-                created_at_ms: r.try_get("created_at")?,
-            })
+    let rows = store.outreach_sends_awaiting_approval().await?;
+    Ok(rows
+        .into_iter()
+        .map(|send| PendingApproval {
+            send_id: send.id,
+            customer_id: send.customer_id,
+            trigger: send.trigger_slug,
+            variant: send.variant,
+            message: send.message.unwrap_or_default(),
+            created_at_ms: send.created_at,
         })
-        .collect()
+        .collect())
 }
 
 /// The customers that have a time zone of their own, each zone name parsed once. The import
@@ -915,35 +872,25 @@ pub async fn approve_and_deliver(
     channels: &ChannelsConfig,
     now: DateTime<FixedOffset>,
 ) -> Result<Option<DeliveryOutcome>, OutreachError> {
-    let taken = sqlx::query(
-        "UPDATE outreach_sends SET status = 'sending' WHERE id = $1 AND status = 'awaiting_approval'",
-    )
-    .bind(send_id)
-    .execute(store.pool())
-    .await?
-    .rows_affected()
-        > 0;
+    let taken = store
+        .move_outreach_send(send_id, "awaiting_approval", "sending")
+        .await?;
     if !taken {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT customer_id, trigger_slug, campaign_id, variant, message FROM outreach_sends WHERE id = $1",
-    )
-    .bind(send_id)
-    .fetch_one(store.pool())
-    .await?;
-    let slug: String = row.try_get("trigger_slug")?;
-    let trigger =
-        Trigger::parse(&slug).ok_or_else(|| OutreachError::UnknownSend(send_id.to_string()))?;
+    let send = store
+        .outreach_send(send_id)
+        .await?
+        .ok_or_else(|| OutreachError::UnknownSend(send_id.to_string()))?;
+    let trigger = Trigger::parse(&send.trigger_slug)
+        .ok_or_else(|| OutreachError::UnknownSend(send_id.to_string()))?;
     let message = OutboundMessage {
         send_id: send_id.to_string(),
-        customer_id: row.try_get("customer_id")?,
-        text: row
-            .try_get::<Option<String>, _>("message")?
-            .unwrap_or_default(),
-        campaign_id: row.try_get("campaign_id")?,
+        customer_id: send.customer_id,
+        text: send.message.unwrap_or_default(),
+        campaign_id: send.campaign_id,
         trigger,
-        variant: row.try_get("variant")?,
+        variant: send.variant,
     };
     match delivery.deliver(&message).await {
         Ok(outcome) => {
@@ -954,9 +901,8 @@ pub async fn approve_and_deliver(
             Ok(Some(outcome))
         }
         Err(e) => {
-            sqlx::query("UPDATE outreach_sends SET status = 'awaiting_approval' WHERE id = $1")
-                .bind(send_id)
-                .execute(store.pool())
+            store
+                .set_outreach_send_status(send_id, "awaiting_approval")
                 .await?;
             Err(OutreachError::Delivery(e))
         }

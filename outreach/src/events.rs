@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, FixedOffset};
-use kizuna_store::{OutreachEventInsert, Store};
+use kizuna_store::{OutreachEventCount, OutreachEventInsert, Store};
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::OutreachError;
 
@@ -51,12 +50,7 @@ pub async fn record_event(
 ) -> Result<bool, OutreachError> {
     let outcome = store
         .record_outreach_event(send_id, kind.as_str(), at.timestamp_millis())
-        .await
-        .map_err(|e| match e {
-            kizuna_store::StoreError::Database(e) => OutreachError::Database(e),
-            // Two statements on two tables: nothing but the database can fail.
-            other => OutreachError::Database(sqlx::Error::Protocol(other.to_string())),
-        })?;
+        .await?;
     match outcome {
         OutreachEventInsert::Recorded => Ok(true),
         OutreachEventInsert::AlreadyRecorded => Ok(false),
@@ -111,23 +105,20 @@ pub async fn campaign_report(
     from: Option<DateTime<FixedOffset>>,
     to: Option<DateTime<FixedOffset>>,
 ) -> Result<CampaignReport, OutreachError> {
-    let rows = sqlx::query(
-        "SELECT s.campaign_id AS campaign_id, s.variant AS variant, e.kind AS kind,
-                COUNT(*) AS n
-         FROM outreach_events e JOIN outreach_sends s ON s.id = e.send_id
-         WHERE e.created_at >= $1 AND e.created_at < $2
-         GROUP BY s.campaign_id, s.variant, e.kind",
-    )
-    .bind(from.map_or(i64::MIN, |t| t.timestamp_millis()))
-    .bind(to.map_or(i64::MAX, |t| t.timestamp_millis()))
-    .fetch_all(store.pool())
-    .await?;
+    let rows = store
+        .outreach_event_counts(
+            from.map_or(i64::MIN, |t| t.timestamp_millis()),
+            to.map_or(i64::MAX, |t| t.timestamp_millis()),
+        )
+        .await?;
     let mut report = CampaignReport::default();
     for row in rows {
-        let campaign: String = row.try_get("campaign_id")?;
-        let variant: String = row.try_get("variant")?;
-        let kind: String = row.try_get("kind")?;
-        let n: i64 = row.try_get("n")?;
+        let OutreachEventCount {
+            campaign_id: campaign,
+            variant,
+            kind,
+            count: n,
+        } = row;
         let stats = report.rows.entry((campaign, variant)).or_default();
         match EventKind::parse(&kind) {
             Some(EventKind::Delivered) => stats.delivered += n,

@@ -6,19 +6,13 @@
 //! really happened is unknown (before the first run, or before the table existed).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use kizuna_store::Store;
+use kizuna_store::{HealthStateRow, Store};
 use kizuna_tools::crm::{Customer, CustomerKind};
 use kizuna_tools::health::{health_score, HealthStatus};
-use sqlx::{AssertSqlSafe, Row};
 
 use crate::OutreachError;
-
-/// Rows per INSERT when states are written: 4 parameters each, well under the parameter
-/// limits of SQLite (32,766) and PostgreSQL (65,535).
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// A customer's health colour and the day it took that colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +78,14 @@ pub fn health_changes(
 pub async fn load_health_states(
     store: &Store,
 ) -> Result<HashMap<String, HealthState>, OutreachError> {
-    let rows = sqlx::query("SELECT customer_id, status, since FROM customer_health_state")
-        .fetch_all(store.pool())
-        .await?;
+    let rows = store.health_states().await?;
     let mut states = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let customer_id: String = row.try_get("customer_id")?;
-        let status: String = row.try_get("status")?;
-        let since: String = row.try_get("since")?;
+    for HealthStateRow {
+        customer_id,
+        status,
+        since,
+    } in rows
+    {
         let parsed =
             HealthStatus::parse(&status).zip(NaiveDate::parse_from_str(&since, "%Y-%m-%d").ok());
         match parsed {
@@ -111,60 +105,23 @@ pub async fn load_health_states(
     Ok(states)
 }
 
-/// Stores `changes` in one transaction, many rows per statement. A row whose stored colour
-/// already equals the new one is left alone, so a concurrent run (another replica) that
-/// stored the same turn first keeps its `since`. Returns the rows written.
+/// Stores `changes` (see [`Store::save_health_states`]). Returns the rows written.
 pub async fn save_health_states(
     store: &Store,
     changes: &[HealthChange],
     now: DateTime<FixedOffset>,
 ) -> Result<u64, OutreachError> {
-    if changes.is_empty() {
-        return Ok(0);
-    }
-    let now_ms = now.timestamp_millis();
-    let full_chunk: Arc<str> = upsert_sql(ROWS_PER_STATEMENT).into();
-    let mut tx = store.begin_write().await?;
-    let mut written = 0;
-    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
-        let sql = if chunk.len() == ROWS_PER_STATEMENT {
-            full_chunk.clone()
-        } else {
-            upsert_sql(chunk.len()).into()
-        };
-        // Only numbered placeholders are generated; every value is bound.
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for change in chunk {
-            query = query
-                .bind(change.customer_id.as_str())
-                .bind(change.state.status.as_str())
-                .bind(change.state.since.to_string())
-                .bind(now_ms);
-        }
-        written += query.execute(&mut *tx).await?.rows_affected();
-    }
-    tx.commit().await?;
-    Ok(written)
-}
-
-/// `INSERT … VALUES ($1, $2, $3, $4), … ON CONFLICT … DO UPDATE` for `rows` rows.
-fn upsert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO customer_health_state (customer_id, status, since, updated_at) VALUES ",
-    );
-    for row in 0..rows {
-        let p = row * 4;
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
-    }
-    sql.push_str(
-        " ON CONFLICT (customer_id) DO UPDATE SET status = excluded.status,
-            since = excluded.since, updated_at = excluded.updated_at
-         WHERE customer_health_state.status <> excluded.status",
-    );
-    sql
+    let rows: Vec<HealthStateRow> = changes
+        .iter()
+        .map(|change| HealthStateRow {
+            customer_id: change.customer_id.clone(),
+            status: change.state.status.as_str().to_string(),
+            since: change.state.since.to_string(),
+        })
+        .collect();
+    Ok(store
+        .save_health_states(&rows, now.timestamp_millis())
+        .await?)
 }
 
 #[cfg(test)]
@@ -195,15 +152,6 @@ mod tests {
         assert_eq!(
             HealthState::next(None, HealthStatus::Red, date(9)).since,
             date(9)
-        );
-    }
-
-    #[test]
-    fn upsert_sql_numbers_every_placeholder() {
-        let sql = upsert_sql(2);
-        assert!(
-            sql.contains("($1, $2, $3, $4), ($5, $6, $7, $8) ON CONFLICT"),
-            "{sql}"
         );
     }
 }

@@ -43,8 +43,8 @@ pub use trigger::{evaluate, Candidate, Trigger, UnopenedStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutreachError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] kizuna_store::StoreError),
     #[error(transparent)]
     Customers(#[from] kizuna_tools::crm::CustomerError),
     #[error(transparent)]

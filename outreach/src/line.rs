@@ -163,7 +163,6 @@ mod tests {
     use axum::{Json, Router};
     use kizuna_notify::{Dispatcher, DispatcherConfig};
     use kizuna_tools::crm::{Customer, CustomerKind};
-    use sqlx::Row;
     use tokio::sync::{watch, Notify};
 
     use crate::channels::{attempts_for, enqueue_channel_messages, ChannelsConfig};
@@ -323,11 +322,12 @@ mod tests {
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let row = sqlx::query("SELECT status FROM outbox WHERE id = 'outreach:s-1:line'")
-                .fetch_one(store.pool())
+            let row = store
+                .outbox_state("outreach:s-1:line")
                 .await
-                .unwrap();
-            if row.get::<String, _>("status") == "sent" {
+                .unwrap()
+                .expect("the LINE row");
+            if row.status == "sent" {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "not sent");

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
 use kizuna_store::Store;
 use kizuna_tools::booking::{Reminder, ReminderKind};
 use kizuna_tools::crm::{import_customers, Customer, CustomerKind, Format};
-use kizuna_tools::followup::{MessageTemplate, StaticTemplates, TemplateSource, MAX_MESSAGE_CHARS};
+use kizuna_tools::followup::{TemplateCatalog, TemplateSource, MAX_MESSAGE_CHARS};
 
 use crate::*;
 
@@ -45,20 +45,10 @@ fn at(rfc3339: &str) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(rfc3339).expect("valid time")
 }
 
-/// The knowledge base's real templates.
+/// The knowledge base's real templates, loaded as production loads them.
 fn templates() -> Arc<dyn TemplateSource> {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../knowledge/content/templates"
-    );
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("templates dir") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("read template file");
-        let list: Vec<MessageTemplate> = serde_yaml::from_str(&text).expect("parse templates");
-        all.extend(list);
-    }
-    Arc::new(StaticTemplates::new(all))
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../knowledge/content");
+    Arc::new(TemplateCatalog::load_content(std::path::Path::new(dir)).expect("templates"))
 }
 
 fn config() -> OutreachConfig {
@@ -861,12 +851,13 @@ fn red(id: &str) -> Customer {
 }
 
 async fn health_row(store: &Store, id: &str) -> Option<(String, String)> {
-    sqlx::query("SELECT status, since FROM customer_health_state WHERE customer_id = $1")
-        .bind(id)
-        .fetch_optional(store.pool())
+    store
+        .health_states()
         .await
         .expect("health state")
-        .map(|r| (sqlx::Row::get(&r, "status"), sqlx::Row::get(&r, "since")))
+        .into_iter()
+        .find(|row| row.customer_id == id)
+        .map(|row| (row.status, row.since))
 }
 
 async fn count(store: &Store, sql: &'static str) -> i64 {

@@ -227,7 +227,7 @@ async fn build_prompts(
     let tools = kizuna_tools::registry(kizuna_tools::ToolDeps {
         store,
         calendar: kizuna_tools::BookingCalendar::default(),
-        templates: std::sync::Arc::new(kizuna_tools::followup::StaticTemplates::new(Vec::new())),
+        templates: std::sync::Arc::new(kizuna_tools::TemplateCatalog::default()),
         followup_link: None,
     })?;
     let system = prompts.system_message(&tools.specs(), false);

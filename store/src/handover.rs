@@ -1,18 +1,11 @@
-//! Hand-offs between the bot and people: escalations, CSM replies, status changes and the
-//! notification outbox. Every change and the frames that announce it commit together.
+//! Hand-offs between the bot and people: escalations, CSM replies and status changes, with
+//! their notices queued in the outbox (`outbox.rs`). Every change and the frames that
+//! announce it commit together.
 
 use sqlx::Row;
 
+use crate::outbox::{insert_outbox, OutboxInsert};
 use crate::{append_frame, Result, Store, StoreError};
-
-/// A notification to deliver later (e.g. Slack), committed with the change that caused it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxInsert {
-    pub id: String,
-    pub channel: String,
-    pub kind: String,
-    pub payload: serde_json::Value,
-}
 
 /// An escalation and the state of its conversation, for the CSM queue.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -347,42 +340,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Notifications of `channel` not yet sent (the outbox's backlog).
-    pub async fn pending_notifications(&self, channel: &str) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS pending FROM outbox WHERE status = 'pending' AND channel = $1",
-        )
-        .bind(channel)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("pending")?)
-    }
-
-    /// Queues a notification on its own (outside another change).
-    pub async fn enqueue_outbox(&self, n: &OutboxInsert, now_ms: i64) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        insert_outbox(&mut tx, n, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-pub(crate) async fn insert_outbox(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    n: &OutboxInsert,
-    now_ms: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (id, channel, kind, payload, status, attempts, next_attempt_at, last_error, created_at, sent_at)
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, NULL, $5, NULL)",
-    )
-    .bind(&n.id)
-    .bind(&n.channel)
-    .bind(&n.kind)
-    .bind(n.payload.to_string())
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -4,18 +4,32 @@
 //!
 //! Timestamps are Unix milliseconds (`BIGINT`), JSON is stored as `TEXT`.
 
+mod activity;
+mod bookings;
+mod churn_models;
 mod cluster;
+mod customers;
 mod handover;
+mod health_state;
 mod insights;
 mod line;
+mod outbox;
 mod outreach;
 mod revocation;
 
+pub use activity::CustomerActivity;
+pub use bookings::{BookingRecord, NewBooking, NewReminder, ReminderRecord, SeatOutcome};
+pub use churn_models::ChurnModelRecord;
 pub use cluster::{ClusterEvent, ClusterFeed, FRAMES_CHANNEL};
-pub use handover::{EscalationInsert, EscalationRow, OutboxInsert};
+pub use customers::{CustomerImport, CustomerQuery, CustomerRecord};
+pub use handover::{EscalationInsert, EscalationRow};
+pub use health_state::HealthStateRow;
 pub use insights::{EscalationEvent, InsightMessage};
 pub use line::{LineUser, LinkOutcome};
-pub use outreach::OutreachEventInsert;
+pub use outbox::{OutboxInsert, OutboxRow, OutboxState};
+pub use outreach::{
+    NewOutreachSend, OutreachAttempt, OutreachEventCount, OutreachEventInsert, OutreachSend,
+};
 pub use revocation::Revocation;
 
 use std::str::FromStr;
@@ -181,8 +195,16 @@ impl Store {
         self.engine
     }
 
+    /// The connection pool, for tests that set up or inspect rows no repository method
+    /// covers. Production code uses the typed methods: only this crate writes SQL.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Closes every connection (a test's stand-in for the process ending).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// A write transaction. SQLite's `BEGIN IMMEDIATE` takes the write lock up front (waiting
@@ -457,16 +479,6 @@ impl Store {
         Ok(messages)
     }
 
-    /// Every customer's id and name (for accounts named in chat, by id or by name).
-    pub async fn account_names(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT id, name FROM customers ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
-            .collect()
-    }
-
     /// User messages stored but not yet answered, oldest first (work left by a crash).
     pub async fn pending_messages(
         &self,
@@ -505,22 +517,6 @@ impl Store {
                         .map_err(|e| StoreError::Corrupt(format!("frame payload: {e}")))?,
                 })
             })
-            .collect()
-    }
-
-    /// Number of active bookings per slot start (Unix seconds) in `[from, to)`.
-    pub async fn booked_slots(&self, from_unix: i64, to_unix: i64) -> Result<Vec<(i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT slot_start, COUNT(*) AS n FROM bookings
-             WHERE status = 'booked' AND slot_start >= $1 AND slot_start < $2
-             GROUP BY slot_start ORDER BY slot_start",
-        )
-        .bind(from_unix)
-        .bind(to_unix)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("slot_start")?, r.try_get("n")?)))
             .collect()
     }
 }

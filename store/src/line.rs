@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use crate::handover::{insert_outbox, OutboxInsert};
+use crate::outbox::{insert_outbox, OutboxInsert};
 use crate::{Result, Store};
 
 /// A LINE user and their conversation.

@@ -19,11 +19,9 @@ use kizuna_agent::identity::Role;
 use kizuna_agent::tool::{
     Audience, RiskClass, Tool, ToolContext, ToolEffect, ToolError, ToolOutput,
 };
-use kizuna_store::Store;
+use kizuna_store::{BookingRecord, NewBooking, NewReminder, ReminderRecord, SeatOutcome, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use crate::access::{self, LOGIN_REQUIRED, OTHER_ACCOUNT};
 use crate::availability::{slot_label, BookingCalendar, CalendarError, SlotProblem};
@@ -117,8 +115,8 @@ pub enum BookingError {
     UnknownPlan(String),
     #[error("the slot is fully booked")]
     Full,
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] kizuna_store::StoreError),
     #[error("stored booking is corrupt: {0}")]
     Corrupt(String),
 }
@@ -166,93 +164,66 @@ pub async fn book(
         } else {
             0
         };
-    let now_ms = now.timestamp_millis();
-    for seat in 1..=calendar.capacity_per_slot as i64 {
-        let mut tx = store.begin_write().await?;
-        // Rows without a seat (written before seats existed) still count against capacity.
-        let active: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM bookings WHERE slot_start = $1 AND status = 'booked'",
+    let mut booking = Booking {
+        id: new_id("BK"),
+        customer_id: request.customer_id.to_string(),
+        slot_start: request.slot_start.with_timezone(&jst()),
+        plan: plan.id.to_string(),
+        mediation: request.mediation,
+        price_jpy: price,
+        seat: None,
+        status: "booked".into(),
+        notes: request.notes.map(str::to_string),
+    };
+    // Reminders already due are skipped.
+    let reminders: Vec<Reminder> = ReminderKind::ALL
+        .into_iter()
+        .map(|kind| (kind, kind.due_at(booking.slot_start)))
+        .filter(|(_, due_at)| *due_at > now)
+        .map(|(kind, due_at)| Reminder {
+            id: new_id("RM"),
+            booking_id: booking.id.clone(),
+            customer_id: booking.customer_id.clone(),
+            kind,
+            due_at,
+            status: "pending".into(),
+        })
+        .collect();
+    let new_reminders: Vec<NewReminder<'_>> = reminders
+        .iter()
+        .map(|r| NewReminder {
+            id: &r.id,
+            kind: r.kind.as_str(),
+            due_at: r.due_at.timestamp(),
+        })
+        .collect();
+    let outcome = store
+        .book_seat(
+            &NewBooking {
+                id: &booking.id,
+                customer_id: &booking.customer_id,
+                slot_start: slot,
+                plan: &booking.plan,
+                price_jpy: price,
+                mediation: booking.mediation,
+                notes: booking.notes.as_deref(),
+            },
+            calendar.capacity_per_slot as i64,
+            &new_reminders,
+            now.timestamp_millis(),
         )
-        .bind(slot)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        if active >= calendar.capacity_per_slot as i64 {
-            tx.rollback().await?;
-            break;
+        .await?;
+    match outcome {
+        SeatOutcome::Booked { seat } => {
+            booking.seat = Some(seat);
+            tracing::info!(booking = %booking.id, seat, slot, "measurement booked");
+            Ok(BookingOutcome::Created { booking, reminders })
         }
-        let booking = Booking {
-            id: new_id("BK"),
-            customer_id: request.customer_id.to_string(),
-            slot_start: request.slot_start.with_timezone(&jst()),
-            plan: plan.id.to_string(),
-            mediation: request.mediation,
-            price_jpy: price,
-            seat: Some(seat),
-            status: "booked".into(),
-            notes: request.notes.map(str::to_string),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO bookings (id, customer_id, slot_start, plan, status, created_at, seat,
-                price_jpy, mediation, notes, updated_at)
-             VALUES ($1, $2, $3, $4, 'booked', $5, $6, $7, $8, $9, $5)",
-        )
-        .bind(&booking.id)
-        .bind(&booking.customer_id)
-        .bind(slot)
-        .bind(&booking.plan)
-        .bind(now_ms)
-        .bind(seat)
-        .bind(price)
-        .bind(booking.mediation as i64)
-        .bind(&booking.notes)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
-                // Either the seat is taken or this customer's own concurrent request won.
-                if let Some(existing) = active_booking_at(store, request.customer_id, slot).await? {
-                    return Ok(BookingOutcome::Existing(existing));
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        SeatOutcome::Existing(existing) => {
+            Ok(BookingOutcome::Existing(booking_from_record(existing)?))
         }
-        let mut reminders = Vec::new();
-        for kind in ReminderKind::ALL {
-            let due_at = kind.due_at(booking.slot_start);
-            if due_at <= now {
-                continue;
-            }
-            let reminder = Reminder {
-                id: new_id("RM"),
-                booking_id: booking.id.clone(),
-                customer_id: booking.customer_id.clone(),
-                kind,
-                due_at,
-                status: "pending".into(),
-            };
-            sqlx::query(
-                "INSERT INTO booking_reminders (id, booking_id, customer_id, kind, due_at, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
-            )
-            .bind(&reminder.id)
-            .bind(&reminder.booking_id)
-            .bind(&reminder.customer_id)
-            .bind(kind.as_str())
-            .bind(due_at.timestamp())
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-            reminders.push(reminder);
-        }
-        tx.commit().await?;
-        tracing::info!(booking = %booking.id, seat, slot, "measurement booked");
-        return Ok(BookingOutcome::Created { booking, reminders });
+        SeatOutcome::Full => Err(BookingError::Full),
     }
-    Err(BookingError::Full)
 }
 
 /// What [`cancel`] did.
@@ -284,30 +255,15 @@ pub async fn cancel(
     if booking.slot_start <= now {
         return Ok(Some(CancelOutcome::Started(booking)));
     }
-    let mut tx = store.begin_write().await?;
-    let changed = sqlx::query(
-        "UPDATE bookings SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status = 'booked'",
-    )
-    .bind(now.timestamp_millis())
-    .bind(booking_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
+    let Some(reminders_cancelled) = store
+        .cancel_booking(booking_id, now.timestamp_millis())
+        .await?
+    else {
         // A concurrent cancel won.
-        tx.rollback().await?;
         let mut booking = booking;
         booking.status = "cancelled".into();
         return Ok(Some(CancelOutcome::AlreadyCancelled(booking)));
-    }
-    let reminders_cancelled = sqlx::query(
-        "UPDATE booking_reminders SET status = 'cancelled' WHERE booking_id = $1 AND status = 'pending'",
-    )
-    .bind(booking_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
+    };
     let mut booking = booking;
     booking.status = "cancelled".into();
     tracing::info!(booking = %booking.id, "booking cancelled");
@@ -317,23 +273,12 @@ pub async fn cancel(
     }))
 }
 
-/// The selected columns, as a macro so that queries stay `&'static str`.
-macro_rules! booking_columns {
-    () => {
-        "id, customer_id, slot_start, plan, mediation, price_jpy, seat, status, notes"
-    };
-}
-
 pub async fn booking_by_id(store: &Store, id: &str) -> Result<Option<Booking>, BookingError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        booking_columns!(),
-        " FROM bookings WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(store.pool())
-    .await?;
-    row.map(|r| booking_from_row(&r)).transpose()
+    store
+        .booking(id)
+        .await?
+        .map(booking_from_record)
+        .transpose()
 }
 
 /// A customer's active bookings starting after `now`, soonest first.
@@ -342,18 +287,12 @@ pub async fn upcoming_bookings(
     customer_id: &str,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Booking>, BookingError> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        booking_columns!(),
-        " FROM bookings
-         WHERE customer_id = $1 AND status = 'booked' AND slot_start > $2
-         ORDER BY slot_start, id"
-    ))
-    .bind(customer_id)
-    .bind(now.timestamp())
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter().map(booking_from_row).collect()
+    store
+        .upcoming_bookings(customer_id, now.timestamp())
+        .await?
+        .into_iter()
+        .map(booking_from_record)
+        .collect()
 }
 
 async fn active_booking_at(
@@ -361,17 +300,11 @@ async fn active_booking_at(
     customer_id: &str,
     slot: i64,
 ) -> Result<Option<Booking>, BookingError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        booking_columns!(),
-        " FROM bookings
-         WHERE customer_id = $1 AND slot_start = $2 AND status = 'booked'"
-    ))
-    .bind(customer_id)
-    .bind(slot)
-    .fetch_optional(store.pool())
-    .await?;
-    row.map(|r| booking_from_row(&r)).transpose()
+    store
+        .active_booking_at(customer_id, slot)
+        .await?
+        .map(booking_from_record)
+        .transpose()
 }
 
 /// Reminders of a booking, by due time.
@@ -379,14 +312,12 @@ pub async fn reminders_for_booking(
     store: &Store,
     booking_id: &str,
 ) -> Result<Vec<Reminder>, BookingError> {
-    let rows = sqlx::query(
-        "SELECT id, booking_id, customer_id, kind, due_at, status FROM booking_reminders
-         WHERE booking_id = $1 ORDER BY due_at",
-    )
-    .bind(booking_id)
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter().map(reminder_from_row).collect()
+    store
+        .booking_reminders(booking_id)
+        .await?
+        .into_iter()
+        .map(reminder_from_record)
+        .collect()
 }
 
 /// Pending reminders due at or before `now`, oldest first: what a sender should deliver.
@@ -395,27 +326,17 @@ pub async fn due_reminders(
     now: DateTime<FixedOffset>,
     limit: i64,
 ) -> Result<Vec<Reminder>, BookingError> {
-    let rows = sqlx::query(
-        "SELECT id, booking_id, customer_id, kind, due_at, status FROM booking_reminders
-         WHERE status = 'pending' AND due_at <= $1 ORDER BY due_at, id LIMIT $2",
-    )
-    .bind(now.timestamp())
-    .bind(limit)
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter().map(reminder_from_row).collect()
+    store
+        .due_reminders(now.timestamp(), limit)
+        .await?
+        .into_iter()
+        .map(reminder_from_record)
+        .collect()
 }
 
 /// Marks a pending reminder sent; false when it was no longer pending (sent or cancelled).
 pub async fn mark_reminder_sent(store: &Store, reminder_id: &str) -> Result<bool, BookingError> {
-    let changed = sqlx::query(
-        "UPDATE booking_reminders SET status = 'sent' WHERE id = $1 AND status = 'pending'",
-    )
-    .bind(reminder_id)
-    .execute(store.pool())
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    Ok(store.mark_reminder_sent(reminder_id).await?)
 }
 
 fn from_unix(seconds: i64) -> Result<DateTime<FixedOffset>, BookingError> {
@@ -424,40 +345,30 @@ fn from_unix(seconds: i64) -> Result<DateTime<FixedOffset>, BookingError> {
         .ok_or_else(|| BookingError::Corrupt(format!("timestamp {seconds}")))
 }
 
-fn booking_from_row(r: &AnyRow) -> Result<Booking, BookingError> {
+fn booking_from_record(r: BookingRecord) -> Result<Booking, BookingError> {
     Ok(Booking {
-        id: r.try_get("id")?,
-        customer_id: r
-            .try_get::<Option<String>, _>("customer_id")?
-            .unwrap_or_default(),
-        slot_start: from_unix(r.try_get("slot_start")?)?,
-        plan: r.try_get("plan")?,
-        mediation: r.try_get::<i64, _>("mediation")? != 0,
-        price_jpy: r.try_get::<Option<i64>, _>("price_jpy")?.unwrap_or(0),
-        seat: r.try_get("seat")?,
-        status: r.try_get("status")?,
-        notes: r.try_get("notes")?,
+        slot_start: from_unix(r.slot_start)?,
+        id: r.id,
+        customer_id: r.customer_id.unwrap_or_default(),
+        plan: r.plan,
+        mediation: r.mediation,
+        price_jpy: r.price_jpy.unwrap_or(0),
+        seat: r.seat,
+        status: r.status,
+        notes: r.notes,
     })
 }
 
-fn reminder_from_row(r: &AnyRow) -> Result<Reminder, BookingError> {
-    let kind: String = r.try_get("kind")?;
+fn reminder_from_record(r: ReminderRecord) -> Result<Reminder, BookingError> {
     Ok(Reminder {
-        id: r.try_get("id")?,
-        booking_id: r.try_get("booking_id")?,
-        customer_id: r
-            .try_get::<Option<String>, _>("customer_id")?
-            .unwrap_or_default(),
-        kind: ReminderKind::parse(&kind)
-            .ok_or_else(|| BookingError::Corrupt(format!("reminder kind {kind:?}")))?,
-        due_at: from_unix(r.try_get("due_at")?)?,
-        status: r.try_get("status")?,
+        kind: ReminderKind::parse(&r.kind)
+            .ok_or_else(|| BookingError::Corrupt(format!("reminder kind {:?}", r.kind)))?,
+        due_at: from_unix(r.due_at)?,
+        id: r.id,
+        booking_id: r.booking_id,
+        customer_id: r.customer_id.unwrap_or_default(),
+        status: r.status,
     })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// `BK-` + 12 hex digits: short enough to read out, 48 random bits.

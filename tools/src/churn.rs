@@ -12,9 +12,8 @@ use kizuna_churn::{
     cross_validate, retention_plan, top_factors, ChurnModel, CvReport, Dataset, Factor, Params,
     RetentionAction, RiskLevel,
 };
-use kizuna_store::Store;
+use kizuna_store::{ChurnModelRecord, Store};
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::crm::{list_customers, Customer, CustomerError, CustomerFilter, CustomerKind};
 
@@ -64,8 +63,8 @@ pub fn feature_label_ja(feature: &str) -> &'static str {
 pub enum ChurnError {
     #[error(transparent)]
     Customers(#[from] CustomerError),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] kizuna_store::StoreError),
     #[error(transparent)]
     Model(#[from] kizuna_churn::ModelError),
     #[error("stored churn model {0} is unreadable: {1}")]
@@ -100,42 +99,19 @@ pub async fn history(
     store: &Store,
     customer_id: &str,
     as_of: NaiveDate,
-) -> Result<History, sqlx::Error> {
+) -> Result<History, kizuna_store::StoreError> {
     let until = end_of_day_ms(as_of);
     let since_90 = until - 90 * 86_400_000;
     let since_30 = until - 30 * 86_400_000;
-    let tickets: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM conversations
-         WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3",
-    )
-    .bind(customer_id)
-    .bind(since_90)
-    .bind(until)
-    .fetch_one(store.pool())
-    .await?
-    .try_get("n")?;
-    let escalations: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM escalations e JOIN conversations c ON c.id = e.conversation_id
-         WHERE c.customer_id = $1 AND e.created_at >= $2 AND e.created_at < $3",
-    )
-    .bind(customer_id)
-    .bind(since_30)
-    .bind(until)
-    .fetch_one(store.pool())
-    .await?
-    .try_get("n")?;
-    let rows = sqlx::query(
-        "SELECT m.metadata AS metadata FROM messages m JOIN conversations c ON c.id = m.conversation_id
-         WHERE c.customer_id = $1 AND m.role = 'user' AND m.created_at >= $2 AND m.created_at < $3",
-    )
-    .bind(customer_id)
-    .bind(since_90)
-    .bind(until)
-    .fetch_all(store.pool())
-    .await?;
-    let negative = rows
+    let activity = store
+        .customer_activity(customer_id, (since_90, until), since_30)
+        .await?;
+    let tickets = activity.conversations;
+    let escalations = activity.escalations;
+    let negative = activity
+        .user_message_metadata
         .iter()
-        .filter_map(|r| r.try_get::<String, _>("metadata").ok())
+        .flatten()
         .filter(|m| is_negative(m))
         .count() as i64;
     Ok(History {
@@ -314,28 +290,16 @@ async fn save_model(
     rows: usize,
     positives: usize,
 ) -> Result<i64, ChurnError> {
-    let mut tx = store.pool().begin().await?;
-    let latest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM churn_models")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
-    let version = latest.unwrap_or(0) + 1;
-    sqlx::query(
-        "INSERT INTO churn_models (version, created_at, as_of, trained_rows, positives, metrics, model)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(version)
-    .bind(Utc::now().timestamp_millis())
-    .bind(as_of.to_string())
-    .bind(rows as i64)
-    .bind(positives as i64)
-    .bind(serde_json::to_string(metrics).unwrap_or_default())
-    .bind(model.to_json()?)
-    .persistent(false)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(version)
+    Ok(store
+        .save_churn_model(
+            &as_of.to_string(),
+            rows as i64,
+            positives as i64,
+            &serde_json::to_string(metrics).unwrap_or_default(),
+            &model.to_json()?,
+            Utc::now().timestamp_millis(),
+        )
+        .await?)
 }
 
 /// A stored model and what it was measured at.
@@ -348,17 +312,16 @@ pub struct StoredModel {
 
 /// The newest stored model, if any.
 pub async fn latest_model(store: &Store) -> Result<Option<StoredModel>, ChurnError> {
-    let row = sqlx::query(
-        "SELECT version, as_of, metrics, model FROM churn_models ORDER BY version DESC LIMIT 1",
-    )
-    .fetch_optional(store.pool())
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let version: i64 = row.try_get("version")?;
+    let Some(ChurnModelRecord {
+        version,
+        as_of,
+        metrics,
+        model,
+    }) = store.latest_churn_model().await?
+    else {
+        return Ok(None);
+    };
     let corrupt = |e: String| ChurnError::Corrupt(version, e);
-    let as_of: String = row.try_get("as_of")?;
-    let metrics: String = row.try_get("metrics")?;
-    let model: String = row.try_get("model")?;
     Ok(Some(StoredModel {
         version,
         as_of: crate::crm::parse_date(&as_of).ok_or_else(|| corrupt(format!("as_of {as_of:?}")))?,

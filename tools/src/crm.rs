@@ -12,11 +12,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use chrono::{FixedOffset, NaiveDate, Utc};
-use kizuna_store::Store;
+use kizuna_store::{CustomerQuery, CustomerRecord, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 /// Business-to-consumer (a resident who books a measurement) or business-to-business
 /// (a property management company with a monthly contract).
@@ -178,8 +176,8 @@ pub enum ImportError {
     /// The file has bad rows; nothing was written.
     #[error("{}", describe_row_errors(.0))]
     Invalid(Vec<RowError>),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] kizuna_store::StoreError),
 }
 
 fn describe_row_errors(errors: &[RowError]) -> String {
@@ -209,23 +207,14 @@ pub async fn import_customers(
     format: Format,
 ) -> Result<ImportReport, ImportError> {
     let customers = parse_customers(bytes, format).map_err(ImportError::Invalid)?;
-    let now_ms = Utc::now().timestamp_millis();
-    let mut tx = store.begin_write().await?;
-    let mut report = ImportReport::default();
-    for customer in &customers {
-        let exists = sqlx::query("SELECT 1 AS one FROM customers WHERE id = $1")
-            .bind(&customer.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        upsert(&mut tx, customer, now_ms).await?;
-        if exists {
-            report.updated += 1;
-        } else {
-            report.inserted += 1;
-        }
-    }
-    tx.commit().await?;
+    let records: Vec<CustomerRecord> = customers.iter().map(customer_record).collect();
+    let imported = store
+        .import_customers(&records, Utc::now().timestamp_millis())
+        .await?;
+    let report = ImportReport {
+        inserted: imported.inserted,
+        updated: imported.updated,
+    };
     tracing::info!(
         inserted = report.inserted,
         updated = report.updated,
@@ -668,94 +657,50 @@ fn customer_from_fields(fields: &Fields) -> Result<Customer, Vec<(&'static str, 
     }
 }
 
-async fn upsert(
-    tx: &mut Transaction<'static, Any>,
-    c: &Customer,
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO customers (id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy,
-            contract_end, customer_since, measurements_30d, last_login, report_view_rate,
-            feature_adoption, csat, nps, escalations_30d, payment_overdue_days, opted_out,
-            time_zone, churned_at, measurements_90d, logins_30d, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)
-         ON CONFLICT (id) DO UPDATE SET
-            kind = excluded.kind, name = excluded.name, email = excluded.email,
-            phone = excluded.phone, plan = excluded.plan,
-            monthly_measurements = excluded.monthly_measurements, mrr_jpy = excluded.mrr_jpy,
-            contract_end = excluded.contract_end, customer_since = excluded.customer_since,
-            measurements_30d = excluded.measurements_30d, last_login = excluded.last_login,
-            report_view_rate = excluded.report_view_rate,
-            feature_adoption = excluded.feature_adoption, csat = excluded.csat,
-            nps = excluded.nps, escalations_30d = excluded.escalations_30d,
-            payment_overdue_days = excluded.payment_overdue_days,
-            opted_out = CASE WHEN customers.opted_out = 1 THEN 1 ELSE excluded.opted_out END,
-            time_zone = excluded.time_zone, churned_at = excluded.churned_at,
-            measurements_90d = excluded.measurements_90d, logins_30d = excluded.logins_30d,
-            updated_at = excluded.updated_at",
-    )
-    .bind(&c.id)
-    .bind(c.kind.as_str())
-    .bind(&c.name)
-    .bind(&c.email)
-    .bind(&c.phone)
-    .bind(&c.plan)
-    .bind(c.monthly_measurements)
-    .bind(c.mrr_jpy)
-    .bind(c.contract_end.map(|d| d.to_string()))
-    .bind(c.customer_since.map(|d| d.to_string()))
-    .bind(c.measurements_30d)
-    .bind(c.last_login.map(|d| d.to_string()))
-    .bind(c.report_view_rate)
-    .bind(c.feature_adoption)
-    .bind(c.csat)
-    .bind(c.nps)
-    .bind(c.escalations_30d)
-    .bind(c.payment_overdue_days)
-    .bind(c.opted_out as i64)
-    .bind(&c.time_zone)
-    .bind(c.churned_at.map(|d| d.to_string()))
-    .bind(c.measurements_90d)
-    .bind(c.logins_30d)
-    .bind(now_ms)
-    // Not a cached prepared statement: sqlx 0.9's Any driver sends a NULL f64 to PostgreSQL
-    // as float4, and a statement prepared with that type rejects a later 8-byte float.
-    .persistent(false)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The selected columns, as a macro so that queries stay `&'static str` (sqlx refuses
-/// runtime-built SQL).
-macro_rules! customer_columns {
-    () => {
-        "id, kind, name, email, phone, plan, monthly_measurements, mrr_jpy, contract_end,
-         customer_since, measurements_30d, last_login, report_view_rate, feature_adoption,
-         csat, nps, escalations_30d, payment_overdue_days, opted_out, time_zone, churned_at,
-         measurements_90d, logins_30d"
-    };
+/// The row a customer is stored as.
+fn customer_record(c: &Customer) -> CustomerRecord {
+    CustomerRecord {
+        id: c.id.clone(),
+        kind: c.kind.as_str().to_string(),
+        name: c.name.clone(),
+        email: c.email.clone(),
+        phone: c.phone.clone(),
+        plan: c.plan.clone(),
+        monthly_measurements: c.monthly_measurements,
+        mrr_jpy: c.mrr_jpy,
+        contract_end: c.contract_end.map(|d| d.to_string()),
+        customer_since: c.customer_since.map(|d| d.to_string()),
+        measurements_30d: c.measurements_30d,
+        last_login: c.last_login.map(|d| d.to_string()),
+        report_view_rate: c.report_view_rate,
+        feature_adoption: c.feature_adoption,
+        csat: c.csat,
+        nps: c.nps,
+        escalations_30d: c.escalations_30d,
+        payment_overdue_days: c.payment_overdue_days,
+        opted_out: c.opted_out,
+        time_zone: c.time_zone.clone(),
+        churned_at: c.churned_at.map(|d| d.to_string()),
+        measurements_90d: c.measurements_90d,
+        logins_30d: c.logins_30d,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] kizuna_store::StoreError),
     #[error("stored customer {id} is corrupt: {detail}")]
     Corrupt { id: String, detail: String },
 }
 
 /// One customer by id.
 pub async fn get_customer(store: &Store, id: &str) -> Result<Option<Customer>, CustomerError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        customer_columns!(),
-        " FROM customers WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(store.pool())
-    .await?;
-    row.map(|r| customer_from_row(&r)).transpose()
+    store
+        .customer(id)
+        .await?
+        .map(customer_from_record)
+        .transpose()
 }
 
 /// Sets whether the customer refuses proactive messages (配信停止 / 配信再開). Returns true
@@ -768,12 +713,7 @@ pub async fn set_opted_out(
 ) -> Result<bool, CustomerError> {
     let changed = store
         .set_customer_opted_out(customer_id, opted_out, Utc::now().timestamp_millis())
-        .await
-        .map_err(|e| match e {
-            kizuna_store::StoreError::Database(e) => CustomerError::Database(e),
-            // One UPDATE and one SELECT: nothing else can fail.
-            other => CustomerError::Database(sqlx::Error::Protocol(other.to_string())),
-        })?;
+        .await?;
     Ok(changed == Some(true))
 }
 
@@ -793,73 +733,61 @@ pub async fn list_customers(
     store: &Store,
     filter: &CustomerFilter,
 ) -> Result<Vec<Customer>, CustomerError> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        customer_columns!(),
-        " FROM customers
-         WHERE ($1 IS NULL OR kind = $1)
-           AND ($2 IS NULL OR plan = $2)
-           AND ($3 IS NULL OR (contract_end IS NOT NULL AND contract_end <= $3))
-           AND ($4 IS NULL OR opted_out = $4)
-         ORDER BY id
-         LIMIT $5"
-    ))
-    .bind(filter.kind.map(CustomerKind::as_str))
-    .bind(filter.plan.as_deref())
-    .bind(filter.contract_end_until.map(|d| d.to_string()))
-    .bind(filter.opted_out.map(i64::from))
-    .bind(filter.limit.unwrap_or(i64::MAX))
-    .fetch_all(store.pool())
-    .await?;
-    rows.iter().map(customer_from_row).collect()
+    let query = CustomerQuery {
+        kind: filter.kind.map(CustomerKind::as_str),
+        plan: filter.plan.as_deref(),
+        contract_end_until: filter.contract_end_until.map(|d| d.to_string()),
+        opted_out: filter.opted_out,
+        limit: filter.limit,
+    };
+    store
+        .customers(&query)
+        .await?
+        .into_iter()
+        .map(customer_from_record)
+        .collect()
 }
 
 /// Number of stored customers.
-pub async fn count_customers(store: &Store) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM customers")
-        .fetch_one(store.pool())
-        .await?;
-    row.try_get("n")
+pub async fn count_customers(store: &Store) -> Result<i64, kizuna_store::StoreError> {
+    store.count_customers().await
 }
 
-fn customer_from_row(r: &AnyRow) -> Result<Customer, CustomerError> {
-    let id: String = r.try_get("id")?;
+fn customer_from_record(r: CustomerRecord) -> Result<Customer, CustomerError> {
     let corrupt = |detail: String| CustomerError::Corrupt {
-        id: id.clone(),
+        id: r.id.clone(),
         detail,
     };
-    let kind_text: String = r.try_get("kind")?;
-    let kind =
-        CustomerKind::parse(&kind_text).ok_or_else(|| corrupt(format!("kind {kind_text:?}")))?;
-    let date = |column: &str| -> Result<Option<NaiveDate>, CustomerError> {
-        let text: Option<String> = r.try_get(column)?;
-        text.map(|t| parse_date(&t).ok_or_else(|| corrupt(format!("{column} {t:?}"))))
+    let kind = CustomerKind::parse(&r.kind).ok_or_else(|| corrupt(format!("kind {:?}", r.kind)))?;
+    let date = |column: &str, text: &Option<String>| -> Result<Option<NaiveDate>, CustomerError> {
+        text.as_ref()
+            .map(|t| parse_date(t).ok_or_else(|| corrupt(format!("{column} {t:?}"))))
             .transpose()
     };
     Ok(Customer {
         kind,
-        name: r.try_get("name")?,
-        email: r.try_get("email")?,
-        phone: r.try_get("phone")?,
-        plan: r.try_get("plan")?,
-        monthly_measurements: r.try_get("monthly_measurements")?,
-        mrr_jpy: r.try_get("mrr_jpy")?,
-        contract_end: date("contract_end")?,
-        customer_since: date("customer_since")?,
-        measurements_30d: r.try_get("measurements_30d")?,
-        last_login: date("last_login")?,
-        report_view_rate: r.try_get("report_view_rate")?,
-        feature_adoption: r.try_get("feature_adoption")?,
-        csat: r.try_get("csat")?,
-        nps: r.try_get("nps")?,
-        escalations_30d: r.try_get("escalations_30d")?,
-        payment_overdue_days: r.try_get("payment_overdue_days")?,
-        opted_out: r.try_get::<i64, _>("opted_out")? != 0,
-        time_zone: r.try_get("time_zone")?,
-        churned_at: date("churned_at")?,
-        measurements_90d: r.try_get("measurements_90d")?,
-        logins_30d: r.try_get("logins_30d")?,
-        id,
+        contract_end: date("contract_end", &r.contract_end)?,
+        customer_since: date("customer_since", &r.customer_since)?,
+        last_login: date("last_login", &r.last_login)?,
+        churned_at: date("churned_at", &r.churned_at)?,
+        name: r.name,
+        email: r.email,
+        phone: r.phone,
+        plan: r.plan,
+        monthly_measurements: r.monthly_measurements,
+        mrr_jpy: r.mrr_jpy,
+        measurements_30d: r.measurements_30d,
+        report_view_rate: r.report_view_rate,
+        feature_adoption: r.feature_adoption,
+        csat: r.csat,
+        nps: r.nps,
+        escalations_30d: r.escalations_30d,
+        payment_overdue_days: r.payment_overdue_days,
+        opted_out: r.opted_out,
+        time_zone: r.time_zone,
+        measurements_90d: r.measurements_90d,
+        logins_30d: r.logins_30d,
+        id: r.id,
     })
 }
 

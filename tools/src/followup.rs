@@ -1,8 +1,8 @@
 //! `generate_followup`: a personalised follow-up message, grounded in a message template
 //! chosen by purpose (trigger) and audience, at most 200 characters with one call to action.
 //!
-//! Templates come from a [`TemplateSource`] (the lead implements it over the knowledge base's
-//! `knowledge/content/templates/`). A template body uses the placeholders `{{name}}`,
+//! Templates come from a [`TemplateSource`]; production and tests both use [`TemplateCatalog`],
+//! loaded from the knowledge base's `knowledge/content/templates/`. A template body uses the placeholders `{{name}}`,
 //! `{{product}}`, `{{date}}`, `{{time}}`, `{{plan}}`, `{{price}}`, `{{days}}`, `{{company}}`,
 //! `{{usage_rate}}` and `{{link}}`; any other placeholder is an error. By convention the
 //! body's last sentence is its call to action.
@@ -87,36 +87,91 @@ pub trait TemplateSource: Send + Sync {
     ) -> Result<Vec<MessageTemplate>, TemplateSourceError>;
 }
 
-/// Templates held in memory, matched by trigger; the audience is matched when a template's
-/// id or title names one (`b2c` / `b2b`), otherwise it serves both.
-#[derive(Debug, Clone, Default)]
-pub struct StaticTemplates {
-    templates: Vec<MessageTemplate>,
+/// A template with what it is filed under: its purpose (`outreach`, `followup`, …) and its
+/// audience (`b2c`, `b2b` or `all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogTemplate {
+    pub purpose: String,
+    pub audience: String,
+    pub template: MessageTemplate,
 }
 
-impl StaticTemplates {
-    pub fn new(templates: Vec<MessageTemplate>) -> Self {
+/// The one [`TemplateSource`]: production loads it from the knowledge base's template
+/// documents ([`TemplateCatalog::load_content`]), tests from the same files or from fixtures,
+/// so both run the same selection rule.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateCatalog {
+    templates: Vec<CatalogTemplate>,
+}
+
+impl TemplateCatalog {
+    pub fn new(templates: Vec<CatalogTemplate>) -> Self {
         Self { templates }
+    }
+
+    /// The `template` documents under the knowledge content directory `dir` (files that do
+    /// not parse are logged and skipped, as the knowledge loader does everywhere).
+    pub fn load_content(dir: &std::path::Path) -> Result<Self, TemplateSourceError> {
+        use kizuna_knowledge::document::{load_dir, DocumentKind};
+        let outcome = load_dir(dir).map_err(|e| {
+            TemplateSourceError(format!(
+                "cannot read templates under {}: {e}",
+                dir.display()
+            ))
+        })?;
+        for problem in &outcome.problems {
+            tracing::warn!(%problem, "skipping a bad knowledge file");
+        }
+        let templates = outcome
+            .documents
+            .into_iter()
+            .filter(|d| d.kind == DocumentKind::Template)
+            .map(|d| {
+                let meta = |k: &str| d.metadata_str(k).unwrap_or_default().to_string();
+                CatalogTemplate {
+                    purpose: meta("purpose"),
+                    audience: d.audience.as_str().to_string(),
+                    template: MessageTemplate {
+                        id: d.id.clone(),
+                        title: d.title.clone(),
+                        body: d.text.clone(),
+                        tone: meta("tone"),
+                        channel: meta("channel"),
+                        trigger: meta("trigger"),
+                    },
+                }
+            })
+            .collect();
+        Ok(Self { templates })
+    }
+
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
     }
 }
 
 #[async_trait]
-impl TemplateSource for StaticTemplates {
+impl TemplateSource for TemplateCatalog {
     async fn templates(
         &self,
         purpose: &str,
         audience: &str,
     ) -> Result<Vec<MessageTemplate>, TemplateSourceError> {
-        let other = if audience == "b2b" { "b2c" } else { "b2b" };
+        // A purpose names either the template's purpose or its trigger slug (or the start of
+        // one); a template filed for `all` serves both audiences.
         Ok(self
             .templates
             .iter()
-            .filter(|t| t.trigger == purpose)
             .filter(|t| {
-                let tag = format!("{} {}", t.id, t.title).to_ascii_lowercase();
-                tag.contains(audience) || !tag.contains(other)
+                let trigger = &t.template.trigger;
+                (t.purpose == purpose || trigger == purpose || trigger.starts_with(purpose))
+                    && (t.audience == audience || t.audience == "all")
             })
-            .cloned()
+            .map(|t| t.template.clone())
             .collect())
     }
 }
@@ -683,22 +738,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn static_templates_match_trigger_and_audience() {
-        let mut b2c = template("usage-b2c", "x", "warm");
-        b2c.title = "B2C向け".into();
-        let mut b2b = template("usage-b2b", "x", "warm");
-        b2b.title = "B2B向け".into();
-        let mut other = template("renewal", "x", "warm");
-        other.trigger = "renewal_90d".into();
-        let any = template("usage-any", "x", "warm");
-        let source = StaticTemplates::new(vec![b2c, b2b, other, any]);
-        let ids: Vec<String> = source
-            .templates("usage_drop", "b2b")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(ids, ["usage-b2b", "usage-any"]);
+    async fn catalog_matches_purpose_or_trigger_and_audience() {
+        let filed = |id: &str, trigger: &str, purpose: &str, audience: &str| CatalogTemplate {
+            purpose: purpose.into(),
+            audience: audience.into(),
+            template: MessageTemplate {
+                trigger: trigger.into(),
+                ..template(id, "x", "warm")
+            },
+        };
+        let source = TemplateCatalog::new(vec![
+            filed("usage-b2c", "usage_drop", "outreach", "b2c"),
+            filed("usage-b2b", "usage_drop", "outreach", "b2b"),
+            filed("renewal", "renewal_90d", "outreach", "all"),
+            filed("usage-any", "usage_drop_30d", "outreach", "all"),
+            filed("thanks", "booking_created", "followup", "b2b"),
+        ]);
+        let ids = |purpose: &'static str, audience: &'static str| {
+            let source = source.clone();
+            async move {
+                source
+                    .templates(purpose, audience)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect::<Vec<String>>()
+            }
+        };
+        assert_eq!(ids("usage_drop", "b2b").await, ["usage-b2b", "usage-any"]);
+        assert_eq!(ids("followup", "b2b").await, ["thanks"]);
+        assert!(ids("followup", "b2c").await.is_empty());
+    }
+
+    #[test]
+    fn catalog_loads_the_knowledge_templates() {
+        let dir =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../knowledge/content"));
+        let catalog = TemplateCatalog::load_content(dir).unwrap();
+        assert!(catalog.len() > 10, "{} templates", catalog.len());
     }
 }

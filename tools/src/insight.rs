@@ -8,7 +8,6 @@ use kizuna_agent::tool::{RiskClass, Tool, ToolContext, ToolError, ToolOutput};
 use kizuna_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use crate::access;
 use crate::accounts::{as_of, long_date};
@@ -44,27 +43,17 @@ pub struct Activity {
     pub bookings: i64,
 }
 
-async fn activity(store: &Store, customer_id: &str) -> Result<Activity, sqlx::Error> {
-    let conversations: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM conversations WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_one(store.pool())
-            .await?
-            .try_get("n")?;
-    let rows = sqlx::query(
-        "SELECT m.metadata AS metadata FROM messages m JOIN conversations c ON c.id = m.conversation_id
-         WHERE c.customer_id = $1 AND m.role = 'user'",
-    )
-    .bind(customer_id)
-    .fetch_all(store.pool())
-    .await?;
+async fn activity(store: &Store, customer_id: &str) -> Result<Activity, kizuna_store::StoreError> {
+    let everything = (i64::MIN, i64::MAX);
+    let activity = store
+        .customer_activity(customer_id, everything, i64::MIN)
+        .await?;
+    let conversations = activity.conversations;
+    let rows = activity.user_message_metadata;
     let mut topics: std::collections::BTreeMap<String, i64> = Default::default();
     let mut negative = 0;
-    for r in &rows {
-        let Ok(text) = r.try_get::<String, _>("metadata") else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+    for text in rows.iter().flatten() {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
             continue;
         };
         if let Some(label) = v["intent"]["label"].as_str() {
@@ -76,19 +65,8 @@ async fn activity(store: &Store, customer_id: &str) -> Result<Activity, sqlx::Er
     }
     let mut topics: Vec<(String, i64)> = topics.into_iter().collect();
     topics.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let escalations: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM escalations e JOIN conversations c ON c.id = e.conversation_id
-         WHERE c.customer_id = $1",
-    )
-    .bind(customer_id)
-    .fetch_one(store.pool())
-    .await?
-    .try_get("n")?;
-    let bookings: i64 = sqlx::query("SELECT COUNT(*) AS n FROM bookings WHERE customer_id = $1")
-        .bind(customer_id)
-        .fetch_one(store.pool())
-        .await?
-        .try_get("n")?;
+    let escalations = activity.escalations;
+    let bookings = store.count_customer_bookings(customer_id).await?;
     Ok(Activity {
         conversations,
         topics,

@@ -41,7 +41,8 @@ pub use crm::{
 };
 pub use escalate::EscalateToHuman;
 pub use followup::{
-    GenerateFollowup, MessageTemplate, StaticTemplates, TemplateSource, TemplateSourceError,
+    CatalogTemplate, GenerateFollowup, MessageTemplate, TemplateCatalog, TemplateSource,
+    TemplateSourceError,
 };
 pub use health::{health_score, HealthReport, HealthStatus};
 pub use optout::{is_opt_in_request, is_opt_out_request};

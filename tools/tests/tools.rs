@@ -14,24 +14,33 @@ use kizuna_tools::crm::get_customer;
 use kizuna_tools::health::format_points;
 use kizuna_tools::{
     health_score, import_customers, registry, BookMeasurement, BookingCalendar, CancelBooking,
-    Format, GenerateFollowup, ListAtRiskAccounts, LookupHealth, MessageTemplate, RecommendUpsell,
-    SegmentCustomers, StaticTemplates, ToolDeps,
+    CatalogTemplate, Format, GenerateFollowup, ListAtRiskAccounts, LookupHealth, MessageTemplate,
+    RecommendUpsell, SegmentCustomers, TemplateCatalog, ToolDeps,
 };
 use serde_json::json;
 
-fn template(id: &str, trigger: &str, tone: &str, body: &str) -> MessageTemplate {
-    MessageTemplate {
-        id: id.into(),
-        title: id.into(),
-        body: body.into(),
-        tone: tone.into(),
-        channel: "email".into(),
-        trigger: trigger.into(),
+/// A fixture filed as an outreach template for the audience its id ends with (else both).
+fn template(id: &str, trigger: &str, tone: &str, body: &str) -> CatalogTemplate {
+    let audience = ["b2c", "b2b"]
+        .into_iter()
+        .find(|a| id.ends_with(a))
+        .unwrap_or("all");
+    CatalogTemplate {
+        purpose: "outreach".into(),
+        audience: audience.into(),
+        template: MessageTemplate {
+            id: id.into(),
+            title: id.into(),
+            body: body.into(),
+            tone: tone.into(),
+            channel: "email".into(),
+            trigger: trigger.into(),
+        },
     }
 }
 
-fn templates() -> Arc<StaticTemplates> {
-    Arc::new(StaticTemplates::new(vec![
+fn templates() -> Arc<TemplateCatalog> {
+    Arc::new(TemplateCatalog::new(vec![
         template(
             "usage-drop-b2b",
             "usage_drop",

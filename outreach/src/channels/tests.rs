@@ -1,6 +1,7 @@
 //! The channels against real protocols on 127.0.0.1: a minimal SMTP server, an axum webhook
 //! receiver, a temporary SQLite store and the notify crate's dispatcher.
 
+use sqlx::Row;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -897,11 +898,11 @@ async fn the_dispatcher_retries_a_webhook_message_and_every_attempt_is_recorded(
     assert_eq!(requests[1].1["to"], "090-1234-5678");
     assert_eq!(requests[1].1["variant"], "B");
 
-    let row = sqlx::query("SELECT attempts, last_error FROM outbox WHERE id = $1")
-        .bind("outreach:send-30:webhook")
-        .fetch_one(store.pool())
+    let row = store
+        .outbox_state("outreach:send-30:webhook")
         .await
+        .expect("read")
         .expect("row");
-    assert_eq!(row.get::<i64, _>("attempts"), 2);
-    assert_eq!(row.get::<Option<String>, _>("last_error"), None);
+    assert_eq!(row.attempts, 2);
+    assert_eq!(row.last_error, None);
 }

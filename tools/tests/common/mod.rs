@@ -21,7 +21,7 @@ impl TestDb {
     /// Drops the PostgreSQL schema (SQLite's directory goes with the value).
     pub async fn cleanup(self) {
         if let Some((url, schema)) = &self.postgres {
-            self.store.pool().close().await;
+            self.store.close().await;
             if let Ok(mut conn) = sqlx::AnyConnection::connect(url).await {
                 let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
                 let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
