@@ -68,7 +68,10 @@ async fn japanese_plan_conversation_with_the_embedded_model() {
     // knowledge) goes to the model; what it writes passes the output validator first.
     send(
         &mut ws,
-        message_frame("t2", "ありがとうございます。測定は何時間かかりますか？"),
+        message_frame(
+            "t2",
+            "ありがとうございます。足音の測定では、床のどのあたりに機械を置くんですか？",
+        ),
     )
     .await;
     let frames = recv_until(&mut ws, "reply", Some("t2"), 300).await;

@@ -55,7 +55,7 @@ async fn plan_conversation_over_the_openai_backend_quotes_the_seed_price() {
     // model, which may call a read-only tool natively; its text streams as deltas.
     send(
         &mut ws,
-        message_frame("m2", "足音の測定は何時間かかりますか？"),
+        message_frame("m2", "足音の測定では、床のどのあたりに機械を置くんですか？"),
     )
     .await;
     let frames = recv_until(&mut ws, "reply", Some("m2"), 30).await;
@@ -243,7 +243,7 @@ async fn an_acknowledged_message_survives_sigkill_and_is_answered_after_restart(
         &mut ws,
         message_frame(
             "m1",
-            "停電しても消えないでほしい相談です。測定は何時間かかりますか？",
+            "停電しても消えないでほしい相談です。足音の測定では、床のどのあたりに機械を置くんですか？",
         ),
     )
     .await;
